@@ -1,0 +1,1 @@
+//! The libvirt implementation of [`super::Hypervisor`]: the only module that imports `virt`.

@@ -1,0 +1,80 @@
+//! The hypervisor boundary. Only `hv::libvirt` imports `virt`; everything else in reclab
+//! talks to the [`Hypervisor`] trait. Calls block; callers run them on worker threads.
+
+pub mod fake;
+pub mod libvirt;
+
+use anyhow::Result;
+
+/// What reclab needs to know about a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: String,
+    pub active: bool,
+    /// Persistent (defined) or transient.
+    pub persistent: bool,
+}
+
+/// What reclab needs to know about a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub bridge: Option<String>,
+    pub active: bool,
+    pub persistent: bool,
+}
+
+/// Coarse domain run state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomState {
+    Running,
+    Paused,
+    ShutOff,
+    Crashed,
+    Other,
+}
+
+/// Error kinds callers branch on. Everything else is an opaque `anyhow::Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("{kind} '{name}' not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("guest agent of '{domain}' is not responding: {message}")]
+    AgentUnavailable { domain: String, message: String },
+}
+
+/// The small surface reclab uses of a hypervisor. Every method that creates something is
+/// matched by one that removes it; removal of something already gone returns `Ok(false)`.
+pub trait Hypervisor: Send + Sync {
+    /// The URI this connection was opened with.
+    fn uri(&self) -> String;
+
+    fn list_domains(&self) -> Result<Vec<DomainInfo>>;
+    /// Live XML of a domain (`inactive` for the persistent definition). Never includes secrets.
+    fn domain_xml(&self, name: &str, inactive: bool) -> Result<String>;
+    /// Names of the domain's snapshots.
+    fn list_snapshots(&self, domain: &str) -> Result<Vec<String>>;
+    /// XML of one snapshot (`<domainsnapshot>`, including the embedded `<domain>`).
+    fn snapshot_xml(&self, domain: &str, snapshot: &str) -> Result<String>;
+    /// Create and start a transient domain.
+    fn create_domain(&self, xml: &str) -> Result<()>;
+    /// Force off a domain (transient ones vanish); `Ok(false)` if it does not exist.
+    fn destroy_domain(&self, name: &str) -> Result<bool>;
+    /// Remove the persistent definition of a domain, if any; `Ok(false)` if it does not exist.
+    fn undefine_domain(&self, name: &str) -> Result<bool>;
+    fn domain_state(&self, name: &str) -> Result<Option<DomState>>;
+    /// Reclab's namespaced metadata element of a domain, if present.
+    fn domain_metadata(&self, name: &str, namespace_uri: &str) -> Result<Option<String>>;
+    /// Raw QEMU guest agent command (JSON in, JSON out) with a timeout in seconds (never blocking).
+    fn agent_command(&self, domain: &str, json: &str, timeout_secs: i32) -> Result<String>;
+    /// A PNG (or PPM as libvirt sends it) screenshot of the domain's first screen.
+    fn screenshot(&self, domain: &str) -> Result<Vec<u8>>;
+
+    fn list_networks(&self) -> Result<Vec<NetworkInfo>>;
+    fn network_xml(&self, name: &str) -> Result<String>;
+    /// Create and start a transient network.
+    fn create_network(&self, xml: &str) -> Result<()>;
+    /// Stop a network (transient ones vanish) and undefine it if persistent; `Ok(false)` if absent.
+    fn destroy_network(&self, name: &str) -> Result<bool>;
+}

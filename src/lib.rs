@@ -1,0 +1,13 @@
+//! reclab: prove backups can really be restored.
+//!
+//! # Layout
+//! - `cli`: clap definitions.
+//! - `spec`: the lab file (parse, then validate).
+//! - `plan`: pure; names, MACs, paths, boot tiers, every step with its undo.
+//! - `xml`: surgical rewrite of production domain XML; lab network XML.
+//! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
+//! - `agent`: QEMU guest agent protocol on top of `hv`.
+
+pub mod cli;
+pub mod hv;
+pub mod xml;

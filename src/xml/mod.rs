@@ -1,0 +1,2 @@
+//! XML reclab reads and writes: the surgical rewrite of production domain XML and the lab
+//! network definitions.
