@@ -11,3 +11,8 @@
 pub mod cli;
 pub mod hv;
 pub mod xml;
+pub mod journal;
+pub mod names;
+pub mod services;
+pub mod sys;
+pub mod teardown;

@@ -1,0 +1,75 @@
+//! Running host commands (qemu-img, ip, iptables, dnsmasq) with context on every failure.
+
+use anyhow::{Context, Result, bail};
+use std::process::{Command, Output};
+
+/// Run a program to completion; a non-zero exit is an error that quotes the command and
+/// the end of its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({}): {}",
+            program,
+            args.join(" "),
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr), 5)
+        );
+    }
+    Ok(out)
+}
+
+/// Like [`run`] but returns stdout as a string.
+pub fn run_stdout(program: &str, args: &[&str]) -> Result<String> {
+    Ok(String::from_utf8_lossy(&run(program, args)?.stdout).into_owned())
+}
+
+/// The last `n` non-empty lines of `text`, joined with " | ".
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join(" | ")
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used to
+/// make sure a recorded PID still names the process reclab started.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a process with this PID and start time is alive.
+pub fn process_alive(pid: u32, start_time: u64) -> bool {
+    process_start_time(pid) == Some(start_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_non_empty_lines() {
+        assert_eq!(tail("a\n\nb\nc\n\n", 2), "b | c");
+        assert_eq!(tail("", 3), "");
+    }
+
+    #[test]
+    fn own_process_start_time_is_readable_and_stable() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("own stat");
+        assert!(process_alive(me, t));
+        assert!(!process_alive(me, t + 1));
+    }
+
+    #[test]
+    fn failing_command_error_names_the_command_and_stderr() {
+        let err = run("sh", &["-c", "echo boom >&2; exit 3"]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("sh -c"), "{msg}");
+        assert!(msg.contains("boom"), "{msg}");
+    }
+}

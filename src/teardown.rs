@@ -1,0 +1,180 @@
+//! Undo what a run's journal says was created. Idempotent: an absent resource counts as
+//! removed, so teardown can run any number of times, after any crash.
+//!
+//! Order: domains (in parallel: a TCG guest takes 1–2 s to die), then everything else in
+//! reverse journal order, so nothing is removed while something newer still uses it.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+use crate::hv::Hypervisor;
+use crate::journal::{Resource, RunDir};
+use crate::sys;
+
+/// Remove every resource in the run's journal, then the run directory itself.
+/// Returns the resources that could not be removed, with the reason.
+pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resource, String)>> {
+    let resources = dir.resources()?;
+    let mut failures = Vec::new();
+
+    let domains: Vec<&Resource> =
+        resources.iter().filter(|r| matches!(r, Resource::Domain { .. })).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = domains
+            .iter()
+            .map(|r| s.spawn(move || (*r, undo(hv, r))))
+            .collect();
+        for h in handles {
+            let (r, res) = h.join().expect("teardown thread panicked");
+            if let Err(e) = res {
+                failures.push((r.clone(), format!("{e:#}")));
+            }
+        }
+    });
+
+    for r in resources.iter().rev() {
+        if matches!(r, Resource::Domain { .. }) {
+            continue;
+        }
+        if let Err(e) = undo(hv, r) {
+            failures.push((r.clone(), format!("{e:#}")));
+        }
+    }
+    if failures.is_empty() {
+        remove_dir(&dir.path)?;
+    }
+    Ok(failures)
+}
+
+/// Undo one resource; already gone is success.
+pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
+    match r {
+        Resource::Domain { name } => {
+            let hv = hv.context("no hypervisor connection to remove a domain")?;
+            hv.destroy_domain(name).with_context(|| format!("destroying domain {name}"))?;
+            hv.undefine_domain(name).with_context(|| format!("undefining domain {name}"))?;
+        }
+        Resource::Network { name } => {
+            let hv = hv.context("no hypervisor connection to remove a network")?;
+            hv.destroy_network(name).with_context(|| format!("destroying network {name}"))?;
+        }
+        Resource::Process { pidfile, netns } => stop_process(pidfile, netns)?,
+        Resource::Link { name } => {
+            if Path::new("/sys/class/net").join(name).exists() {
+                sys::run("ip", &["link", "del", name])?;
+            }
+        }
+        Resource::Netns { name } => remove_netns(name)?,
+        Resource::Firewall { program, chain, rule } => {
+            let mut check = vec!["-w", "-C", chain.as_str()];
+            check.extend(rule.iter().map(String::as_str));
+            // A rule that is not there anymore is fine; delete every copy that is.
+            for _ in 0..16 {
+                let present = std::process::Command::new(program)
+                    .args(&check)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .with_context(|| format!("running {program}"))?
+                    .success();
+                if !present {
+                    break;
+                }
+                let mut del = vec!["-w", "-D", chain.as_str()];
+                del.extend(rule.iter().map(String::as_str));
+                sys::run(program, &del)?;
+            }
+        }
+        Resource::File { path } => match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        },
+        Resource::Dir { path } => remove_dir(path)?,
+    }
+    Ok(())
+}
+
+fn remove_dir(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Stop a daemon reclab started: only if the PID in its pidfile still lives inside the
+/// run's own namespace, so a recycled PID is never hit.
+fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(pidfile) else { return Ok(()) };
+    let Ok(pid) = text.trim().parse::<u32>() else { return Ok(()) };
+    if !netns_pids(netns)?.contains(&pid) {
+        return Ok(());
+    }
+    kill_and_wait(pid);
+    Ok(())
+}
+
+fn kill_and_wait(pid: u32) {
+    let Some(start) = sys::process_start_time(pid) else { return };
+    // SAFETY: kill(2) with a PID we verified; worst case it is already gone.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    for i in 0..100 {
+        if !sys::process_alive(pid, start) {
+            return;
+        }
+        if i == 50 {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// PIDs of processes in a named network namespace (empty if it does not exist).
+pub fn netns_pids(name: &str) -> Result<Vec<u32>> {
+    if !Path::new("/run/netns").join(name).exists() {
+        return Ok(Vec::new());
+    }
+    let out = sys::run_stdout("ip", &["netns", "pids", name])?;
+    Ok(out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+}
+
+/// Delete a network namespace reclab created, ending every process still inside it first
+/// (they can only be reclab's: nothing else knows the namespace).
+pub fn remove_netns(name: &str) -> Result<()> {
+    for pid in netns_pids(name)? {
+        kill_and_wait(pid);
+    }
+    if Path::new("/run/netns").join(name).exists() {
+        sys::run("ip", &["netns", "del", name])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::RunId;
+
+    #[test]
+    fn files_and_dirs_are_removed_and_a_second_teardown_is_a_no_op() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(tmp.path(), &RunId::new());
+        dir.create().unwrap();
+        let f = dir.file("overlay.qcow2");
+        dir.journal(&Resource::File { path: f.clone() }).unwrap();
+        std::fs::write(&f, b"x").unwrap();
+        dir.journal(&Resource::File { path: dir.file("never-created") }).unwrap();
+        assert!(teardown(None, &dir).unwrap().is_empty());
+        assert!(!dir.path.exists());
+        assert!(teardown(None, &dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_pidfile_naming_a_foreign_process_outside_the_namespace_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("x.pid");
+        std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+        // The namespace does not exist, so our own PID is not "inside" it: must survive.
+        stop_process(&pidfile, "reclab-does-not-exist").unwrap();
+    }
+}
