@@ -16,3 +16,4 @@ pub mod names;
 pub mod services;
 pub mod sys;
 pub mod teardown;
+pub mod image;
