@@ -1,17 +1,22 @@
-//! Command line definitions.
+//! Command line definitions (clap derive). `main` turns these into calls of `lab::*`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Prove backups can really be restored: clone production VMs into an isolated lab,
-/// restore a point in time, verify the data, report, tear down.
+/// Prove backups can really be restored: clone production VMs into an isolated lab that keeps
+/// their IPs, MACs and hostnames, boot them in order, verify, tear down.
+///
+/// Exit codes: 0 success (verified), 1 verification failed, 2 operational error.
 #[derive(Debug, Parser)]
 #[command(name = "reclab", version, about, long_about = None)]
 pub struct Cli {
     /// Directory for run state (journals, overlays, logs).
     #[arg(long, global = true, env = "RECLAB_STATE_DIR", default_value = "/var/lib/reclab")]
     pub state_dir: PathBuf,
-    /// More logging (repeat for more).
+    /// libvirt URI; overrides the lab file's `connect` (default qemu:///system).
+    #[arg(long, global = true, env = "RECLAB_CONNECT")]
+    pub connect: Option<String>,
+    /// More logging (-v info, -vv debug); RUST_LOG works too.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -24,5 +29,42 @@ pub enum Command {
     Check {
         /// The lab file.
         lab: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a lab up: clone, isolate, boot in tiers, wait until every VM is ready.
+    Up {
+        /// The lab file.
+        lab: PathBuf,
+        /// Time to live, overriding the lab file's `ttl` (e.g. 2h, 30m).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// On failure keep what was created, for inspection (remove it with `reclab down`).
+        #[arg(long)]
+        keep_on_failure: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tear a lab down: a lab name (all its runs) or a run id. Idempotent.
+    Down {
+        /// Lab name or run id.
+        lab: String,
+    },
+    /// Show running labs: VMs, state, addresses, console endpoint, time left.
+    Status {
+        /// Lab name or run id (all labs when omitted).
+        lab: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove expired and orphaned labs (also those of a killed `reclab up`), and anything in
+    /// libvirt that carries reclab's tag but belongs to no known run.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }

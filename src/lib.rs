@@ -17,3 +17,4 @@ pub mod services;
 pub mod sys;
 pub mod teardown;
 pub mod image;
+pub mod inspect;

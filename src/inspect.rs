@@ -1,0 +1,199 @@
+//! Read-only facts from a production domain XML (or a `<domainsnapshot>` embedding one):
+//! its disks and interfaces. Pure; used to resolve sources before planning.
+
+use anyhow::{Context, Result};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader;
+
+/// A `<disk>` of the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// `disk`, `cdrom`, `floppy`, `lun`.
+    pub device: String,
+    /// `file`, `block`, `network`, `volume`…
+    pub kind: String,
+    pub target: String,
+    /// `<source file=…>` or `<source dev=…>`.
+    pub source: Option<String>,
+    /// `<driver type=…>`.
+    pub format: Option<String>,
+    pub readonly: bool,
+}
+
+/// An `<interface>` of the domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub kind: String,
+    pub mac: Option<String>,
+    /// `<source network=…>` or `<source bridge=…>` or `<source dev=…>`.
+    pub source: Option<String>,
+}
+
+/// Disks and interfaces of a domain, plus its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainFacts {
+    pub name: String,
+    pub disks: Vec<DiskInfo>,
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+fn attr(e: &BytesStart, key: &str) -> Option<String> {
+    e.try_get_attribute(key)
+        .ok()
+        .flatten()
+        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::default()).ok().map(|v| v.into_owned()))
+}
+
+/// Parse the facts. For a `<domainsnapshot>` the embedded `<domain>` is read.
+pub fn facts(xml: &str) -> Result<DomainFacts> {
+    let mut r = Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut out = DomainFacts::default();
+    let mut disk: Option<DiskInfo> = None;
+    let mut iface: Option<InterfaceInfo> = None;
+    let mut in_domain_name = false;
+    loop {
+        let ev = r.read_event().context("parsing domain XML")?;
+        let (e, empty) = match &ev {
+            Event::Start(e) => (Some(e.clone()), false),
+            Event::Empty(e) => (Some(e.clone()), true),
+            _ => (None, false),
+        };
+        if let Some(e) = e {
+            let name = e.local_name().as_ref().to_string();
+            let parent = path.last().map(String::as_str);
+            let in_devices = parent == Some("devices");
+            match name.as_str() {
+                "disk" if in_devices => {
+                    disk = Some(DiskInfo {
+                        device: attr(&e, "device").unwrap_or_else(|| "disk".into()),
+                        kind: attr(&e, "type").unwrap_or_else(|| "file".into()),
+                        target: String::new(),
+                        source: None,
+                        format: None,
+                        readonly: false,
+                    })
+                }
+                "interface" if in_devices => {
+                    iface = Some(InterfaceInfo {
+                        kind: attr(&e, "type").unwrap_or_default(),
+                        mac: None,
+                        source: None,
+                    })
+                }
+                "source" if parent == Some("disk") => {
+                    if let Some(d) = disk.as_mut() {
+                        d.source = attr(&e, "file").or_else(|| attr(&e, "dev"));
+                    }
+                }
+                "target" if parent == Some("disk") => {
+                    if let Some(d) = disk.as_mut() {
+                        d.target = attr(&e, "dev").unwrap_or_default();
+                    }
+                }
+                "driver" if parent == Some("disk") => {
+                    if let Some(d) = disk.as_mut() {
+                        d.format = attr(&e, "type");
+                    }
+                }
+                "readonly" if parent == Some("disk") => {
+                    if let Some(d) = disk.as_mut() {
+                        d.readonly = true;
+                    }
+                }
+                "mac" if parent == Some("interface") => {
+                    if let Some(i) = iface.as_mut() {
+                        i.mac = attr(&e, "address").map(|m| m.to_ascii_lowercase());
+                    }
+                }
+                "source" if parent == Some("interface") => {
+                    if let Some(i) = iface.as_mut() {
+                        i.source = attr(&e, "network")
+                            .or_else(|| attr(&e, "bridge"))
+                            .or_else(|| attr(&e, "dev"));
+                    }
+                }
+                "name" if parent == Some("domain") => in_domain_name = !empty,
+                _ => {}
+            }
+            if !empty {
+                path.push(name);
+            } else {
+                close(&name, &mut path, &mut disk, &mut iface, &mut out, true);
+            }
+            continue;
+        }
+        match ev {
+            Event::Text(t) if in_domain_name => {
+                out.name = t.xml10_content().trim().to_string();
+            }
+            Event::End(e) => {
+                let name = e.local_name().as_ref().to_string();
+                in_domain_name = false;
+                close(&name, &mut path, &mut disk, &mut iface, &mut out, false);
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn close(
+    name: &str,
+    path: &mut Vec<String>,
+    disk: &mut Option<DiskInfo>,
+    iface: &mut Option<InterfaceInfo>,
+    out: &mut DomainFacts,
+    empty: bool,
+) {
+    if !empty {
+        path.pop();
+    }
+    if path.last().map(String::as_str) != Some("devices") {
+        return;
+    }
+    match name {
+        "disk" => out.disks.extend(disk.take()),
+        "interface" => out.interfaces.extend(iface.take()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAP: &str = r#"<domainsnapshot>
+  <name>nightly</name>
+  <disks><disk name='vda' snapshot='external' type='file'><source file='/img/db.nightly'/></disk></disks>
+  <domain type='qemu'>
+    <name>prod-db</name>
+    <devices>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='qcow2'/>
+        <source file='/img/db.qcow2'/>
+        <target dev='vda' bus='virtio'/>
+      </disk>
+      <disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>
+      <interface type='network'>
+        <mac address='52:54:00:20:00:10'/>
+        <source network='prod'/>
+      </interface>
+    </devices>
+  </domain>
+</domainsnapshot>"#;
+
+    #[test]
+    fn snapshot_facts_come_from_the_embedded_domain() {
+        let f = facts(SNAP).unwrap();
+        assert_eq!(f.name, "prod-db");
+        assert_eq!(f.disks.len(), 2, "snapshot <disks> must not count");
+        assert_eq!(f.disks[0].source.as_deref(), Some("/img/db.qcow2"));
+        assert_eq!(f.disks[0].format.as_deref(), Some("qcow2"));
+        assert_eq!(f.disks[0].target, "vda");
+        assert!(f.disks[1].readonly);
+        assert_eq!(f.interfaces[0].mac.as_deref(), Some("52:54:00:20:00:10"));
+        assert_eq!(f.interfaces[0].source.as_deref(), Some("prod"));
+    }
+}
