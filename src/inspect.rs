@@ -35,6 +35,8 @@ pub struct DomainFacts {
     pub name: String,
     pub disks: Vec<DiskInfo>,
     pub interfaces: Vec<InterfaceInfo>,
+    /// `<os><nvram>` file, if any.
+    pub nvram: Option<String>,
 }
 
 fn attr(e: &BytesStart, key: &str) -> Option<String> {
@@ -52,6 +54,7 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
     let mut disk: Option<DiskInfo> = None;
     let mut iface: Option<InterfaceInfo> = None;
     let mut in_domain_name = false;
+    let mut in_nvram = false;
     loop {
         let ev = r.read_event().context("parsing domain XML")?;
         let (e, empty) = match &ev {
@@ -114,6 +117,7 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
                     }
                 }
                 "name" if parent == Some("domain") => in_domain_name = !empty,
+                "nvram" if parent == Some("os") => in_nvram = !empty,
                 _ => {}
             }
             if !empty {
@@ -127,9 +131,13 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
             Event::Text(t) if in_domain_name => {
                 out.name = t.xml10_content().trim().to_string();
             }
+            Event::Text(t) if in_nvram => {
+                out.nvram = Some(t.xml10_content().trim().to_string());
+            }
             Event::End(e) => {
                 let name = e.local_name().as_ref().to_string();
                 in_domain_name = false;
+                in_nvram = false;
                 close(&name, &mut path, &mut disk, &mut iface, &mut out, false);
             }
             Event::Eof => break,

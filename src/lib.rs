@@ -18,3 +18,6 @@ pub mod sys;
 pub mod teardown;
 pub mod image;
 pub mod inspect;
+pub mod lab;
+pub mod plan;
+pub mod resolve;

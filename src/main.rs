@@ -1,12 +1,200 @@
+//! The `reclab` binary: parse the command line, run, map errors to exit codes
+//! (0 success/verified, 1 verification failed, 2 operational error).
+
+use anyhow::{Context, Result};
 use clap::Parser;
 use std::process::ExitCode;
 
+use reclab::cli::{Cli, Command};
+use reclab::hv::Hypervisor;
+use reclab::hv::libvirt::LibvirtHv;
+use reclab::{lab, spec};
+
 fn main() -> ExitCode {
-    let cli = reclab::cli::Cli::parse();
-    match cli.command {
-        reclab::cli::Command::Check { .. } => {
-            eprintln!("reclab: check is not implemented yet");
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("reclab: error: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn open_hv(uri: &str) -> Result<Box<dyn Hypervisor>> {
+    Ok(Box::new(LibvirtHv::open(uri)?))
+}
+
+fn load_spec(path: &std::path::Path) -> Result<spec::LabSpec> {
+    spec::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn uri_for(cli_uri: &Option<String>, spec: &spec::LabSpec) -> String {
+    cli_uri.clone().unwrap_or_else(|| spec.connect.clone())
+}
+
+fn default_uri(cli_uri: &Option<String>) -> String {
+    cli_uri
+        .clone()
+        .or_else(|| std::env::var("LIBVIRT_DEFAULT_URI").ok())
+        .unwrap_or_else(|| "qemu:///system".into())
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration> {
+    let span: jiff::SignedDuration = s
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: not a duration; write e.g. 2h, 30m, 1h30m"))?;
+    if span.is_negative() || span.is_zero() {
+        anyhow::bail!("--ttl {s:?}: must be positive");
+    }
+    Ok(span.unsigned_abs())
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    // An explicit per-process override beats the lab file's `connect`.
+    let reopen = |uri: &str| -> Result<Box<dyn Hypervisor>> {
+        let u = if uri.is_empty() { default_uri(&cli.connect) } else { uri.to_string() };
+        open_hv(&u)
+    };
+    let state_dir = cli.state_dir.clone();
+    match &cli.command {
+        Command::Check { lab, json } => {
+            let spec = load_spec(lab)?;
+            let hv = open_hv(&uri_for(&cli.connect, &spec))?;
+            let plan = lab::prepare(&spec, hv.as_ref(), &state_dir, None)?;
+            if *json {
+                let v = serde_json::json!({
+                    "lab": plan.lab,
+                    "uri": plan.uri,
+                    "vms": plan.vms.iter().map(|v| serde_json::json!({
+                        "name": v.name, "tier": v.tier + 1,
+                        "disks": v.overlays.iter().map(|o| serde_json::json!({
+                            "target": o.target, "source": o.backing.path, "format": o.backing.format,
+                            "virtual_size": o.backing.virtual_size})).collect::<Vec<_>>(),
+                        "macs": v.macs, "changes": v.changes,
+                    })).collect::<Vec<_>>(),
+                    "segments": plan.segments.iter().map(|s| serde_json::json!({
+                        "name": s.name, "services": s.services.as_ref().map(|x| format!("{}/{}", x.address, x.prefix)),
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("lab {}: ok ({} vms, {} segments) on {}", plan.lab, plan.vms.len(), plan.segments.len(), plan.uri);
+                for v in &plan.vms {
+                    println!("  tier {} {}:", v.tier + 1, v.name);
+                    for o in &v.overlays {
+                        println!(
+                            "    disk {} <- {} ({}, {} bytes virtual)",
+                            o.target,
+                            o.backing.path.display(),
+                            o.backing.format,
+                            o.backing.virtual_size
+                        );
+                    }
+                    for c in &v.changes {
+                        println!("    change: {c}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { lab, ttl, keep_on_failure, json } => {
+            let spec = load_spec(lab)?;
+            let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
+            let hv = open_hv(&uri_for(&cli.connect, &spec))?;
+            let report = lab::up(
+                &spec,
+                hv.as_ref(),
+                &state_dir,
+                &lab::UpOpts { ttl, keep_on_failure: *keep_on_failure },
+            )?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("lab {} run {} is up (expires {})", report.lab, report.run, report.expires);
+                for v in &report.vms {
+                    println!(
+                        "  tier {} {:<10} {:<32} ready in {:>5.1}s  {} {}",
+                        v.tier,
+                        v.name,
+                        v.domain,
+                        v.ready_after_ms as f64 / 1000.0,
+                        v.addresses.join(","),
+                        v.macs.join(",")
+                    );
+                }
+                for n in &report.networks {
+                    println!("  network {n}");
+                }
+                for c in &report.changes {
+                    println!("  removed/changed: {c}");
+                }
+                for i in &report.isolation {
+                    println!("  isolation: {i}");
+                }
+                println!("  tear down with: reclab down {}", report.run);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down { lab } => {
+            let n = lab::down(&state_dir, lab, &reopen)?;
+            if n == 0 {
+                println!("nothing to tear down for {lab}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { lab, json } => {
+            let runs = lab::status(&state_dir, lab.as_deref(), &reopen)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no labs");
+            } else {
+                for r in &runs {
+                    println!(
+                        "lab {} run {} {} ({}m left, expires {})",
+                        r.lab,
+                        r.run,
+                        r.state,
+                        r.seconds_left.max(0) / 60,
+                        r.expires
+                    );
+                    for v in &r.vms {
+                        println!(
+                            "  {:<10} {:<10} {:<16} console {}",
+                            v.name,
+                            v.state,
+                            v.addresses.join(","),
+                            v.console.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { dry_run } => {
+            let uri = default_uri(&cli.connect);
+            let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;
+            let verb = if *dry_run { "would remove" } else { "removed" };
+            for r in rep.removed_runs.iter().chain(&rep.removed_foreign) {
+                println!("{verb} {r}");
+            }
+            for k in &rep.kept {
+                println!("kept {k}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

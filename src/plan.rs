@@ -1,0 +1,373 @@
+//! The plan: everything a run will create, decided before anything is created.
+//!
+//! **Invariant:** `plan` does no IO. It takes the validated lab file, the resolved sources
+//! (XML and backing chains, read beforehand by `resolve`), the run id, the clock reading and
+//! the per-VM console secrets, and returns names, bridges, MACs, paths, domain and network XML,
+//! boot tiers and the ordered [`Step`]s. Each step names the resources it creates: those are
+//! its undo, journaled by the executor before the step runs.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::image::Layer;
+use crate::inspect::DomainFacts;
+use crate::journal::Resource;
+use crate::names::{self, RunId};
+use crate::services::ServicesPlan;
+use crate::spec::{Accel, LabSpec};
+use crate::xml;
+
+/// A source disk of a VM with its read-only backing chain (top first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedDisk {
+    pub target: String,
+    pub chain: Vec<Layer>,
+}
+
+/// A VM's source as read from libvirt or files (by `resolve`, which does the IO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedVm {
+    pub name: String,
+    /// Where it came from, for messages (`domain prod-db snapshot nightly`).
+    pub origin: String,
+    /// Production domain XML (or the snapshot XML embedding it).
+    pub xml: String,
+    pub facts: DomainFacts,
+    pub disks: Vec<ResolvedDisk>,
+    /// nvram file of the production domain, if it has one.
+    pub nvram: Option<PathBuf>,
+}
+
+/// One lab segment: a transient isolated libvirt network, and maybe lab services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPlan {
+    pub name: String,
+    pub network: String,
+    pub bridge: String,
+    pub network_xml: String,
+    pub services: Option<ServicesPlan>,
+}
+
+/// A thin overlay for one disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPlan {
+    pub vm: String,
+    pub target: String,
+    pub path: PathBuf,
+    pub backing: Layer,
+}
+
+/// One lab VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    pub name: String,
+    pub domain: String,
+    pub tier: usize,
+    pub overlays: Vec<OverlayPlan>,
+    /// Copy of the production nvram (source, copy): the lab must never write production's.
+    pub nvram: Option<(PathBuf, PathBuf)>,
+    pub xml: String,
+    /// What the rewrite removed or changed, for the output.
+    pub changes: Vec<String>,
+    pub macs: Vec<String>,
+    pub addresses: Vec<Ipv4Addr>,
+    pub serial_log: PathBuf,
+    pub console_password: String,
+    pub ready_timeout: Duration,
+    pub ready_tcp: Option<u16>,
+}
+
+/// A unit of work of `up`, in order. Its undo is the resources it journals first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    CreateRunDir,
+    CreateOverlay(OverlayPlan),
+    CopyNvram { vm: String, from: PathBuf, to: PathBuf },
+    CreateNetwork { segment: usize },
+    HardenBridge { segment: usize },
+    StartServices { segment: usize },
+    VerifyNetworks,
+    BootTier { tier: usize, vms: Vec<usize> },
+    VerifyIsolation,
+}
+
+/// Everything `up` will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub lab: String,
+    pub run: RunId,
+    pub uri: String,
+    pub lab_file: PathBuf,
+    pub run_dir: PathBuf,
+    pub created: jiff::Timestamp,
+    pub expires: jiff::Timestamp,
+    pub segments: Vec<SegmentPlan>,
+    pub vms: Vec<VmPlan>,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The resources a step creates, in creation order (what is journaled before it runs).
+    pub fn resources(&self, step: &Step) -> Vec<Resource> {
+        match step {
+            Step::CreateRunDir | Step::VerifyNetworks | Step::VerifyIsolation => vec![],
+            Step::CreateOverlay(o) => vec![Resource::File { path: o.path.clone() }],
+            Step::CopyNvram { to, .. } => vec![Resource::File { path: to.clone() }],
+            Step::CreateNetwork { segment } => {
+                vec![Resource::Network { name: self.segments[*segment].network.clone() }]
+            }
+            Step::HardenBridge { segment } => crate::services::hardening_rules(
+                &self.segments[*segment].bridge,
+                &names::firewall_tag(&self.run),
+            ),
+            Step::StartServices { segment } => {
+                let s = self.segments[*segment].services.as_ref().expect("services planned");
+                vec![
+                    Resource::Netns { name: s.netns.clone() },
+                    Resource::Link { name: s.link.clone() },
+                    Resource::Process {
+                        pidfile: self.run_dir.join(format!("services-{}.pid", s.segment)),
+                        netns: s.netns.clone(),
+                    },
+                ]
+            }
+            Step::BootTier { vms, .. } => vms
+                .iter()
+                .map(|&i| Resource::Domain { name: self.vms[i].domain.clone() })
+                .collect(),
+        }
+    }
+}
+
+/// Inputs of [`plan`] that come from the outside world, read by the caller.
+pub struct PlanInputs<'a> {
+    pub spec: &'a LabSpec,
+    pub resolved: &'a [ResolvedVm],
+    pub run: &'a RunId,
+    pub uri: &'a str,
+    pub run_dir: &'a Path,
+    pub now: jiff::Timestamp,
+    pub ttl: Duration,
+    /// One console password per VM (≤ 8 characters: libvirt's VNC limit), in spec order.
+    pub passwords: &'a [String],
+}
+
+/// Decide everything. Pure.
+pub fn plan(i: &PlanInputs) -> Result<Plan> {
+    let spec = i.spec;
+    let run = i.run;
+    let expires = i
+        .now
+        .checked_add(jiff::SignedDuration::try_from(i.ttl).context("ttl out of range")?)
+        .context("ttl out of range")?;
+    let created = i.now;
+
+    let mut segments = Vec::new();
+    for (index, (name, seg)) in spec.segments.iter().enumerate() {
+        let network = names::network_name(run, name);
+        let bridge = names::bridge_name(run, index);
+        let uuid = uuid_for(run, &format!("net:{name}"));
+        let network_xml = xml::network::isolated_network_xml(&network, &bridge, &uuid);
+        let services = seg.services.as_ref().map(|svc| ServicesPlan {
+            segment: name.clone(),
+            netns: names::services_netns(run, name),
+            link: names::services_link(run, index),
+            bridge: bridge.clone(),
+            address: svc.address.address,
+            prefix: svc.address.prefix,
+            dns: svc.dns,
+            dhcp: svc.dhcp,
+            domain: svc.domain.clone(),
+            hosts: seg.hosts.iter().map(|(h, ip)| (h.clone(), *ip)).collect(),
+            reservations: Vec::new(),
+        });
+        segments.push(SegmentPlan { name: name.clone(), network, bridge, network_xml, services });
+    }
+
+    let tiers = spec.boot_tiers();
+    let mut vms = Vec::new();
+    for (vi, vm) in spec.vms.iter().enumerate() {
+        let res = i
+            .resolved
+            .iter()
+            .find(|r| r.name == vm.name)
+            .with_context(|| format!("vm {} was not resolved", vm.name))?;
+        let domain = names::domain_name(&spec.name, run, &vm.name);
+        let tier = tiers
+            .iter()
+            .position(|t| t.contains(&vm.name))
+            .with_context(|| format!("vm {} has no boot tier", vm.name))?;
+
+        let mut overlays = Vec::new();
+        let mut disks = BTreeMap::new();
+        for d in &res.disks {
+            let path = i.run_dir.join(format!("{}-{}.qcow2", vm.name, d.target));
+            let backing = d.chain.first().cloned().with_context(|| {
+                format!("vm {}: disk {} has an empty backing chain", vm.name, d.target)
+            })?;
+            disks.insert(
+                d.target.clone(),
+                xml::domain::DiskPlan {
+                    overlay: path.display().to_string(),
+                    chain: d
+                        .chain
+                        .iter()
+                        .map(|l| xml::domain::BackingLayer {
+                            path: l.path.display().to_string(),
+                            format: l.format.clone(),
+                            block: l.block,
+                        })
+                        .collect(),
+                },
+            );
+            overlays.push(OverlayPlan { vm: vm.name.clone(), target: d.target.clone(), path, backing });
+        }
+
+        let mut networks = BTreeMap::new();
+        for iface in &res.facts.interfaces {
+            let Some(src) = iface.source.as_deref() else { continue };
+            if let Some(seg) = spec.segment_for_production(src) {
+                let sp = segments.iter().find(|s| s.name == seg.name).expect("segment planned");
+                networks.insert(src.to_string(), sp.network.clone());
+            }
+        }
+        let serial_log = i.run_dir.join(format!("{}-serial.log", vm.name));
+        let nvram = res
+            .nvram
+            .as_ref()
+            .map(|src| (src.clone(), i.run_dir.join(format!("{}-nvram.fd", vm.name))));
+        let password = i
+            .passwords
+            .get(vi)
+            .with_context(|| format!("no console password for vm {}", vm.name))?
+            .clone();
+        let opts = xml::domain::RewriteOpts {
+            name: domain.clone(),
+            uuid: uuid_for(run, &format!("vm:{}", vm.name)),
+            accel: match spec.accel {
+                Accel::Kvm => xml::domain::Accel::Kvm,
+                Accel::Tcg => xml::domain::Accel::Tcg,
+            },
+            disks,
+            networks: xml::domain::NetworkMap { by_source: networks, default: None },
+            graphics_password: password.clone(),
+            graphics_valid_to: expires.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+            serial_log: Some(serial_log.display().to_string()),
+            nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
+            metadata: xml::domain::LabMetadata {
+                lab: spec.name.clone(),
+                run: run.0.clone(),
+                vm: vm.name.clone(),
+                created: created.to_string(),
+                expires: expires.to_string(),
+            },
+        };
+        let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
+            .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
+        let macs: Vec<String> =
+            res.facts.interfaces.iter().filter_map(|f| f.mac.clone()).collect();
+        let addresses = addresses_for(spec, &macs, &vm.name);
+        vms.push(VmPlan {
+            name: vm.name.clone(),
+            domain,
+            tier,
+            overlays,
+            nvram,
+            xml: rewritten.xml,
+            changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
+            macs,
+            addresses,
+            serial_log,
+            console_password: password,
+            ready_timeout: vm.ready.timeout,
+            ready_tcp: vm.ready.tcp,
+        });
+    }
+
+    // DHCP reservations: explicit ones, with the VM's MAC on that segment when not given.
+    for seg in segments.iter_mut() {
+        let Some(svc) = seg.services.as_mut() else { continue };
+        for (vm, r) in spec.dhcp_reservations(&seg.name) {
+            let mac = match &r.mac {
+                Some(m) => m.to_string(),
+                None => {
+                    let planned = vms.iter().find(|v| v.name == vm.name).expect("vm planned");
+                    let res = i.resolved.iter().find(|x| x.name == vm.name).expect("resolved");
+                    let on_seg = res.facts.interfaces.iter().find(|f| {
+                        f.source.as_deref().and_then(|s| spec.segment_for_production(s)).map(|s| &s.name)
+                            == Some(&seg.name)
+                    });
+                    match on_seg.and_then(|f| f.mac.clone()).or_else(|| planned.macs.first().cloned()) {
+                        Some(m) => m,
+                        None => bail!("vm {}: no interface on segment {} for its DHCP reservation", vm.name, seg.name),
+                    }
+                }
+            };
+            svc.reservations.push((mac, r.ip, r.hostname.clone()));
+        }
+    }
+
+    let mut steps = vec![Step::CreateRunDir];
+    for vm in &vms {
+        steps.extend(vm.overlays.iter().cloned().map(Step::CreateOverlay));
+        if let Some((from, to)) = &vm.nvram {
+            steps.push(Step::CopyNvram { vm: vm.name.clone(), from: from.clone(), to: to.clone() });
+        }
+    }
+    for (s, seg) in segments.iter().enumerate() {
+        steps.push(Step::CreateNetwork { segment: s });
+        steps.push(Step::HardenBridge { segment: s });
+        if seg.services.is_some() {
+            steps.push(Step::StartServices { segment: s });
+        }
+    }
+    steps.push(Step::VerifyNetworks);
+    for t in 0..tiers.len() {
+        let members: Vec<usize> =
+            vms.iter().enumerate().filter(|(_, v)| v.tier == t).map(|(i, _)| i).collect();
+        steps.push(Step::BootTier { tier: t, vms: members });
+    }
+    steps.push(Step::VerifyIsolation);
+
+    Ok(Plan {
+        lab: spec.name.clone(),
+        run: run.clone(),
+        uri: i.uri.to_string(),
+        lab_file: spec.path.clone(),
+        run_dir: i.run_dir.to_path_buf(),
+        created,
+        expires,
+        segments,
+        vms,
+        steps,
+    })
+}
+
+/// Addresses a VM is known by in the lab file (DHCP reservation, or segment hosts whose
+/// first label is the VM name).
+fn addresses_for(spec: &LabSpec, _macs: &[String], vm: &str) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    if let Some(r) = spec.vm(vm).and_then(|v| v.dhcp.as_ref()) {
+        out.push(r.ip);
+    }
+    for seg in spec.segments.values() {
+        for (host, ip) in &seg.hosts {
+            if host.split('.').next() == Some(vm) && !out.contains(ip) {
+                out.push(*ip);
+            }
+        }
+    }
+    out
+}
+
+/// A stable UUID for an object of a run (so a plan is reproducible from its inputs).
+fn uuid_for(run: &RunId, what: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{}:{what}", run.0).as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid().hyphenated().to_string()
+}
