@@ -9,5 +9,6 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 
 pub mod cli;
+pub mod duration;
 pub mod hv;
 pub mod xml;
