@@ -81,10 +81,7 @@ mod tests {
         assert_eq!(secs("2 hours"), 2 * 3600);
         assert_eq!(secs("168h"), 7 * 24 * 3600);
         assert_eq!(secs("PT5M"), 5 * 60);
-        assert_eq!(
-            parse_duration("1.5s").unwrap(),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
     }
 
     #[test]
@@ -114,7 +111,10 @@ mod tests {
     fn formatting_round_trips() {
         for text in ["90s", "5m", "8h", "1h30m", "36h"] {
             let duration = parse_duration(text).unwrap();
-            assert_eq!(parse_duration(&format_duration(duration)).unwrap(), duration);
+            assert_eq!(
+                parse_duration(&format_duration(duration)).unwrap(),
+                duration
+            );
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
     }

@@ -11,4 +11,5 @@
 pub mod cli;
 pub mod duration;
 pub mod hv;
+pub mod spec;
 pub mod xml;
