@@ -122,8 +122,9 @@
 //! the MAC of the VM's interface on that segment, read from the production domain XML when the
 //! lab is planned. `segment` is only needed when several DHCP segments contain `ip`. The segment
 //! needs `dhcp = true`; within a segment, MACs and IPs are unique, and no reservation may use the
-//! services address. The DHCP host name is the segment's `hosts` name for `ip` (alphabetically
-//! first, if there are several), or else the VM name.
+//! services address. The DHCP host name is the segment's `hosts` name for `ip` (if there are
+//! several: the one whose first label is the VM name, else the alphabetically first), or else
+//! the VM name.
 //!
 //! ## Durations
 //!
@@ -348,8 +349,14 @@ impl fmt::Display for Ipv4Cidr {
 }
 
 /// An Ethernet MAC address, displayed as `52:54:00:20:00:10`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1742,11 +1749,18 @@ fn validate_dhcp(
         );
         return None;
     }
-    let hostname = segment
+    // Prefer the host name that starts with the vm name, then the alphabetically first one.
+    let names_for_ip: Vec<&String> = segment
         .hosts
         .iter()
-        .find(|(_, host_ip)| **host_ip == ip)
-        .map(|(host, _)| host.clone())
+        .filter(|(_, host_ip)| **host_ip == ip)
+        .map(|(host, _)| host)
+        .collect();
+    let hostname = names_for_ip
+        .iter()
+        .find(|host| vm_name.is_some_and(|vm| host.split('.').next() == Some(vm)))
+        .or(names_for_ip.first())
+        .map(|host| host.to_string())
         .or_else(|| vm_name.map(str::to_string))?;
     Some(DhcpReservation {
         segment: segment.name.clone(),
@@ -1978,4 +1992,251 @@ fn find_cycles(deps: &[Vec<(usize, Range<usize>)>]) -> Vec<Vec<usize>> {
         }
     }
     cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lab with the given `[[vm]]` tables, all cloned from domain snapshots.
+    fn lab(vms: &str) -> Result<LabSpec, SpecError> {
+        parse(&format!("name = \"t\"\n{vms}"), Path::new("t.toml"))
+    }
+
+    fn vm(name: &str, extra: &str) -> String {
+        format!(
+            "[[vm]]\nname = \"{name}\"\nfrom = {{ domain = \"p-{name}\", snapshot = \"s\" }}\n{extra}\n"
+        )
+    }
+
+    fn tiers(vms: &[String]) -> Vec<Vec<String>> {
+        lab(&vms.concat())
+            .unwrap_or_else(|err| panic!("lab should be valid:\n{err}"))
+            .boot_tiers()
+    }
+
+    fn names(groups: &[&[&str]]) -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|n| n.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn without_tier_or_after_every_vm_boots_in_tier_one() {
+        assert_eq!(
+            tiers(&[vm("a", ""), vm("b", ""), vm("c", "")]),
+            names(&[&["a", "b", "c"]])
+        );
+    }
+
+    #[test]
+    fn after_chains_become_consecutive_tiers_whatever_the_file_order() {
+        assert_eq!(
+            tiers(&[
+                vm("client", "after = [\"app\"]"),
+                vm("app", "after = [\"db\"]"),
+                vm("db", ""),
+            ]),
+            names(&[&["db"], &["app"], &["client"]])
+        );
+    }
+
+    #[test]
+    fn a_diamond_boots_the_join_after_its_deepest_dependency() {
+        let spec = lab(&[
+            vm("db", ""),
+            vm("cache", ""),
+            vm("queue", "after = [\"db\"]"),
+            vm("app", "after = [\"queue\", \"cache\"]"),
+        ]
+        .concat())
+        .unwrap();
+        assert_eq!(
+            spec.boot_tiers(),
+            names(&[&["db", "cache"], &["queue"], &["app"]])
+        );
+        assert_eq!(spec.vm("app").unwrap().tier, 3);
+        assert_eq!(spec.vm("app").unwrap().after, ["queue", "cache"]);
+    }
+
+    #[test]
+    fn explicit_tiers_are_kept_and_gaps_do_not_make_empty_groups() {
+        let spec = lab(&[
+            vm("db", "tier = 1"),
+            vm("report", "tier = 5"),
+            vm("app", "after = [\"db\"]"),
+        ]
+        .concat())
+        .unwrap();
+        assert_eq!(spec.vm("report").unwrap().tier, 5);
+        assert_eq!(spec.boot_tiers(), names(&[&["db"], &["app"], &["report"]]));
+    }
+
+    #[test]
+    fn an_explicit_tier_above_the_derived_one_is_honored() {
+        assert_eq!(
+            tiers(&[
+                vm("db", ""),
+                vm("app", "tier = 3\nafter = [\"db\"]"),
+                vm("web", "tier = 2"),
+            ]),
+            names(&[&["db"], &["web"], &["app"]])
+        );
+    }
+
+    #[test]
+    fn a_vm_after_another_is_pushed_above_that_vms_explicit_tier() {
+        assert_eq!(
+            tiers(&[vm("db", "tier = 4"), vm("app", "after = [\"db\"]")]),
+            names(&[&["db"], &["app"]])
+        );
+        let spec = lab(&[vm("db", "tier = 4"), vm("app", "after = [\"db\"]")].concat()).unwrap();
+        assert_eq!(spec.vm("app").unwrap().tier, 5);
+    }
+
+    #[test]
+    fn an_explicit_tier_at_or_below_a_dependency_is_a_conflict() {
+        let err = lab(&[
+            vm("db", ""),
+            vm("app", "after = [\"db\"]"),
+            vm("web", "tier = 2\nafter = [\"app\"]"),
+        ]
+        .concat())
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml:13:8: vm[2].tier: tier 2 does not come after \"app\", which boots in tier 2; raise the tier above 2 or drop it to derive it from after"
+        );
+    }
+
+    #[test]
+    fn every_cycle_is_named_once() {
+        let err = lab(&[
+            vm("a", "after = [\"b\"]"),
+            vm("b", "after = [\"a\"]"),
+            vm("c", "after = [\"d\"]"),
+            vm("d", "after = [\"c\"]"),
+        ]
+        .concat())
+        .unwrap_err();
+        let messages: Vec<&str> = err.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{err}");
+        assert!(messages[0].starts_with("after cycle a -> b -> a "), "{err}");
+        assert!(messages[1].starts_with("after cycle c -> d -> c "), "{err}");
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let spec = lab(&vm("db", "")).unwrap();
+        assert_eq!(spec.connect, "qemu:///system");
+        assert_eq!(spec.ttl, Duration::from_secs(8 * 3600));
+        assert_eq!(spec.accel, Accel::Kvm);
+        assert_eq!(spec.state_dir, None);
+        assert!(spec.segments.is_empty());
+        let db = spec.vm("db").unwrap();
+        assert_eq!(db.tier, 1);
+        assert_eq!(
+            db.ready,
+            ReadySpec {
+                timeout: Duration::from_secs(300),
+                tcp: None
+            }
+        );
+        assert_eq!(db.dhcp, None);
+    }
+
+    #[test]
+    fn problems_carry_file_line_column_and_field() {
+        let err = parse(
+            "name = \"x\"\n\n[[vm]]\nname = \"db\"\nfrom = { domain = \"d\", snapshot = \"s\" }\nafter = [\"dbb\"]\n",
+            Path::new("labs/x.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            [Problem {
+                file: PathBuf::from("labs/x.toml"),
+                location: Some((6, 10)),
+                field: "vm[0].after[0]".into(),
+                message: "unknown vm \"dbb\" (did you mean \"db\"?); known vms: db".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let text = "# é\nname = \"Überlab\"\n";
+        assert_eq!(line_column(text, text.find("\"Ü").unwrap()), (2, 8));
+        let err = parse(text, Path::new("l.toml")).unwrap_err();
+        assert!(err.to_string().starts_with("l.toml:2:8: name: "), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_join_the_lab_files_directory_without_touching_the_disk() {
+        let text = "name = \"x\"\nstate_dir = \"state\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"b/db.xml\", disks = { vda = \"b/db.qcow2\", vdb = \"/srv/data.raw\" } }\n";
+        let spec = parse(text, Path::new("/nowhere/labs/x.toml")).unwrap();
+        assert_eq!(spec.state_dir, Some(PathBuf::from("/nowhere/labs/state")));
+        assert_eq!(
+            spec.vms[0].source,
+            VmSource::Files {
+                xml: PathBuf::from("/nowhere/labs/b/db.xml"),
+                disks: BTreeMap::from([
+                    ("vda".to_string(), PathBuf::from("/nowhere/labs/b/db.qcow2")),
+                    ("vdb".to_string(), PathBuf::from("/srv/data.raw")),
+                ]),
+            }
+        );
+        let bare = parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(bare.state_dir, Some(PathBuf::from("state")));
+    }
+
+    #[test]
+    fn cidr_arithmetic() {
+        let cidr = parse_cidr("10.20.0.1/24").unwrap();
+        assert_eq!(cidr.to_string(), "10.20.0.1/24");
+        assert_eq!(cidr.network(), Ipv4Addr::new(10, 20, 0, 0));
+        assert_eq!(cidr.broadcast(), Ipv4Addr::new(10, 20, 0, 255));
+        assert_eq!(cidr.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert!(cidr.contains(Ipv4Addr::new(10, 20, 0, 200)));
+        assert!(!cidr.contains(Ipv4Addr::new(10, 20, 1, 1)));
+        let wide = parse_cidr("172.16.5.4/12").unwrap();
+        assert_eq!(wide.network(), Ipv4Addr::new(172, 16, 0, 0));
+        assert!(parse_cidr("10.20.0.1/31").is_err());
+        assert!(parse_cidr("10.20.0.1/0").is_err());
+        assert!(parse_cidr("10.20.0.1/x").is_err());
+        assert!(parse_cidr("10.20.0/24").is_err());
+    }
+
+    #[test]
+    fn mac_addresses_read_either_case_and_print_lowercase() {
+        let mac: MacAddr = "52:54:00:AB:cd:10".parse().unwrap();
+        assert_eq!(mac.to_string(), "52:54:00:ab:cd:10");
+        for bad in [
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:10:11",
+            "52-54-00-ab-cd-10",
+            "5:54:00:ab:cd:10",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_names() {
+        for good in ["db", "db.prod.example", "db.prod.example.", "a-1.b2"] {
+            assert!(valid_dns_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "-db.example",
+            "db-.example",
+            "db..example",
+            "bad_name",
+            "db example",
+        ] {
+            assert!(!valid_dns_name(bad), "{bad}");
+        }
+    }
 }
