@@ -8,9 +8,13 @@
 //! the files a lab refers to (`reclab check` does that later).
 //!
 //! Every problem is reported as `FILE:LINE:COLUMN: FIELD: WHAT IS WRONG; WHAT TO DO`, one per
-//! line, all of them at once (for example
-//! `lab.toml:12:8: vm[1].after[0]: unknown vm "dbb"; known vms: db, app`). Field paths count
-//! array entries from 0, so `vm[1]` is the second `[[vm]]` table.
+//! line, sorted by position (for example
+//! `lab.toml:12:8: vm[1].after[0]: unknown vm "dbb"; known vms: db, app`). Problems with the
+//! file as a whole have no position (`lab.toml: name: missing lab name; ...`). Field paths
+//! count array entries from 0, so `vm[1]` is the second `[[vm]]` table. Reporting happens in
+//! rounds: TOML syntax errors first (all of them); then unknown keys and wrong value types (the
+//! first one per top-level section, per segment and per VM); then, once the file decodes, every
+//! validation problem at once.
 //!
 //! # Lab file reference
 //!
@@ -474,7 +478,7 @@ pub fn parse(text: &str, path: &Path) -> Result<LabSpec, SpecError> {
 type Text = Spanned<String>;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "lab file")]
+#[serde(deny_unknown_fields, expecting = "a lab file")]
 struct WireTop {
     name: Option<Text>,
     connect: Option<Text>,
@@ -489,7 +493,7 @@ struct WireTop {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "segment table")]
+#[serde(deny_unknown_fields, expecting = "a segment table")]
 struct WireSegment {
     production: Option<Vec<Text>>,
     hosts: Option<BTreeMap<Text, Text>>,
@@ -497,7 +501,7 @@ struct WireSegment {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "services table")]
+#[serde(deny_unknown_fields, expecting = "a services table")]
 struct WireServices {
     address: Option<Text>,
     dns: Option<bool>,
@@ -507,7 +511,7 @@ struct WireServices {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "vm table")]
+#[serde(deny_unknown_fields, expecting = "a vm table")]
 struct WireVm {
     name: Option<Text>,
     from: Option<Spanned<WireFrom>>,
@@ -518,7 +522,10 @@ struct WireVm {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "source table")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a source table like { domain = \"prod-db\", snapshot = \"nightly\" }"
+)]
 struct WireFrom {
     domain: Option<Text>,
     snapshot: Option<Text>,
@@ -527,14 +534,20 @@ struct WireFrom {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "ready table")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a ready table like { timeout = \"5m\", tcp = 80 }"
+)]
 struct WireReady {
     timeout: Option<Text>,
     tcp: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename = "dhcp table")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a dhcp table like { ip = \"10.20.0.10\" }"
+)]
 struct WireDhcp {
     ip: Option<Text>,
     mac: Option<Text>,
@@ -611,7 +624,6 @@ fn tidy_toml_message(message: &str, field: &str, key: &str) -> String {
         .trim()
         .trim_end_matches('.')
         .replace('\n', "; ")
-        .replace("expected struct ", "expected a ")
         .replace("invalid type: map", "invalid type: table")
         .replace("invalid type: sequence", "invalid type: array")
         .replace("expected a map", "expected a table")
@@ -623,6 +635,9 @@ fn tidy_toml_message(message: &str, field: &str, key: &str) -> String {
     if message == "duplicate key" {
         message =
             format!("duplicate key {key:?}; a key may appear only once in a table, remove one");
+    }
+    if (field == "ttl" || field.ends_with(".timeout")) && message.ends_with("expected a string") {
+        message.push_str("; write durations as strings, like \"8h\" or \"5m\"");
     }
     if field == "vm" && message.contains("expected an array") {
         message.push_str("; write each vm as its own [[vm]] table");
@@ -2020,6 +2035,23 @@ mod tests {
             .iter()
             .map(|g| g.iter().map(|n| n.to_string()).collect())
             .collect()
+    }
+
+    #[test]
+    fn the_example_in_the_reference_is_a_valid_lab() {
+        let example: String = include_str!("spec.rs")
+            .lines()
+            .skip_while(|line| *line != "//! ```toml")
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| format!("{}\n", line.trim_start_matches("//!").trim_start()))
+            .collect();
+        let spec =
+            parse(&example, Path::new("docs/lab.toml")).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(spec.boot_tiers(), names(&[&["db"], &["app"]]));
+        assert!(
+            matches!(&spec.vms[1].source, VmSource::Files { xml, .. } if xml == Path::new("docs/backups/app.xml"))
+        );
     }
 
     #[test]
