@@ -9,7 +9,9 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 
 pub mod cli;
+pub mod duration;
 pub mod hv;
+pub mod spec;
 pub mod xml;
 pub mod journal;
 pub mod names;
