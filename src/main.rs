@@ -53,13 +53,8 @@ fn default_uri(cli_uri: &Option<String>) -> String {
 }
 
 fn parse_ttl(s: &str) -> Result<std::time::Duration> {
-    let span: jiff::SignedDuration = s
-        .parse()
-        .with_context(|| format!("--ttl {s:?}: not a duration; write e.g. 2h, 30m, 1h30m"))?;
-    if span.is_negative() || span.is_zero() {
-        anyhow::bail!("--ttl {s:?}: must be positive");
-    }
-    Ok(span.unsigned_abs())
+    reclab::duration::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("--ttl {s:?}: {e}; write e.g. 2h, 30m, 1h30m"))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
