@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::Reader;
-use quick_xml::events::Event;
+use quick_xml::Writer;
+use quick_xml::events::{BytesEnd, BytesStart, Event};
 use serde_json::Value;
 
 use super::{DomState, DomainInfo, HvError, Hypervisor, NetworkInfo};
@@ -310,31 +311,33 @@ fn xml_attr(xml: &str, path: &[&str], attr: &str) -> Result<Option<String>> {
     }
 }
 
-/// The raw text of the first child element of `<metadata>` declaring namespace `ns`.
+/// The first child element of `<metadata>` in namespace `ns`, returned the way libvirt does:
+/// without the namespace prefix and declaration (`<reclab:run xmlns:reclab=...>` comes back
+/// as `<run>`).
 fn metadata_element(xml: &str, ns: &str) -> Result<Option<String>> {
     let mut reader = Reader::from_str(xml);
     let mut depth = 0usize;
     let mut in_metadata = false;
     loop {
-        let before = reader.buffer_position() as usize;
         let ev = reader.read_event().context("parsing domain xml")?;
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(ev, Event::Empty(_));
-                let declares_ns = e.attributes().flatten().any(|a| {
+                let prefix = e.attributes().flatten().find_map(|a| {
                     let key = a.key.as_ref();
-                    (key == "xmlns" || key.starts_with("xmlns:")) && a.value.as_ref() == ns
-                });
-                if in_metadata && depth == 2 && declares_ns {
-                    if empty {
-                        let end = reader.buffer_position() as usize;
-                        return Ok(Some(xml[before..end].to_string()));
+                    if a.value.as_ref() != ns {
+                        None
+                    } else if key == "xmlns" {
+                        Some(String::new())
+                    } else {
+                        key.strip_prefix("xmlns:").map(str::to_string)
                     }
-                    reader
-                        .read_to_end(e.name())
-                        .context("parsing domain metadata")?;
-                    let end = reader.buffer_position() as usize;
-                    return Ok(Some(xml[before..end].to_string()));
+                });
+                if in_metadata
+                    && depth == 2
+                    && let Some(prefix) = prefix
+                {
+                    return copy_stripped(&mut reader, e, empty, &prefix).map(Some);
                 }
                 if !empty {
                     depth += 1;
@@ -353,6 +356,59 @@ fn metadata_element(xml: &str, ns: &str) -> Result<Option<String>> {
             _ => {}
         }
     }
+}
+
+/// Re-serialize the element starting with `first` without namespace prefix `prefix`
+/// (empty: a default namespace) and without its declaration.
+fn copy_stripped(
+    reader: &mut Reader<&[u8]>,
+    first: &BytesStart,
+    empty: bool,
+    prefix: &str,
+) -> Result<String> {
+    let strip = |name: &str| -> String {
+        match name.split_once(':') {
+            Some((p, local)) if p == prefix => local.to_string(),
+            _ => name.to_string(),
+        }
+    };
+    let decl = if prefix.is_empty() {
+        "xmlns".to_string()
+    } else {
+        format!("xmlns:{prefix}")
+    };
+    let start = |e: &BytesStart| -> BytesStart<'static> {
+        let mut out = BytesStart::new(strip(e.name().as_ref()));
+        for a in e.attributes().flatten() {
+            if a.key.as_ref() != decl {
+                out.push_attribute((strip(a.key.as_ref()).as_str(), a.value.as_ref()));
+            }
+        }
+        out
+    };
+    let mut w = Writer::new(Vec::new());
+    if empty {
+        w.write_event(Event::Empty(start(first)))?;
+    } else {
+        w.write_event(Event::Start(start(first)))?;
+        let mut depth = 1;
+        while depth > 0 {
+            match reader.read_event().context("parsing domain metadata")? {
+                Event::Start(e) => {
+                    depth += 1;
+                    w.write_event(Event::Start(start(&e)))?;
+                }
+                Event::Empty(e) => w.write_event(Event::Empty(start(&e)))?,
+                Event::End(e) => {
+                    depth -= 1;
+                    w.write_event(Event::End(BytesEnd::new(strip(e.name().as_ref()))))?;
+                }
+                Event::Eof => bail!("unterminated metadata element"),
+                other => w.write_event(other)?,
+            }
+        }
+    }
+    String::from_utf8(w.into_inner()).context("metadata is not utf-8")
 }
 
 /// The `<target dev=...>` of a `<disk>` device XML.
@@ -707,14 +763,11 @@ mod tests {
         assert_eq!(info.uuid, "11111111-2222-3333-4444-555555555555");
         assert!(info.persistent && info.active);
 
+        // Like libvirt, the element comes back without its namespace prefix.
         let md = hv
             .domain_metadata("db", "https://reclab.example/1")
-            .unwrap()
             .unwrap();
-        assert!(
-            md.starts_with("<reclab:run") && md.ends_with("</reclab:run>"),
-            "{md}"
-        );
+        assert_eq!(md.as_deref(), Some(r#"<run id="abc"><lab>l1</lab></run>"#));
         assert_eq!(hv.domain_metadata("db", "urn:absent").unwrap(), None);
         // A persistent domain with snapshots is never undefined by accident.
         assert!(hv.undefine_domain("db").is_err());

@@ -54,8 +54,7 @@ impl LibvirtHv {
     fn lookup_domain(&self, name: &str) -> Result<Domain> {
         self.conn
             .lookup_domain_by_name(name)
-            .map_err(|e| map_err(e, "domain", name))
-            .with_context(|| format!("looking up domain {name}"))
+            .map_err(|e| lookup_err(e, "domain", name))
     }
 
     /// `Ok(None)` when the domain does not exist.
@@ -63,9 +62,7 @@ impl LibvirtHv {
         match self.conn.lookup_domain_by_name(name) {
             Ok(d) => Ok(Some(d)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => {
-                Err(map_err(e, "domain", name)).with_context(|| format!("looking up domain {name}"))
-            }
+            Err(e) => Err(lookup_err(e, "domain", name)),
         }
     }
 
@@ -73,8 +70,7 @@ impl LibvirtHv {
         match self.conn.lookup_network_by_name(name) {
             Ok(n) => Ok(Some(n)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(map_err(e, "network", name))
-                .with_context(|| format!("looking up network {name}")),
+            Err(e) => Err(lookup_err(e, "network", name)),
         }
     }
 
@@ -145,6 +141,16 @@ fn map_err(e: VirtError, kind: &'static str, name: &str) -> anyhow::Error {
         anyhow::Error::new(e).context(tag)
     } else {
         anyhow::Error::new(e)
+    }
+}
+
+/// Like [`map_err`] for lookups: a not-found error already names the object; anything else
+/// (a broken connection, say) gets "looking up <kind> <name>" as context.
+fn lookup_err(e: VirtError, kind: &'static str, name: &str) -> anyhow::Error {
+    if is_not_found(&e) {
+        map_err(e, kind, name)
+    } else {
+        anyhow::Error::new(e).context(format!("looking up {kind} {name}"))
     }
 }
 
@@ -220,8 +226,8 @@ impl Hypervisor for LibvirtHv {
     fn snapshot_xml(&self, domain: &str, snapshot: &str) -> Result<String> {
         let dom = self.lookup_domain(domain)?;
         let snap = Domain::lookup_snapshot_by_name(&dom, snapshot, 0)
-            .map_err(|e| map_err(e, "snapshot", snapshot))
-            .with_context(|| format!("looking up snapshot {snapshot} of domain {domain}"))?;
+            .map_err(|e| lookup_err(e, "snapshot", snapshot))
+            .with_context(|| format!("reading snapshots of domain {domain}"))?;
         snap.xml_desc(0)
             .map_err(|e| map_err(e, "snapshot", snapshot))
             .with_context(|| format!("reading snapshot {snapshot} of domain {domain}"))
@@ -395,8 +401,7 @@ impl Hypervisor for LibvirtHv {
         let net = self
             .conn
             .lookup_network_by_name(name)
-            .map_err(|e| map_err(e, "network", name))
-            .with_context(|| format!("looking up network {name}"))?;
+            .map_err(|e| lookup_err(e, "network", name))?;
         net.xml_desc(0)
             .map_err(|e| map_err(e, "network", name))
             .with_context(|| format!("reading the xml of network {name}"))
