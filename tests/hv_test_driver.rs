@@ -275,3 +275,20 @@ fn one_connection_serves_several_threads() {
     left.sort();
     assert_eq!(left, ["prod-app", "prod-db"]);
 }
+
+#[test]
+fn screenshot_streams_a_decodable_png() {
+    let hv = fixture_hv();
+    // The test driver sends a PNG itself; QEMU's PPM path is covered by hv::ppm unit tests
+    // and by tests/hv_real_libvirt.rs.
+    let png_bytes = hv.screenshot("prod-db").unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    assert!(frame.width > 0 && frame.height > 0);
+    assert!(HvError::is_not_found(
+        &hv.screenshot("no-such-vm").unwrap_err()
+    ));
+}

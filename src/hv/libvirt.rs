@@ -4,10 +4,12 @@
 //! and libvirt connections are thread-safe, so one [`LibvirtHv`] can be shared (for example
 //! in an `Arc`) by several worker threads.
 //!
-//! Error mapping: libvirt's "no such object" errors become [`HvError::NotFound`] and guest
-//! agent availability errors become [`HvError::AgentUnavailable`], attached as context over
-//! the original libvirt error, so callers can `downcast_ref::<HvError>()` and the full libvirt
-//! message still shows in `{:#}`.
+//! Error mapping: libvirt's "no such object" errors become [`HvError::NotFound`], attached as
+//! context over the original libvirt error, so callers can `downcast_ref::<HvError>()` and the
+//! full libvirt message still shows in `{:#}`. Guest agent availability errors (not connected
+//! yet, timed out, out of sync) become [`HvError::AgentUnavailable`] carrying libvirt's
+//! message and error code. "Agent not configured" (no channel in the domain) is not one of
+//! them: waiting does not fix it.
 
 use std::sync::Once;
 
@@ -320,11 +322,16 @@ impl Hypervisor for LibvirtHv {
         let dom = self.lookup_domain(domain)?;
         dom.qemu_agent_command(json, timeout_secs, 0).map_err(|e| {
             if is_agent_unavailable(&e) {
-                let tag = HvError::AgentUnavailable {
+                // libvirt's message already starts with "Guest agent is not responding"; keep
+                // only the detail so the error reads once.
+                let msg = e.message();
+                let detail = msg
+                    .strip_prefix("Guest agent is not responding: ")
+                    .unwrap_or(msg);
+                anyhow::Error::new(HvError::AgentUnavailable {
                     domain: domain.to_string(),
-                    message: e.message().to_string(),
-                };
-                anyhow::Error::new(e).context(tag)
+                    message: format!("{detail} [{}]", e.code()),
+                })
             } else {
                 map_err(e, "domain", domain)
                     .context(format!("running a guest agent command on {domain}"))
