@@ -8,6 +8,7 @@
 //! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 
+pub mod agent;
 pub mod cli;
 pub mod duration;
 pub mod hv;

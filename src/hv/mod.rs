@@ -3,6 +3,7 @@
 
 pub mod fake;
 pub mod libvirt;
+pub mod ppm;
 
 use anyhow::Result;
 
@@ -44,6 +45,24 @@ pub enum HvError {
     AgentUnavailable { domain: String, message: String },
 }
 
+impl HvError {
+    /// Whether `err` (anywhere in its context chain) is [`HvError::NotFound`].
+    pub fn is_not_found(err: &anyhow::Error) -> bool {
+        matches!(
+            err.downcast_ref::<HvError>(),
+            Some(HvError::NotFound { .. })
+        )
+    }
+
+    /// Whether `err` (anywhere in its context chain) is [`HvError::AgentUnavailable`].
+    pub fn is_agent_unavailable(err: &anyhow::Error) -> bool {
+        matches!(
+            err.downcast_ref::<HvError>(),
+            Some(HvError::AgentUnavailable { .. })
+        )
+    }
+}
+
 /// The small surface reclab uses of a hypervisor. Every method that creates something is
 /// matched by one that removes it; removal of something already gone returns `Ok(false)`.
 pub trait Hypervisor: Send + Sync {
@@ -68,8 +87,16 @@ pub trait Hypervisor: Send + Sync {
     fn domain_metadata(&self, name: &str, namespace_uri: &str) -> Result<Option<String>>;
     /// Raw QEMU guest agent command (JSON in, JSON out) with a timeout in seconds (never blocking).
     fn agent_command(&self, domain: &str, json: &str, timeout_secs: i32) -> Result<String>;
-    /// A PNG (or PPM as libvirt sends it) screenshot of the domain's first screen.
+    /// A PNG screenshot of the domain's first screen (QEMU sends PPM; implementations convert).
     fn screenshot(&self, domain: &str) -> Result<Vec<u8>>;
+    /// Hot-plug a disk (`<disk>` device XML) into a domain. `live` affects the running domain
+    /// only (what reclab does with its transient lab domains); otherwise the persistent
+    /// definition only.
+    fn attach_disk(&self, domain: &str, disk_xml: &str, live: bool) -> Result<()>;
+    /// Hot-unplug a disk from a running domain, matched by the `<target dev=...>` in
+    /// `disk_xml`. `Ok(false)` if the domain or the disk is already gone. The guest may finish
+    /// the unplug asynchronously after this returns.
+    fn detach_disk(&self, domain: &str, disk_xml: &str) -> Result<bool>;
 
     fn list_networks(&self) -> Result<Vec<NetworkInfo>>;
     fn network_xml(&self, name: &str) -> Result<String>;
