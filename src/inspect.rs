@@ -27,6 +27,24 @@ pub struct InterfaceInfo {
     pub mac: Option<String>,
     /// `<source network=…>` or `<source bridge=…>` or `<source dev=…>`.
     pub source: Option<String>,
+    /// `<target dev=…>`: the host tap of a running domain.
+    pub target: Option<String>,
+}
+
+/// A `<graphics>` of a running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphicsInfo {
+    pub kind: String,
+    pub listen: Option<String>,
+    pub port: Option<String>,
+}
+
+impl GraphicsInfo {
+    /// `vnc://127.0.0.1:5900`, when the port is known.
+    pub fn endpoint(&self) -> Option<String> {
+        let port = self.port.as_deref().filter(|p| *p != "-1")?;
+        Some(format!("{}://{}:{port}", self.kind, self.listen.as_deref().unwrap_or("127.0.0.1")))
+    }
 }
 
 /// Disks and interfaces of a domain, plus its name.
@@ -37,6 +55,7 @@ pub struct DomainFacts {
     pub interfaces: Vec<InterfaceInfo>,
     /// `<os><nvram>` file, if any.
     pub nvram: Option<String>,
+    pub graphics: Vec<GraphicsInfo>,
 }
 
 fn attr(e: &BytesStart, key: &str) -> Option<String> {
@@ -82,6 +101,7 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
                         kind: attr(&e, "type").unwrap_or_default(),
                         mac: None,
                         source: None,
+                        target: None,
                     })
                 }
                 "source" if parent == Some("disk") => {
@@ -116,6 +136,16 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
                             .or_else(|| attr(&e, "dev"));
                     }
                 }
+                "target" if parent == Some("interface") => {
+                    if let Some(i) = iface.as_mut() {
+                        i.target = attr(&e, "dev");
+                    }
+                }
+                "graphics" if in_devices => out.graphics.push(GraphicsInfo {
+                    kind: attr(&e, "type").unwrap_or_default(),
+                    listen: attr(&e, "listen"),
+                    port: attr(&e, "port"),
+                }),
                 "name" if parent == Some("domain") => in_domain_name = !empty,
                 "nvram" if parent == Some("os") => in_nvram = !empty,
                 _ => {}

@@ -379,7 +379,9 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
         .collect();
     for vm in &plan.vms {
         if let Ok(live) = hv.domain_xml(&vm.domain, false) {
-            ours.extend(xml::network::interface_targets(&live));
+            if let Ok(f) = crate::inspect::facts(&live) {
+                ours.extend(f.interfaces.into_iter().filter_map(|i| i.target));
+            }
         }
     }
     for s in &plan.segments {
@@ -520,7 +522,8 @@ pub fn status(state_dir: &Path, which: Option<&str>, open: &dyn Fn(&str) -> Resu
                     let console = hv
                         .domain_xml(&vm.domain, false)
                         .ok()
-                        .and_then(|x| xml::network::graphics_endpoint(&x));
+                        .and_then(|x| crate::inspect::facts(&x).ok())
+                        .and_then(|f| f.graphics.iter().find_map(|g| g.endpoint()));
                     (st.to_string(), console)
                 }
                 None => ("unreachable".to_string(), None),

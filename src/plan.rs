@@ -215,24 +215,38 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                     chain: d
                         .chain
                         .iter()
-                        .map(|l| xml::domain::BackingLayer {
-                            path: l.path.display().to_string(),
-                            format: l.format.clone(),
-                            block: l.block,
+                        .map(|l| {
+                            Ok(xml::domain::BackingLayer {
+                                path: l.path.display().to_string(),
+                                format: match l.format.as_str() {
+                                    "qcow2" => xml::domain::ImageFormat::Qcow2,
+                                    "raw" => xml::domain::ImageFormat::Raw,
+                                    other => bail!("vm {}: disk {}: unsupported format {other}", vm.name, d.target),
+                                },
+                                kind: if l.block {
+                                    xml::domain::LayerKind::Block
+                                } else {
+                                    xml::domain::LayerKind::File
+                                },
+                            })
                         })
-                        .collect(),
+                        .collect::<Result<Vec<_>>>()?,
                 },
             );
             overlays.push(OverlayPlan { vm: vm.name.clone(), target: d.target.clone(), path, backing });
         }
 
-        let mut networks = BTreeMap::new();
+        let mut networks = xml::domain::NetworkMap::default();
         for iface in &res.facts.interfaces {
             let Some(src) = iface.source.as_deref() else { continue };
             if let Some(seg) = spec.segment_for_production(src) {
                 let sp = segments.iter().find(|s| s.name == seg.name).expect("segment planned");
-                networks.insert(src.to_string(), sp.network.clone());
+                let map = if iface.kind == "bridge" { &mut networks.bridges } else { &mut networks.networks };
+                map.insert(src.to_string(), sp.network.clone());
             }
+        }
+        if segments.len() == 1 && spec.segments.values().all(|s| s.production.is_empty()) {
+            networks.default = Some(segments[0].network.clone());
         }
         let serial_log = i.run_dir.join(format!("{}-serial.log", vm.name));
         let nvram = res
@@ -252,9 +266,9 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                 Accel::Tcg => xml::domain::Accel::Tcg,
             },
             disks,
-            networks: xml::domain::NetworkMap { by_source: networks, default: None },
+            networks,
             graphics_password: password.clone(),
-            graphics_valid_to: expires.strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+            graphics_valid_to: expires,
             serial_log: Some(serial_log.display().to_string()),
             nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
             metadata: xml::domain::LabMetadata {
