@@ -9,7 +9,12 @@ use std::path::PathBuf;
 #[command(name = "reclab", version, about, long_about = None)]
 pub struct Cli {
     /// Directory for run state (journals, overlays, logs).
-    #[arg(long, global = true, env = "RECLAB_STATE_DIR", default_value = "/var/lib/reclab")]
+    #[arg(
+        long,
+        global = true,
+        env = "RECLAB_STATE_DIR",
+        default_value = "/var/lib/reclab"
+    )]
     pub state_dir: PathBuf,
     /// More logging (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
