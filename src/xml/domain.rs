@@ -49,7 +49,7 @@ use std::fmt;
 
 use anyhow::{Context, Result, bail};
 
-use super::tree::{self, Elem, Node, Style};
+use super::tree::{self, Elem, Style};
 
 /// The XML namespace of reclab's domain metadata.
 pub const RECLAB_NS: &str = "https://reclab.dev/xmlns/lab/1";
@@ -424,6 +424,10 @@ fn describe(e: &Elem) -> String {
         if let Some(c) = e.child(child) {
             s.push(' ');
             s.push_str(&tag(c));
+            // A host device is named by what is inside its source (PCI address, USB ids).
+            for inner in c.elems() {
+                s.push_str(&tag(inner));
+            }
         }
     }
     s
@@ -784,7 +788,7 @@ impl Cx<'_> {
         let source = Elem::new("source").with_attr("file", &plan.overlay);
         match disk.position(|e| e.name() == "source") {
             Some(at) => {
-                disk.children[at] = Node::Elem(source);
+                disk.replace_at(at, source, &self.style);
                 let mut first = true;
                 disk.remove_where(|e| {
                     if e.name() != "source" {
@@ -826,8 +830,14 @@ impl Cx<'_> {
         if disk.to_xml() != before {
             changes.push(Change {
                 kind: ChangeKind::Modified,
-                what: format!("disk {target} to write to the overlay {}", plan.overlay),
-                why: format!("{production} is opened read-only, as a backing file"),
+                what: format!(
+                    "disk {target} from {production} to the overlay {}",
+                    plan.overlay
+                ),
+                why: format!(
+                    "the lab writes only to its overlay, over the read-only {}",
+                    plan.chain[0].path
+                ),
             });
         }
         Ok(())
@@ -871,7 +881,7 @@ impl Cx<'_> {
         iface.set_attr("type", "network");
         let new_source = Elem::new("source").with_attr("network", &network);
         match iface.position(|e| e.name() == "source") {
-            Some(at) => iface.children[at] = Node::Elem(new_source),
+            Some(at) => iface.replace_at(at, new_source, &self.style),
             None => {
                 let at = iface.position(|e| e.name() == "mac").expect("mac exists");
                 iface.insert_after(at, new_source, 2, &self.style);
@@ -913,7 +923,7 @@ impl Cx<'_> {
             .with_attr("address", LOOPBACK);
         match g.position(|e| e.name() == "listen") {
             Some(at) => {
-                g.children[at] = Node::Elem(listen);
+                g.replace_at(at, listen, &self.style);
                 let mut first = true;
                 g.remove_where(|e| e.name() == "listen" && !std::mem::replace(&mut first, false));
             }
@@ -1013,11 +1023,11 @@ impl Cx<'_> {
             changes.push(Change {
                 kind: ChangeKind::Modified,
                 what: format!("{what} to type 'pty'"),
-                why: TOUCH_HOST.to_string(),
+                why: chardev_risk(&kind).to_string(),
             });
-        } else if kind == "pty" {
-            // A live XML names production's pseudo-terminal; libvirt allocates a new one.
-            dev.remove_where(|e| e.name() == "source");
+        }
+        if dev.attr("type").as_deref() == Some("pty") {
+            forget_pty(dev);
         }
         self.chardev_logs(dev, first_serial, changes);
     }
@@ -1055,17 +1065,31 @@ impl Cx<'_> {
                 changes.push(Change {
                     kind: ChangeKind::Removed,
                     what: describe(dev),
-                    why: TOUCH_HOST.to_string(),
+                    why: chardev_risk(&kind).to_string(),
                 });
                 return false;
             }
             if kind == "pty" {
-                dev.remove_where(|e| e.name() == "source");
+                forget_pty(dev);
             }
         }
         self.chardev_logs(dev, false, changes);
         true
     }
+}
+
+/// Why a character device of this type cannot stay as it is.
+fn chardev_risk(kind: &str) -> &'static str {
+    match kind {
+        "tcp" | "udp" => REACH_OUT,
+        _ => TOUCH_HOST,
+    }
+}
+
+/// Drops the pseudo-terminal a live XML names (production's); libvirt allocates a new one.
+fn forget_pty(dev: &mut Elem) {
+    dev.remove_attr("tty");
+    dev.remove_where(|e| e.name() == "source");
 }
 
 /// Builds `<backingStore>` for `layers`, nested, ending with an empty `<backingStore/>`.

@@ -41,6 +41,8 @@ pub(crate) struct Doc {
 pub(crate) struct Style {
     /// One level of indentation, e.g. two spaces; `None` for a document without layout.
     pub unit: Option<String>,
+    /// The attribute quote of the document's root element, used for new elements.
+    pub quote: char,
 }
 
 impl Style {
@@ -148,6 +150,7 @@ impl Doc {
             .iter()
             .any(|n| is_ws(n) && node_has_newline(n));
         Style {
+            quote: self.root.quote(),
             unit: if has_layout {
                 Some(unit.unwrap_or_else(|| "  ".to_string()))
             } else {
@@ -280,7 +283,10 @@ impl Elem {
 
     /// Rebuilds the start tag from attributes given as (key, raw escaped value).
     fn rebuild(&mut self, attrs: &[(String, String)]) {
-        let quote = self.quote();
+        self.rebuild_with(attrs, self.quote());
+    }
+
+    fn rebuild_with(&mut self, attrs: &[(String, String)], quote: char) {
         let name = self.name();
         let mut content = name.clone();
         for (key, raw) in attrs {
@@ -463,9 +469,25 @@ impl Elem {
         found.or_else(|| style.ws(depth + 1))
     }
 
+    /// Writes the attributes of a new subtree with the document's quote.
+    fn requote(&mut self, quote: char) {
+        let attrs = self.raw_attrs();
+        self.rebuild_with(&attrs, quote);
+        for child in self.elems_mut() {
+            child.requote(quote);
+        }
+    }
+
+    /// Replaces `children[index]`, which must be an element, with a new element.
+    pub fn replace_at(&mut self, index: usize, mut child: Elem, style: &Style) {
+        child.requote(style.quote);
+        self.children[index] = Node::Elem(child);
+    }
+
     /// Appends a child element after the last child, indented like its siblings. `depth` is the
     /// depth of `self` (the root is at depth 0).
-    pub fn append(&mut self, child: Elem, depth: usize, style: &Style) {
+    pub fn append(&mut self, mut child: Elem, depth: usize, style: &Style) {
+        child.requote(style.quote);
         let inner = self.inner_ws(depth, style);
         self.empty = false;
         if self.children.last().is_some_and(is_ws) {
@@ -491,7 +513,8 @@ impl Elem {
     }
 
     /// Inserts a child element right after `children[index]`, indented like its siblings.
-    pub fn insert_after(&mut self, index: usize, child: Elem, depth: usize, style: &Style) {
+    pub fn insert_after(&mut self, index: usize, mut child: Elem, depth: usize, style: &Style) {
+        child.requote(style.quote);
         let inner = self.inner_ws(depth, style);
         self.empty = false;
         self.children.insert(index + 1, Node::Elem(child));
@@ -501,7 +524,8 @@ impl Elem {
     }
 
     /// Inserts a child element right before `children[index]`, indented like its siblings.
-    pub fn insert_before(&mut self, index: usize, child: Elem, depth: usize, style: &Style) {
+    pub fn insert_before(&mut self, index: usize, mut child: Elem, depth: usize, style: &Style) {
+        child.requote(style.quote);
         let inner = self.inner_ws(depth, style);
         self.empty = false;
         if let Some(ws) = inner {
