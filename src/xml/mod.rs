@@ -1,2 +1,6 @@
 //! XML reclab reads and writes: the surgical rewrite of production domain XML and the lab
 //! network definitions.
+
+pub mod domain;
+pub mod network;
+mod tree;

@@ -1,0 +1,4 @@
+//! reclab's integration tests, one binary (see style.md): one module per area.
+
+mod xml_domain;
+mod xml_network;
