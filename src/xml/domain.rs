@@ -23,7 +23,8 @@
 //!   reused; the guest agent channel gets a fresh socket (or is added).
 //! - `<os><nvram>`: points at the lab's own copy (the caller copies the file).
 //! - With [`Accel::Tcg`], a host CPU model (`host-passthrough`, `host-model`) is dropped
-//!   (topology and NUMA cells are kept).
+//!   (topology and NUMA cells are kept, so the guest sees the same sockets and cores), and so
+//!   are the Hyper-V enlightenments QEMU cannot emulate (`vpindex` and those built on it).
 //!
 //! # What is refused, and why
 //!
@@ -451,6 +452,7 @@ impl Cx<'_> {
         self.identity(domain)?;
         self.metadata(domain);
         self.cpu(domain);
+        self.hyperv(domain);
         self.os(domain)?;
         self.sysinfo(domain);
         self.qemu_commandline(domain);
@@ -532,6 +534,31 @@ impl Cx<'_> {
         } else {
             domain.remove_where(|e| e.name() == "cpu");
             self.record(ChangeKind::Removed, format!("<cpu mode='{mode}'>"), why);
+        }
+    }
+
+    /// QEMU 7.2 under TCG refuses `hv-vpindex` ("kernel doesn't allow setting HyperV
+    /// VP_INDEX"), and the enlightenments built on it need it; the others work.
+    fn hyperv(&mut self, domain: &mut Elem) {
+        if self.opts.accel != Accel::Tcg {
+            return;
+        }
+        let Some(hyperv) = domain
+            .child_mut("features")
+            .and_then(|f| f.child_mut("hyperv"))
+        else {
+            return;
+        };
+        let removed = hyperv.remove_where(|e| {
+            ["vpindex", "synic", "stimer", "ipi", "tlbflush"].contains(&e.name().as_str())
+        });
+        if !removed.is_empty() {
+            let names: Vec<String> = removed.iter().map(Elem::name).collect();
+            self.record(
+                ChangeKind::Removed,
+                format!("hyper-v enlightenments {}", names.join(", ")),
+                "qemu cannot provide them under software emulation (tcg)",
+            );
         }
     }
 

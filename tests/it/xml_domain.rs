@@ -287,6 +287,7 @@ fn modelled(path: &str) -> bool {
         ["domain"] => true,
         ["domain", "name" | "uuid" | "cpu" | "qemu:commandline", ..] => true,
         ["domain", "sysinfo", "system", "entry", ..] => true,
+        ["domain", "features", "hyperv", _, ..] => true,
         ["domain", "os", "nvram", ..] => true,
         ["domain", "metadata", child, ..] => child.starts_with("reclab:"),
         ["domain", "devices", device, ..] => MODELLED_DEVICES.contains(device),
