@@ -65,6 +65,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a shell command in a lab VM through its guest agent (nothing goes over a network).
+    Exec {
+        /// Lab name or run id.
+        lab: String,
+        /// VM name as in the lab file.
+        vm: String,
+        /// Seconds to wait for the command.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// The command (run by /bin/sh -c in the guest).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Remove expired and orphaned labs (also those of a killed `reclab up`), and anything in
     /// libvirt that carries reclab's tag but belongs to no known run.
     Gc {

@@ -83,7 +83,9 @@ pub fn chain(path: &Path, format: Option<&str>) -> Result<Vec<Layer>> {
         let block = if i == 0 {
             meta.file_type().is_block_device()
         } else {
-            std::fs::metadata(&lpath).map(|m| m.file_type().is_block_device()).unwrap_or(false)
+            std::fs::metadata(&lpath)
+                .map(|m| m.file_type().is_block_device())
+                .unwrap_or(false)
         };
         layers.push(Layer {
             path: lpath,
@@ -104,7 +106,19 @@ pub fn create_overlay(overlay: &Path, backing: &Layer) -> Result<()> {
     let o = overlay.to_str().context("overlay path is not UTF-8")?;
     sys::run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-u", "-F", &backing.format, "-b", b, o, &size],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-F",
+            &backing.format,
+            "-b",
+            b,
+            o,
+            &size,
+        ],
     )
     .with_context(|| format!("creating overlay {o} over {b}"))?;
     Ok(())
@@ -117,7 +131,9 @@ pub fn fingerprint(path: &Path) -> Result<Fingerprint> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0;
     while n < buf.len() {
-        let k = f.read(&mut buf[n..]).with_context(|| format!("reading {}", path.display()))?;
+        let k = f
+            .read(&mut buf[n..])
+            .with_context(|| format!("reading {}", path.display()))?;
         if k == 0 {
             break;
         }
@@ -138,7 +154,10 @@ pub fn changed(before: &[Fingerprint]) -> Vec<String> {
     for fp in before {
         match fingerprint(&fp.path) {
             Ok(now) if now == *fp => {}
-            Ok(_) => out.push(format!("production image {} changed during the run", fp.path.display())),
+            Ok(_) => out.push(format!(
+                "production image {} changed during the run",
+                fp.path.display()
+            )),
             Err(e) => out.push(format!("production image {}: {e:#}", fp.path.display())),
         }
     }
@@ -150,7 +169,10 @@ mod tests {
     use super::*;
 
     fn qemu_img_available() -> bool {
-        std::process::Command::new("qemu-img").arg("--version").output().is_ok()
+        std::process::Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_ok()
     }
 
     #[test]
@@ -161,7 +183,11 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src.qcow2");
-        sys::run("qemu-img", &["create", "-q", "-f", "qcow2", src.to_str().unwrap(), "1G"]).unwrap();
+        sys::run(
+            "qemu-img",
+            &["create", "-q", "-f", "qcow2", src.to_str().unwrap(), "1G"],
+        )
+        .unwrap();
         let before = fingerprint(&src).unwrap();
         let layers = chain(&src, Some("qcow2")).unwrap();
         assert_eq!(layers.len(), 1);

@@ -43,7 +43,11 @@ impl GraphicsInfo {
     /// `vnc://127.0.0.1:5900`, when the port is known.
     pub fn endpoint(&self) -> Option<String> {
         let port = self.port.as_deref().filter(|p| *p != "-1")?;
-        Some(format!("{}://{}:{port}", self.kind, self.listen.as_deref().unwrap_or("127.0.0.1")))
+        Some(format!(
+            "{}://{}:{port}",
+            self.kind,
+            self.listen.as_deref().unwrap_or("127.0.0.1")
+        ))
     }
 }
 
@@ -59,10 +63,11 @@ pub struct DomainFacts {
 }
 
 fn attr(e: &BytesStart, key: &str) -> Option<String> {
-    e.try_get_attribute(key)
-        .ok()
-        .flatten()
-        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::default()).ok().map(|v| v.into_owned()))
+    e.try_get_attribute(key).ok().flatten().and_then(|a| {
+        a.normalized_value(quick_xml::XmlVersion::default())
+            .ok()
+            .map(|v| v.into_owned())
+    })
 }
 
 /// Parse the facts. For a `<domainsnapshot>` the embedded `<domain>` is read.

@@ -35,7 +35,11 @@ pub enum Resource {
     Process { pidfile: PathBuf, netns: String },
     /// An iptables/ip6tables rule: `program` (`iptables` or `ip6tables`) and the rule spec
     /// after the chain, inserted into `chain` of table `filter`.
-    Firewall { program: String, chain: String, rule: Vec<String> },
+    Firewall {
+        program: String,
+        chain: String,
+        rule: Vec<String>,
+    },
 }
 
 impl Resource {
@@ -49,7 +53,11 @@ impl Resource {
             Resource::Netns { name } => format!("network namespace {name}"),
             Resource::Link { name } => format!("link {name}"),
             Resource::Process { pidfile, .. } => format!("process of {}", pidfile.display()),
-            Resource::Firewall { program, chain, rule } => {
+            Resource::Firewall {
+                program,
+                chain,
+                rule,
+            } => {
                 format!("{program} rule {chain} {}", rule.join(" "))
             }
         }
@@ -127,7 +135,9 @@ impl RunDir {
     }
 
     pub fn new(state_dir: &Path, run: &RunId) -> Self {
-        RunDir { path: Self::runs_root(state_dir).join(run.short()) }
+        RunDir {
+            path: Self::runs_root(state_dir).join(run.short()),
+        }
     }
 
     /// Every run directory under the state dir.
@@ -221,7 +231,8 @@ impl RunDir {
         let path = self.record_path();
         match fs::read(&path) {
             Ok(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("parsing {}", path.display()))?,
+                serde_json::from_slice(&b)
+                    .with_context(|| format!("parsing {}", path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -237,8 +248,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("creating temp file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -252,7 +265,9 @@ mod tests {
         let run = RunId::new();
         let dir = RunDir::new(tmp.path(), &run);
         dir.create().unwrap();
-        let a = Resource::Network { name: "reclab-x-lan".into() };
+        let a = Resource::Network {
+            name: "reclab-x-lan".into(),
+        };
         let b = Resource::Firewall {
             program: "iptables".into(),
             chain: "INPUT".into(),
@@ -260,7 +275,10 @@ mod tests {
         };
         dir.journal(&a).unwrap();
         dir.journal(&b).unwrap();
-        let mut f = OpenOptions::new().append(true).open(dir.journal_path()).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.journal_path())
+            .unwrap();
         f.write_all(b"{\"kind\":\"domain\",\"na").unwrap();
         assert_eq!(dir.resources().unwrap(), vec![a, b]);
         assert_eq!(RunDir::all(tmp.path()).unwrap().len(), 1);

@@ -59,7 +59,9 @@ fn random_password() -> String {
     use rand::RngExt;
     const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    (0..8).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..8)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Resolve and plan without creating anything (`reclab check`, and the first half of `up`).
@@ -86,7 +88,12 @@ pub fn prepare(
 }
 
 /// Bring a lab up. On failure everything created is removed (unless `keep_on_failure`).
-pub fn up(spec: &LabSpec, hv: &dyn Hypervisor, state_dir: &Path, opts: &UpOpts) -> Result<UpReport> {
+pub fn up(
+    spec: &LabSpec,
+    hv: &dyn Hypervisor,
+    state_dir: &Path,
+    opts: &UpOpts,
+) -> Result<UpReport> {
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts.ttl)?;
     let mut fingerprints = Vec::new();
@@ -96,14 +103,20 @@ pub fn up(spec: &LabSpec, hv: &dyn Hypervisor, state_dir: &Path, opts: &UpOpts) 
             fingerprints.push(image::fingerprint(&o.backing.path)?);
         }
     }
-    let dir = RunDir { path: plan.run_dir.clone() };
+    let dir = RunDir {
+        path: plan.run_dir.clone(),
+    };
     let mut report = UpReport {
         lab: plan.lab.clone(),
         run: plan.run.short().to_string(),
         run_dir: plan.run_dir.display().to_string(),
         expires: plan.expires.to_string(),
         vms: Vec::new(),
-        networks: plan.segments.iter().map(|s| format!("{} (bridge {})", s.network, s.bridge)).collect(),
+        networks: plan
+            .segments
+            .iter()
+            .map(|s| format!("{} (bridge {})", s.network, s.bridge))
+            .collect(),
         changes: plan
             .vms
             .iter()
@@ -224,7 +237,12 @@ fn run_step(
                 .with_context(|| format!("creating state directory {}", dir.path.display()))?;
             dir.create()?;
             dir.save_record(record)?;
-            progress(format!("lab {} run {}: {}", plan.lab, plan.run.short(), dir.path.display()));
+            progress(format!(
+                "lab {} run {}: {}",
+                plan.lab,
+                plan.run.short(),
+                dir.path.display()
+            ));
             None
         }
         Step::CreateOverlay(o) => {
@@ -240,14 +258,23 @@ fn run_step(
         Step::CreateNetwork { segment } => {
             let s = &plan.segments[*segment];
             if hv.list_networks()?.iter().any(|n| n.name == s.network) {
-                bail!("network {} already exists and is not this run's; refusing to touch it", s.network);
+                bail!(
+                    "network {} already exists and is not this run's; refusing to touch it",
+                    s.network
+                );
             }
             if Path::new("/sys/class/net").join(&s.bridge).exists() {
-                bail!("interface {} already exists; refusing to reuse it", s.bridge);
+                bail!(
+                    "interface {} already exists; refusing to reuse it",
+                    s.bridge
+                );
             }
             hv.create_network(&s.network_xml)
                 .with_context(|| format!("creating lab network {}", s.network))?;
-            progress(format!("segment {}: network {} bridge {}", s.name, s.network, s.bridge));
+            progress(format!(
+                "segment {}: network {} bridge {}",
+                s.name, s.network, s.bridge
+            ));
             Some(format!("network {}", s.name))
         }
         Step::HardenBridge { segment } => {
@@ -268,9 +295,16 @@ fn run_step(
             for s in &plan.segments {
                 let live = hv.network_xml(&s.network)?;
                 if let Err(problems) = xml::network::check_isolated(&live, &s.bridge) {
-                    bail!("lab network {} is not isolated: {}", s.network, problems.join("; "));
+                    bail!(
+                        "lab network {} is not isolated: {}",
+                        s.network,
+                        problems.join("; ")
+                    );
                 }
-                report.isolation.push(format!("network {}: no forward, no host address", s.network));
+                report.isolation.push(format!(
+                    "network {}: no forward, no host address",
+                    s.network
+                ));
             }
             None
         }
@@ -281,9 +315,14 @@ fn run_step(
             for &i in vms {
                 let vm = &plan.vms[i];
                 if hv.list_domains()?.iter().any(|d| d.name == vm.domain) {
-                    bail!("domain {} already exists and is not this run's; refusing to touch it", vm.domain);
+                    bail!(
+                        "domain {} already exists and is not this run's; refusing to touch it",
+                        vm.domain
+                    );
                 }
-                dir.journal(&Resource::Domain { name: vm.domain.clone() })?;
+                dir.journal(&Resource::Domain {
+                    name: vm.domain.clone(),
+                })?;
                 hv.create_domain(&vm.xml)
                     .with_context(|| format!("vm {}: starting domain {}", vm.name, vm.domain))?;
             }
@@ -295,12 +334,18 @@ fn run_step(
                         sc.spawn(move || wait_ready(hv, vm))
                     })
                     .collect();
-                hs.into_iter().map(|h| h.join().expect("ready thread panicked")).collect()
+                hs.into_iter()
+                    .map(|h| h.join().expect("ready thread panicked"))
+                    .collect()
             });
             for (k, r) in results.into_iter().enumerate() {
                 let vm = &plan.vms[vms[k]];
                 let took = r?;
-                progress(format!("{} ready after {:.1}s", vm.name, took.as_secs_f64()));
+                progress(format!(
+                    "{} ready after {:.1}s",
+                    vm.name,
+                    took.as_secs_f64()
+                ));
                 report.vms.push(VmUp {
                     name: vm.name.clone(),
                     domain: vm.domain.clone(),
@@ -311,7 +356,11 @@ fn run_step(
                 });
             }
             dir.save_record(record)?;
-            Some(format!("boot tier {} ({:.1}s)", tier + 1, t.elapsed().as_secs_f64()))
+            Some(format!(
+                "boot tier {} ({:.1}s)",
+                tier + 1,
+                t.elapsed().as_secs_f64()
+            ))
         }
         Step::VerifyIsolation => {
             let found = verify_isolation(plan, hv)?;
@@ -331,19 +380,31 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             vm.name,
             vm.domain,
             vm.ready_timeout.as_secs(),
-            if serial.trim().is_empty() { "(none)".into() } else { sys::tail(&serial, 8) }
+            if serial.trim().is_empty() {
+                "(none)".into()
+            } else {
+                sys::tail(&serial, 8)
+            }
         )
     };
-    if let Err(e) = agent::wait_ready(hv, &vm.domain, vm.ready_timeout, Duration::from_millis(250)) {
+    if let Err(e) = agent::wait_ready(hv, &vm.domain, vm.ready_timeout, Duration::from_millis(250))
+    {
         return Err(fail("waiting for the guest agent (guest-ping)", e));
     }
     if let Some(port) = vm.ready_tcp {
-        let host = vm.addresses.first().map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1".into());
+        let host = vm
+            .addresses
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into());
         let script = format!("nc -z -w 2 {host} {port}");
         loop {
             let left = vm.ready_timeout.saturating_sub(t.elapsed());
             if left.is_zero() {
-                return Err(fail(&format!("waiting for tcp {host}:{port}"), anyhow::anyhow!("timed out")));
+                return Err(fail(
+                    &format!("waiting for tcp {host}:{port}"),
+                    anyhow::anyhow!("timed out"),
+                ));
             }
             match agent::sh(hv, &vm.domain, &script, Duration::from_secs(5)) {
                 Ok(out) if out.exit_code == 0 => break,
@@ -378,10 +439,11 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
         .filter_map(|s| s.services.as_ref().map(|x| x.link.clone()))
         .collect();
     for vm in &plan.vms {
-        if let Ok(live) = hv.domain_xml(&vm.domain, false) {
-            if let Ok(f) = crate::inspect::facts(&live) {
-                ours.extend(f.interfaces.into_iter().filter_map(|i| i.target));
-            }
+        if let Ok(f) = hv
+            .domain_xml(&vm.domain, false)
+            .and_then(|x| crate::inspect::facts(&x))
+        {
+            ours.extend(f.interfaces.into_iter().filter_map(|i| i.target));
         }
     }
     for s in &plan.segments {
@@ -392,9 +454,16 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
             .collect();
         let foreign: Vec<&String> = members.iter().filter(|m| !ours.contains(m)).collect();
         if !foreign.is_empty() {
-            bail!("bridge {} has interfaces that are not the lab's: {foreign:?}", s.bridge);
+            bail!(
+                "bridge {} has interfaces that are not the lab's: {foreign:?}",
+                s.bridge
+            );
         }
-        found.push(format!("bridge {}: only lab interfaces ({})", s.bridge, members.join(", ")));
+        found.push(format!(
+            "bridge {}: only lab interfaces ({})",
+            s.bridge,
+            members.join(", ")
+        ));
     }
     // From inside the lab: the hypervisor's own addresses must not answer.
     let served: Vec<String> = plan
@@ -402,32 +471,56 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
         .iter()
         .filter_map(|s| s.services.as_ref().map(|x| x.address.to_string()))
         .collect();
-    let probes: Vec<String> =
-        host_addresses()?.into_iter().filter(|a| !served.contains(a)).collect();
-    let Some(prober) = plan.vms.first() else { return Ok(found) };
+    let probes: Vec<String> = host_addresses()?
+        .into_iter()
+        .filter(|a| !served.contains(a))
+        .collect();
+    let Some(prober) = plan.vms.first() else {
+        return Ok(found);
+    };
     for addr in probes {
-        let out = agent::sh(hv, &prober.domain, &format!("ping -c 1 -W 2 {addr}"), Duration::from_secs(10))
-            .with_context(|| format!("probing {addr} from {}", prober.name))?;
+        let out = agent::sh(
+            hv,
+            &prober.domain,
+            &format!("ping -c 1 -W 2 {addr}"),
+            Duration::from_secs(10),
+        )
+        .with_context(|| format!("probing {addr} from {}", prober.name))?;
         if out.exit_code == 0 {
             bail!(
                 "isolation breach: {} reached hypervisor address {addr} from inside the lab",
                 prober.name
             );
         }
-        found.push(format!("{} cannot reach hypervisor address {addr}", prober.name));
+        found.push(format!(
+            "{} cannot reach hypervisor address {addr}",
+            prober.name
+        ));
     }
     Ok(found)
 }
 
 /// Runs matching a lab name or run id (all runs with `None`).
-pub fn find_runs(state_dir: &Path, which: Option<&str>) -> Result<Vec<(RunDir, Option<RunRecord>)>> {
+pub fn find_runs(
+    state_dir: &Path,
+    which: Option<&str>,
+) -> Result<Vec<(RunDir, Option<RunRecord>)>> {
     let mut out = Vec::new();
     for dir in RunDir::all(state_dir)? {
         let rec = dir.load_record()?;
-        let short = dir.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let short = dir
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let matches = match which {
             None => true,
-            Some(w) => short == w || rec.as_ref().is_some_and(|r| r.lab == w || r.run_id.0.starts_with(w)),
+            Some(w) => {
+                short == w
+                    || rec
+                        .as_ref()
+                        .is_some_and(|r| r.lab == w || r.run_id.0.starts_with(w))
+            }
         };
         if matches {
             out.push((dir, rec));
@@ -437,7 +530,11 @@ pub fn find_runs(state_dir: &Path, which: Option<&str>) -> Result<Vec<(RunDir, O
 }
 
 /// Tear down runs; returns how many were removed.
-pub fn down(state_dir: &Path, which: &str, open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>) -> Result<usize> {
+pub fn down(
+    state_dir: &Path,
+    which: &str,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<usize> {
     let runs = find_runs(state_dir, Some(which))?;
     let mut n = 0;
     for (dir, rec) in runs {
@@ -447,7 +544,11 @@ pub fn down(state_dir: &Path, which: &str, open: &dyn Fn(&str) -> Result<Box<dyn
     Ok(n)
 }
 
-fn remove_run(dir: &RunDir, rec: Option<RunRecord>, open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>) -> Result<()> {
+fn remove_run(
+    dir: &RunDir,
+    rec: Option<RunRecord>,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<()> {
     let uri = rec.as_ref().map(|r| r.uri.clone());
     let needs_hv = dir
         .resources()?
@@ -464,15 +565,26 @@ fn remove_run(dir: &RunDir, rec: Option<RunRecord>, open: &dyn Fn(&str) -> Resul
     }
     let left = teardown::teardown(hv.as_deref(), dir)?;
     if !left.is_empty() {
-        let msgs: Vec<String> = left.iter().map(|(r, w)| format!("{}: {w}", r.describe())).collect();
-        bail!("could not remove everything of run {}: {}", dir.path.display(), msgs.join("; "));
+        let msgs: Vec<String> = left
+            .iter()
+            .map(|(r, w)| format!("{}: {w}", r.describe()))
+            .collect();
+        bail!(
+            "could not remove everything of run {}: {}",
+            dir.path.display(),
+            msgs.join("; ")
+        );
     }
     if let Some(r) = rec {
         let changed = image::changed(&r.fingerprints);
         if !changed.is_empty() {
             bail!("{}", changed.join("; "));
         }
-        progress(format!("lab {} run {} removed; production images unchanged", r.lab, r.run_id.short()));
+        progress(format!(
+            "lab {} run {} removed; production images unchanged",
+            r.lab,
+            r.run_id.short()
+        ));
     }
     Ok(())
 }
@@ -500,7 +612,11 @@ pub struct VmStatus {
     pub console: Option<String>,
 }
 
-pub fn status(state_dir: &Path, which: Option<&str>, open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>) -> Result<Vec<RunStatus>> {
+pub fn status(
+    state_dir: &Path,
+    which: Option<&str>,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<Vec<RunStatus>> {
     let now = jiff::Timestamp::now();
     let mut out = Vec::new();
     for (dir, rec) in find_runs(state_dir, which)? {
@@ -576,16 +692,29 @@ pub fn gc(
     let mut rep = GcReport::default();
     let mut known = Vec::new();
     for (dir, rec) in find_runs(state_dir, None)? {
-        let short = dir.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let short = dir
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let why = match &rec {
             None => Some("no run record (crashed while starting)".to_string()),
             Some(r) => {
-                let expired = r.expires.parse::<jiff::Timestamp>().map(|e| e <= now).unwrap_or(true);
+                let expired = r
+                    .expires
+                    .parse::<jiff::Timestamp>()
+                    .map(|e| e <= now)
+                    .unwrap_or(true);
                 let owner_alive = sys::process_alive(r.owner_pid, r.owner_start);
                 if expired {
                     Some(format!("expired at {}", r.expires))
-                } else if matches!(r.state, RunState::Creating | RunState::TearingDown) && !owner_alive {
-                    Some(format!("orphaned: its reclab process {} is gone", r.owner_pid))
+                } else if matches!(r.state, RunState::Creating | RunState::TearingDown)
+                    && !owner_alive
+                {
+                    Some(format!(
+                        "orphaned: its reclab process {} is gone",
+                        r.owner_pid
+                    ))
                 } else {
                     None
                 }
@@ -606,21 +735,32 @@ pub fn gc(
         }
     }
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
-    if let Some(uri) = sweep_uri {
-        if let Ok(hv) = open(uri) {
+    if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
+        {
             for d in hv.list_domains()? {
-                let Some(meta) = hv.domain_metadata(&d.name, xml::domain::RECLAB_NS)? else { continue };
-                let Some(m) = xml::domain::parse_lab_metadata(&meta) else { continue };
+                let Some(meta) = hv.domain_metadata(&d.name, xml::domain::RECLAB_NS)? else {
+                    continue;
+                };
+                let Some(m) = xml::domain::parse_lab_metadata(&meta) else {
+                    continue;
+                };
                 if known.iter().any(|k| m.run.starts_with(k.as_str())) {
                     continue;
                 }
                 if !dry_run {
-                    teardown::undo(Some(hv.as_ref()), &Resource::Domain { name: d.name.clone() })?;
+                    teardown::undo(
+                        Some(hv.as_ref()),
+                        &Resource::Domain {
+                            name: d.name.clone(),
+                        },
+                    )?;
                 }
                 rep.removed_foreign.push(format!("domain {}", d.name));
             }
             for n in hv.list_networks()? {
-                let Some(short) = tagged_short(&n.name) else { continue };
+                let Some(short) = tagged_short(&n.name) else {
+                    continue;
+                };
                 if known.contains(&short) {
                     continue;
                 }
@@ -634,9 +774,13 @@ pub fn gc(
     // Network namespaces are not swept by name: /run/netns is shared by every state
     // directory on the host, and each namespace reclab creates is in its run's journal first.
     for program in ["iptables", "ip6tables"] {
-        let Ok(rules) = sys::run_stdout(program, &["-w", "-S"]) else { continue };
+        let Ok(rules) = sys::run_stdout(program, &["-w", "-S"]) else {
+            continue;
+        };
         for line in rules.lines() {
-            let Some(pos) = line.find("reclab:") else { continue };
+            let Some(pos) = line.find("reclab:") else {
+                continue;
+            };
             let short: String = line[pos + 7..].chars().take(8).collect();
             if known.contains(&short) || !line.starts_with("-A ") {
                 continue;
@@ -647,7 +791,14 @@ pub fn gc(
             }
             let chain = parts.remove(0);
             if !dry_run {
-                teardown::undo(None, &Resource::Firewall { program: program.into(), chain, rule: parts })?;
+                teardown::undo(
+                    None,
+                    &Resource::Firewall {
+                        program: program.into(),
+                        chain,
+                        rule: parts,
+                    },
+                )?;
             }
             rep.removed_foreign.push(format!("{program} rule {line}"));
         }
@@ -659,7 +810,8 @@ pub fn gc(
 fn tagged_short(name: &str) -> Option<String> {
     let rest = name.strip_prefix(names::PREFIX)?;
     let short = rest.get(..8)?;
-    (short.chars().all(|c| c.is_ascii_hexdigit()) && rest.get(8..9) == Some("-")).then(|| short.to_string())
+    (short.chars().all(|c| c.is_ascii_hexdigit()) && rest.get(8..9) == Some("-"))
+        .then(|| short.to_string())
 }
 
 /// Split an `iptables -S` line (quotes only appear around comments).
@@ -690,7 +842,10 @@ mod tests {
 
     #[test]
     fn tagged_names_yield_their_run() {
-        assert_eq!(tagged_short("reclab-0123abcd-lan").as_deref(), Some("0123abcd"));
+        assert_eq!(
+            tagged_short("reclab-0123abcd-lan").as_deref(),
+            Some("0123abcd")
+        );
         assert_eq!(tagged_short("reclab-sbx-e2e"), None);
         assert_eq!(tagged_short("prod"), None);
     }
@@ -699,7 +854,17 @@ mod tests {
     fn iptables_lines_split_with_quoted_comments() {
         assert_eq!(
             shell_split(r#"INPUT -i rl1s0 -m comment --comment "reclab:0123abcd" -j DROP"#),
-            vec!["INPUT", "-i", "rl1s0", "-m", "comment", "--comment", "reclab:0123abcd", "-j", "DROP"]
+            vec![
+                "INPUT",
+                "-i",
+                "rl1s0",
+                "-m",
+                "comment",
+                "--comment",
+                "reclab:0123abcd",
+                "-j",
+                "DROP"
+            ]
         );
     }
 

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 
 use reclab::cli::{Cli, Command};
@@ -30,7 +31,10 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn open_hv(uri: &str) -> Result<Box<dyn Hypervisor>> {
@@ -60,7 +64,11 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration> {
 fn run(cli: Cli) -> Result<ExitCode> {
     // An explicit per-process override beats the lab file's `connect`.
     let reopen = |uri: &str| -> Result<Box<dyn Hypervisor>> {
-        let u = if uri.is_empty() { default_uri(&cli.connect) } else { uri.to_string() };
+        let u = if uri.is_empty() {
+            default_uri(&cli.connect)
+        } else {
+            uri.to_string()
+        };
         open_hv(&u)
     };
     let state_dir = cli.state_dir.clone();
@@ -86,7 +94,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("lab {}: ok ({} vms, {} segments) on {}", plan.lab, plan.vms.len(), plan.segments.len(), plan.uri);
+                println!(
+                    "lab {}: ok ({} vms, {} segments) on {}",
+                    plan.lab,
+                    plan.vms.len(),
+                    plan.segments.len(),
+                    plan.uri
+                );
                 for v in &plan.vms {
                     println!("  tier {} {}:", v.tier + 1, v.name);
                     for o in &v.overlays {
@@ -105,7 +119,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { lab, ttl, keep_on_failure, json } => {
+        Command::Up {
+            lab,
+            ttl,
+            keep_on_failure,
+            json,
+        } => {
             let spec = load_spec(lab)?;
             let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
             let hv = open_hv(&uri_for(&cli.connect, &spec))?;
@@ -113,12 +132,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &spec,
                 hv.as_ref(),
                 &state_dir,
-                &lab::UpOpts { ttl, keep_on_failure: *keep_on_failure },
+                &lab::UpOpts {
+                    ttl,
+                    keep_on_failure: *keep_on_failure,
+                },
             )?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("lab {} run {} is up (expires {})", report.lab, report.run, report.expires);
+                println!(
+                    "lab {} run {} is up (expires {})",
+                    report.lab, report.run, report.expires
+                );
                 for v in &report.vms {
                     println!(
                         "  tier {} {:<10} {:<32} ready in {:>5.1}s  {} {}",
@@ -178,6 +203,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec {
+            lab,
+            vm,
+            timeout,
+            command,
+        } => {
+            let runs = lab::find_runs(&state_dir, Some(lab))?;
+            let rec = match runs.as_slice() {
+                [(_, Some(rec))] => rec.clone(),
+                [] => anyhow::bail!("no running lab {lab:?}; see `reclab status`"),
+                _ => {
+                    anyhow::bail!("{lab:?} names several runs; give a run id (see `reclab status`)")
+                }
+            };
+            let vmrec = rec.vms.iter().find(|v| &v.name == vm).with_context(|| {
+                let names: Vec<&str> = rec.vms.iter().map(|v| v.name.as_str()).collect();
+                format!(
+                    "lab {} has no vm {vm:?}; its vms: {}",
+                    rec.lab,
+                    names.join(", ")
+                )
+            })?;
+            let hv = reopen(&rec.uri)?;
+            let out = reclab::agent::sh(
+                hv.as_ref(),
+                &vmrec.domain,
+                &command.join(" "),
+                std::time::Duration::from_secs(*timeout),
+            )?;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            Ok(if out.exit_code == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);

@@ -85,12 +85,25 @@ pub struct VmPlan {
 pub enum Step {
     CreateRunDir,
     CreateOverlay(OverlayPlan),
-    CopyNvram { vm: String, from: PathBuf, to: PathBuf },
-    CreateNetwork { segment: usize },
-    HardenBridge { segment: usize },
-    StartServices { segment: usize },
+    CopyNvram {
+        vm: String,
+        from: PathBuf,
+        to: PathBuf,
+    },
+    CreateNetwork {
+        segment: usize,
+    },
+    HardenBridge {
+        segment: usize,
+    },
+    StartServices {
+        segment: usize,
+    },
     VerifyNetworks,
-    BootTier { tier: usize, vms: Vec<usize> },
+    BootTier {
+        tier: usize,
+        vms: Vec<usize>,
+    },
     VerifyIsolation,
 }
 
@@ -114,20 +127,31 @@ impl Plan {
     pub fn resources(&self, step: &Step) -> Vec<Resource> {
         match step {
             Step::CreateRunDir | Step::VerifyNetworks | Step::VerifyIsolation => vec![],
-            Step::CreateOverlay(o) => vec![Resource::File { path: o.path.clone() }],
+            Step::CreateOverlay(o) => vec![Resource::File {
+                path: o.path.clone(),
+            }],
             Step::CopyNvram { to, .. } => vec![Resource::File { path: to.clone() }],
             Step::CreateNetwork { segment } => {
-                vec![Resource::Network { name: self.segments[*segment].network.clone() }]
+                vec![Resource::Network {
+                    name: self.segments[*segment].network.clone(),
+                }]
             }
             Step::HardenBridge { segment } => crate::services::hardening_rules(
                 &self.segments[*segment].bridge,
                 &names::firewall_tag(&self.run),
             ),
             Step::StartServices { segment } => {
-                let s = self.segments[*segment].services.as_ref().expect("services planned");
+                let s = self.segments[*segment]
+                    .services
+                    .as_ref()
+                    .expect("services planned");
                 vec![
-                    Resource::Netns { name: s.netns.clone() },
-                    Resource::Link { name: s.link.clone() },
+                    Resource::Netns {
+                        name: s.netns.clone(),
+                    },
+                    Resource::Link {
+                        name: s.link.clone(),
+                    },
                     Resource::Process {
                         pidfile: self.run_dir.join(format!("services-{}.pid", s.segment)),
                         netns: s.netns.clone(),
@@ -136,7 +160,9 @@ impl Plan {
             }
             Step::BootTier { vms, .. } => vms
                 .iter()
-                .map(|&i| Resource::Domain { name: self.vms[i].domain.clone() })
+                .map(|&i| Resource::Domain {
+                    name: self.vms[i].domain.clone(),
+                })
                 .collect(),
         }
     }
@@ -184,7 +210,13 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             hosts: seg.hosts.iter().map(|(h, ip)| (h.clone(), *ip)).collect(),
             reservations: Vec::new(),
         });
-        segments.push(SegmentPlan { name: name.clone(), network, bridge, network_xml, services });
+        segments.push(SegmentPlan {
+            name: name.clone(),
+            network,
+            bridge,
+            network_xml,
+            services,
+        });
     }
 
     let tiers = spec.boot_tiers();
@@ -206,7 +238,10 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         for d in &res.disks {
             let path = i.run_dir.join(format!("{}-{}.qcow2", vm.name, d.target));
             let backing = d.chain.first().cloned().with_context(|| {
-                format!("vm {}: disk {} has an empty backing chain", vm.name, d.target)
+                format!(
+                    "vm {}: disk {} has an empty backing chain",
+                    vm.name, d.target
+                )
             })?;
             disks.insert(
                 d.target.clone(),
@@ -221,7 +256,11 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                                 format: match l.format.as_str() {
                                     "qcow2" => xml::domain::ImageFormat::Qcow2,
                                     "raw" => xml::domain::ImageFormat::Raw,
-                                    other => bail!("vm {}: disk {}: unsupported format {other}", vm.name, d.target),
+                                    other => bail!(
+                                        "vm {}: disk {}: unsupported format {other}",
+                                        vm.name,
+                                        d.target
+                                    ),
                                 },
                                 kind: if l.block {
                                     xml::domain::LayerKind::Block
@@ -233,15 +272,29 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                         .collect::<Result<Vec<_>>>()?,
                 },
             );
-            overlays.push(OverlayPlan { vm: vm.name.clone(), target: d.target.clone(), path, backing });
+            overlays.push(OverlayPlan {
+                vm: vm.name.clone(),
+                target: d.target.clone(),
+                path,
+                backing,
+            });
         }
 
         let mut networks = xml::domain::NetworkMap::default();
         for iface in &res.facts.interfaces {
-            let Some(src) = iface.source.as_deref() else { continue };
+            let Some(src) = iface.source.as_deref() else {
+                continue;
+            };
             if let Some(seg) = spec.segment_for_production(src) {
-                let sp = segments.iter().find(|s| s.name == seg.name).expect("segment planned");
-                let map = if iface.kind == "bridge" { &mut networks.bridges } else { &mut networks.networks };
+                let sp = segments
+                    .iter()
+                    .find(|s| s.name == seg.name)
+                    .expect("segment planned");
+                let map = if iface.kind == "bridge" {
+                    &mut networks.bridges
+                } else {
+                    &mut networks.networks
+                };
                 map.insert(src.to_string(), sp.network.clone());
             }
         }
@@ -281,8 +334,12 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         };
         let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
             .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
-        let macs: Vec<String> =
-            res.facts.interfaces.iter().filter_map(|f| f.mac.clone()).collect();
+        let macs: Vec<String> = res
+            .facts
+            .interfaces
+            .iter()
+            .filter_map(|f| f.mac.clone())
+            .collect();
         let addresses = addresses_for(spec, &macs, &vm.name);
         vms.push(VmPlan {
             name: vm.name.clone(),
@@ -303,20 +360,36 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
 
     // DHCP reservations: explicit ones, with the VM's MAC on that segment when not given.
     for seg in segments.iter_mut() {
-        let Some(svc) = seg.services.as_mut() else { continue };
+        let Some(svc) = seg.services.as_mut() else {
+            continue;
+        };
         for (vm, r) in spec.dhcp_reservations(&seg.name) {
             let mac = match &r.mac {
                 Some(m) => m.to_string(),
                 None => {
                     let planned = vms.iter().find(|v| v.name == vm.name).expect("vm planned");
-                    let res = i.resolved.iter().find(|x| x.name == vm.name).expect("resolved");
+                    let res = i
+                        .resolved
+                        .iter()
+                        .find(|x| x.name == vm.name)
+                        .expect("resolved");
                     let on_seg = res.facts.interfaces.iter().find(|f| {
-                        f.source.as_deref().and_then(|s| spec.segment_for_production(s)).map(|s| &s.name)
+                        f.source
+                            .as_deref()
+                            .and_then(|s| spec.segment_for_production(s))
+                            .map(|s| &s.name)
                             == Some(&seg.name)
                     });
-                    match on_seg.and_then(|f| f.mac.clone()).or_else(|| planned.macs.first().cloned()) {
+                    match on_seg
+                        .and_then(|f| f.mac.clone())
+                        .or_else(|| planned.macs.first().cloned())
+                    {
                         Some(m) => m,
-                        None => bail!("vm {}: no interface on segment {} for its DHCP reservation", vm.name, seg.name),
+                        None => bail!(
+                            "vm {}: no interface on segment {} for its DHCP reservation",
+                            vm.name,
+                            seg.name
+                        ),
                     }
                 }
             };
@@ -328,7 +401,11 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
     for vm in &vms {
         steps.extend(vm.overlays.iter().cloned().map(Step::CreateOverlay));
         if let Some((from, to)) = &vm.nvram {
-            steps.push(Step::CopyNvram { vm: vm.name.clone(), from: from.clone(), to: to.clone() });
+            steps.push(Step::CopyNvram {
+                vm: vm.name.clone(),
+                from: from.clone(),
+                to: to.clone(),
+            });
         }
     }
     for (s, seg) in segments.iter().enumerate() {
@@ -340,9 +417,16 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
     }
     steps.push(Step::VerifyNetworks);
     for t in 0..tiers.len() {
-        let members: Vec<usize> =
-            vms.iter().enumerate().filter(|(_, v)| v.tier == t).map(|(i, _)| i).collect();
-        steps.push(Step::BootTier { tier: t, vms: members });
+        let members: Vec<usize> = vms
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.tier == t)
+            .map(|(i, _)| i)
+            .collect();
+        steps.push(Step::BootTier {
+            tier: t,
+            vms: members,
+        });
     }
     steps.push(Step::VerifyIsolation);
 
@@ -383,5 +467,8 @@ fn uuid_for(run: &RunId, what: &str) -> String {
     let h = Sha256::digest(format!("{}:{what}", run.0).as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
-    uuid::Builder::from_random_bytes(b).into_uuid().hyphenated().to_string()
+    uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }

@@ -19,13 +19,21 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
         let (xml, origin, overrides) = match &vm.source {
             VmSource::Domain { domain, snapshot } => {
                 let snaps = hv.list_snapshots(domain).with_context(|| {
-                    format!("vm {}: production domain {domain} not found on {}", vm.name, hv.uri())
+                    format!(
+                        "vm {}: production domain {domain} not found on {}",
+                        vm.name,
+                        hv.uri()
+                    )
                 })?;
                 if !snaps.iter().any(|s| s == snapshot) {
                     bail!(
                         "vm {}: domain {domain} has no snapshot {snapshot:?}; it has: {}",
                         vm.name,
-                        if snaps.is_empty() { "none".to_string() } else { snaps.join(", ") }
+                        if snaps.is_empty() {
+                            "none".to_string()
+                        } else {
+                            snaps.join(", ")
+                        }
                     );
                 }
                 let xml = hv.snapshot_xml(domain, snapshot)?;
@@ -37,11 +45,19 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
                         vm.name
                     );
                 }
-                (xml, format!("domain {domain} snapshot {snapshot}"), BTreeMap::new())
+                (
+                    xml,
+                    format!("domain {domain} snapshot {snapshot}"),
+                    BTreeMap::new(),
+                )
             }
             VmSource::Files { xml, disks } => {
                 let text = std::fs::read_to_string(xml).with_context(|| {
-                    format!("vm {}: cannot read domain XML file {}", vm.name, xml.display())
+                    format!(
+                        "vm {}: cannot read domain XML file {}",
+                        vm.name,
+                        xml.display()
+                    )
                 })?;
                 (text, format!("file {}", xml.display()), disks.clone())
             }
@@ -60,14 +76,26 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
             }
             let chain = image::chain(&path, d.format.as_deref())
                 .with_context(|| format!("vm {}: disk {}", vm.name, d.target))?;
-            disks.push(ResolvedDisk { target: d.target.clone(), chain });
+            disks.push(ResolvedDisk {
+                target: d.target.clone(),
+                chain,
+            });
         }
         for t in overrides.keys() {
-            if !facts.disks.iter().any(|d| &d.target == t && d.device == "disk") {
+            if !facts
+                .disks
+                .iter()
+                .any(|d| &d.target == t && d.device == "disk")
+            {
                 bail!(
                     "vm {}: disks.{t}: the domain XML has no disk with target {t}; its disks: {}",
                     vm.name,
-                    facts.disks.iter().map(|d| d.target.as_str()).collect::<Vec<_>>().join(", ")
+                    facts
+                        .disks
+                        .iter()
+                        .map(|d| d.target.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -93,7 +121,11 @@ fn disk_path(
         return Ok(p.clone());
     }
     if !overrides.is_empty() {
-        bail!("vm {vm}: disks: no image given for disk {} of {origin}; add `{} = \"PATH\"`", d.target, d.target);
+        bail!(
+            "vm {vm}: disks: no image given for disk {} of {origin}; add `{} = \"PATH\"`",
+            d.target,
+            d.target
+        );
     }
     match d.kind.as_str() {
         "file" | "block" => {}
@@ -113,8 +145,12 @@ fn disk_path(
 fn open_for_writing(hv: &dyn Hypervisor) -> Result<BTreeMap<PathBuf, String>> {
     let mut out = BTreeMap::new();
     for d in hv.list_domains()?.into_iter().filter(|d| d.active) {
-        let Ok(xml) = hv.domain_xml(&d.name, false) else { continue };
-        let Ok(f) = inspect::facts(&xml) else { continue };
+        let Ok(xml) = hv.domain_xml(&d.name, false) else {
+            continue;
+        };
+        let Ok(f) = inspect::facts(&xml) else {
+            continue;
+        };
         for disk in f.disks.iter().filter(|x| !x.readonly) {
             if let Some(s) = &disk.source {
                 out.insert(PathBuf::from(s), d.name.clone());

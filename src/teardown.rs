@@ -17,8 +17,10 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
     let resources = dir.resources()?;
     let mut failures = Vec::new();
 
-    let domains: Vec<&Resource> =
-        resources.iter().filter(|r| matches!(r, Resource::Domain { .. })).collect();
+    let domains: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| matches!(r, Resource::Domain { .. }))
+        .collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = domains
             .iter()
@@ -51,12 +53,15 @@ pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
     match r {
         Resource::Domain { name } => {
             let hv = hv.context("no hypervisor connection to remove a domain")?;
-            hv.destroy_domain(name).with_context(|| format!("destroying domain {name}"))?;
-            hv.undefine_domain(name).with_context(|| format!("undefining domain {name}"))?;
+            hv.destroy_domain(name)
+                .with_context(|| format!("destroying domain {name}"))?;
+            hv.undefine_domain(name)
+                .with_context(|| format!("undefining domain {name}"))?;
         }
         Resource::Network { name } => {
             let hv = hv.context("no hypervisor connection to remove a network")?;
-            hv.destroy_network(name).with_context(|| format!("destroying network {name}"))?;
+            hv.destroy_network(name)
+                .with_context(|| format!("destroying network {name}"))?;
         }
         Resource::Process { pidfile, netns } => stop_process(pidfile, netns)?,
         Resource::Link { name } => {
@@ -65,7 +70,11 @@ pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
             }
         }
         Resource::Netns { name } => remove_netns(name)?,
-        Resource::Firewall { program, chain, rule } => {
+        Resource::Firewall {
+            program,
+            chain,
+            rule,
+        } => {
             let mut check = vec!["-w", "-C", chain.as_str()];
             check.extend(rule.iter().map(String::as_str));
             // A rule that is not there anymore is fine; delete every copy that is.
@@ -105,8 +114,12 @@ fn remove_dir(path: &Path) -> Result<()> {
 /// Stop a daemon reclab started: only if the PID in its pidfile still lives inside the
 /// run's own namespace, so a recycled PID is never hit.
 fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(pidfile) else { return Ok(()) };
-    let Ok(pid) = text.trim().parse::<u32>() else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(pidfile) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return Ok(());
+    };
     if !netns_pids(netns)?.contains(&pid) {
         return Ok(());
     }
@@ -115,7 +128,9 @@ fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
 }
 
 fn kill_and_wait(pid: u32) {
-    let Some(start) = sys::process_start_time(pid) else { return };
+    let Some(start) = sys::process_start_time(pid) else {
+        return;
+    };
     // SAFETY: kill(2) with a PID we verified; worst case it is already gone.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     for i in 0..100 {
@@ -135,7 +150,10 @@ pub fn netns_pids(name: &str) -> Result<Vec<u32>> {
         return Ok(Vec::new());
     }
     let out = sys::run_stdout("ip", &["netns", "pids", name])?;
-    Ok(out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    Ok(out
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// Delete a network namespace reclab created, ending every process still inside it first
@@ -163,7 +181,10 @@ mod tests {
         let f = dir.file("overlay.qcow2");
         dir.journal(&Resource::File { path: f.clone() }).unwrap();
         std::fs::write(&f, b"x").unwrap();
-        dir.journal(&Resource::File { path: dir.file("never-created") }).unwrap();
+        dir.journal(&Resource::File {
+            path: dir.file("never-created"),
+        })
+        .unwrap();
         assert!(teardown(None, &dir).unwrap().is_empty());
         assert!(!dir.path.exists());
         assert!(teardown(None, &dir).unwrap().is_empty());
