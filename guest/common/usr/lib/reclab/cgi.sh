@@ -3,7 +3,10 @@
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin TZ=UTC
 
 cgi_log() {
+    # busybox httpd listens on IPv6 and reports IPv4 peers as "[::ffff:10.20.0.11]".
     addr=${REMOTE_ADDR:--}
+    addr=${addr#[}
+    addr=${addr%]}
     addr=${addr#::ffff:}
     mkdir -p "${ACCESS_LOG%/*}"
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $addr ${REQUEST_METHOD:--} ${REQUEST_URI:--}" >>"$ACCESS_LOG"

@@ -8,7 +8,7 @@ VERSION=$(cat /etc/erp-web/version 2>/dev/null || echo "erp-web unknown")
 STATS=
 INVOICES=
 db_ok=no
-if STATS=$(wget -q -T 5 -O - "$DB_URL/cgi-bin/stats" 2>/dev/null) &&
-    INVOICES=$(wget -q -T 5 -O - "$DB_URL/cgi-bin/invoices?n=10" 2>/dev/null); then
+if STATS=$(timeout 5 wget -q -O - "$DB_URL/cgi-bin/stats" 2>/dev/null) &&
+    INVOICES=$(timeout 5 wget -q -O - "$DB_URL/cgi-bin/invoices?n=10" 2>/dev/null); then
     db_ok=yes
 fi
