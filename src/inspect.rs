@@ -79,8 +79,20 @@ pub fn facts(xml: &str) -> Result<DomainFacts> {
     let mut iface: Option<InterfaceInfo> = None;
     let mut in_domain_name = false;
     let mut in_nvram = false;
+    // libvirt's snapshot XML of a running domain also carries an <inactiveDomain>: skip it.
+    let mut skip: usize = 0;
     loop {
         let ev = r.read_event().context("parsing domain XML")?;
+        if skip > 0 || matches!(&ev, Event::Start(e) if e.local_name().as_ref() == "inactiveDomain")
+        {
+            match &ev {
+                Event::Start(_) => skip += 1,
+                Event::End(_) => skip -= 1,
+                Event::Eof => break,
+                _ => {}
+            }
+            continue;
+        }
         let (e, empty) = match &ev {
             Event::Start(e) => (Some(e.clone()), false),
             Event::Empty(e) => (Some(e.clone()), true),
@@ -225,6 +237,12 @@ mod tests {
       </interface>
     </devices>
   </domain>
+  <inactiveDomain type='qemu'>
+    <name>prod-db</name>
+    <devices>
+      <disk type='file' device='disk'><source file='/img/other.qcow2'/><target dev='vda'/></disk>
+    </devices>
+  </inactiveDomain>
 </domainsnapshot>"#;
 
     #[test]

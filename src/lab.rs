@@ -397,7 +397,11 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             .first()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "127.0.0.1".into());
-        let script = format!("nc -z -w 2 {host} {port}");
+        // OpenBSD/GNU nc know -z; busybox nc does not, but connects and exits 0 on EOF.
+        let script = format!(
+            "command -v nc >/dev/null || exit 127; nc -z -w 2 {host} {port} 2>/dev/null && exit 0; \
+             nc -w 2 {host} {port} </dev/null >/dev/null 2>&1"
+        );
         loop {
             let left = vm.ready_timeout.saturating_sub(t.elapsed());
             if left.is_zero() {
@@ -408,6 +412,12 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             }
             match agent::sh(hv, &vm.domain, &script, Duration::from_secs(5)) {
                 Ok(out) if out.exit_code == 0 => break,
+                Ok(out) if out.exit_code == 127 => {
+                    return Err(fail(
+                        &format!("probing tcp {host}:{port}"),
+                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
+                    ));
+                }
                 Ok(_) => {}
                 Err(e) => return Err(fail(&format!("probing tcp {host}:{port}"), e)),
             }
