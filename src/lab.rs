@@ -194,9 +194,21 @@ fn execute(
         fingerprints,
         changes: report.changes.clone(),
     };
-    for step in &plan.steps {
+    // Test hook: fail right after step N (1-based) has created its resources, to prove that
+    // unwinding from every step leaves nothing behind.
+    let fault_after: Option<usize> = std::env::var("RECLAB_FAULT_AFTER_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for (k, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
         let label = run_step(plan, hv, dir, step, &mut record, report)?;
+        if fault_after == Some(k + 1) {
+            bail!(
+                "injected fault after step {} of {} ({step:?})",
+                k + 1,
+                plan.steps.len()
+            );
+        }
         if let Some(label) = label {
             tracing::info!(step = %label, ms = t.elapsed().as_millis() as u64, "step done");
             report.timings_ms.push((label, t.elapsed().as_millis()));

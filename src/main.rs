@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let v = serde_json::json!({
                     "lab": plan.lab,
                     "uri": plan.uri,
+                    "steps": plan.steps.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>(),
                     "vms": plan.vms.iter().map(|v| serde_json::json!({
                         "name": v.name, "tier": v.tier + 1,
                         "disks": v.overlays.iter().map(|o| serde_json::json!({
