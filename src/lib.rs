@@ -23,4 +23,5 @@ pub mod services;
 pub mod spec;
 pub mod sys;
 pub mod teardown;
+pub mod verify;
 pub mod xml;
