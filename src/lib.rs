@@ -18,6 +18,7 @@ pub mod journal;
 pub mod lab;
 pub mod names;
 pub mod plan;
+pub mod report;
 pub mod resolve;
 pub mod services;
 pub mod spec;
