@@ -560,12 +560,12 @@ pub fn render_html(report: &DrillReport, screenshots: &BTreeMap<String, Vec<u8>>
         report.finished_at,
         report.result.label()
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<div class=\"figures\">\
          <div class=\"figure\">recovery time<b>{}</b><span class=\"sub\">start to verified lab</span></div>\
          <div class=\"figure\">data age<b>{}</b><span class=\"sub\">requested moment minus newest data</span></div>\
-         <div class=\"figure\">requested moment<b>{}</b><span class=\"sub\">newest data {}</span></div></div>\n",
+         <div class=\"figure\">requested moment<b>{}</b><span class=\"sub\">newest data {}</span></div></div>",
         esc(&opt_human(report.recovery_time)),
         esc(&opt_human_signed(report.data_age)),
         esc(&report
@@ -631,9 +631,9 @@ pub fn render_html(report: &DrillReport, screenshots: &BTreeMap<String, Vec<u8>>
                 .find(|c| &c.name == name)
                 .map(|c| c.vm.as_str())
                 .unwrap_or("");
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure><img alt=\"screen of {vm}\" src=\"data:image/png;base64,{}\"><figcaption>{} ({vm})</figcaption></figure>\n",
+                "<figure><img alt=\"screen of {vm}\" src=\"data:image/png;base64,{}\"><figcaption>{} ({vm})</figcaption></figure>",
                 B64.encode(png),
                 esc(name),
                 vm = esc(vm)
