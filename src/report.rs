@@ -487,7 +487,24 @@ pub fn render_junit(report: &DrillReport) -> Result<String> {
     }
     let mut junit = Report::new("reclab");
     junit.add_test_suite(suite);
-    junit.to_string().context("serializing the junit report")
+    let xml = junit.to_string().context("serializing the junit report")?;
+    Ok(drop_root_skipped(&xml))
+}
+
+/// Removes the `skipped` attribute quick-junit puts on `<testsuites>`: the Jenkins JUnit schema
+/// (junit-4/junit-10 XSD) does not allow it there, and reclab never skips a check.
+fn drop_root_skipped(xml: &str) -> String {
+    let Some(start) = xml.find("<testsuites") else {
+        return xml.to_string();
+    };
+    let end = xml[start..].find('>').map_or(xml.len(), |i| start + i);
+    let skipped = regex::Regex::new(r#" skipped="\d+""#).expect("a valid regex");
+    format!(
+        "{}{}{}",
+        &xml[..start],
+        skipped.replace(&xml[start..end], ""),
+        &xml[end..]
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +583,10 @@ pub fn render_html(report: &DrillReport, screenshots: &BTreeMap<String, Vec<u8>>
          <div class=\"figure\">recovery time<b>{}</b><span class=\"sub\">start to verified lab</span></div>\
          <div class=\"figure\">data age<b>{}</b><span class=\"sub\">requested moment minus newest data</span></div>\
          <div class=\"figure\">requested moment<b>{}</b><span class=\"sub\">newest data {}</span></div></div>",
-        esc(&opt_human(report.recovery_time)),
+        esc(&report
+            .recovery_time
+            .map(human)
+            .unwrap_or_else(|| "not reached".into())),
         esc(&opt_human_signed(report.data_age)),
         esc(&report
             .at
