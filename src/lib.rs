@@ -7,6 +7,8 @@
 //! - `xml`: surgical rewrite of production domain XML; lab network XML.
 //! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
+//! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
+//! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
 
 pub mod agent;
 pub mod cli;
