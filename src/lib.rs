@@ -7,6 +7,8 @@
 //! - `xml`: surgical rewrite of production domain XML; lab network XML.
 //! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
+//! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
+//! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
 
 pub mod agent;
 pub mod cli;
@@ -18,9 +20,11 @@ pub mod journal;
 pub mod lab;
 pub mod names;
 pub mod plan;
+pub mod report;
 pub mod resolve;
 pub mod services;
 pub mod spec;
 pub mod sys;
 pub mod teardown;
+pub mod verify;
 pub mod xml;

@@ -151,6 +151,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::duration::parse_duration;
 
+mod checks;
+pub use checks::{
+    CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, JsonExpectation, MAX_CHECK_NAME,
+};
+
 /// The libvirt URI used when the lab file has no `connect`.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
 /// The lab lifetime used when the lab file has no `ttl`.
@@ -182,6 +187,8 @@ pub struct LabSpec {
     pub segments: BTreeMap<String, SegmentSpec>,
     /// VMs in file order.
     pub vms: Vec<VmSpec>,
+    /// Checks in file order (`[[check]]`); empty means "use the default checks".
+    pub checks: Vec<CheckSpec>,
 }
 
 /// Hardware acceleration for the lab domains.
@@ -490,6 +497,8 @@ struct WireTop {
     _segment: Option<BTreeMap<String, IgnoredAny>>,
     #[serde(rename = "vm")]
     _vm: Option<Vec<IgnoredAny>>,
+    #[serde(rename = "check")]
+    _check: Option<Vec<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -558,6 +567,7 @@ struct WireLab {
     top: WireTop,
     segments: Vec<(Text, Spanned<WireSegment>)>,
     vms: Vec<Spanned<WireVm>>,
+    checks: Vec<Spanned<checks::WireCheck>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,11 +646,16 @@ fn tidy_toml_message(message: &str, field: &str, key: &str) -> String {
         message =
             format!("duplicate key {key:?}; a key may appear only once in a table, remove one");
     }
-    if (field == "ttl" || field.ends_with(".timeout")) && message.ends_with("expected a string") {
+    if (field == "ttl" || field.ends_with(".timeout") || field.ends_with(".max_age"))
+        && message.ends_with("expected a string")
+    {
         message.push_str("; write durations as strings, like \"8h\" or \"5m\"");
     }
     if field == "vm" && message.contains("expected an array") {
         message.push_str("; write each vm as its own [[vm]] table");
+    }
+    if field == "check" && message.contains("expected an array") {
+        message.push_str("; write each check as its own [[check]] table");
     }
     message
 }
@@ -733,6 +748,7 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
     let top = decode_piece::<WireTop>(&root, &root, report);
     let mut segments = Vec::new();
     let mut vms = Vec::new();
+    let mut checks = Vec::new();
     for (key, value) in table.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
             ("segment", DeValue::Table(entries)) => {
@@ -750,6 +766,13 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
                     }
                 }
             }
+            ("check", DeValue::Array(entries)) => {
+                for check in entries.iter() {
+                    if let Some(wire) = decode_piece::<checks::WireCheck>(&root, check, report) {
+                        checks.push(Spanned::new(check.span(), wire));
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -762,6 +785,7 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
         top: top?,
         segments,
         vms,
+        checks,
     })
 }
 
@@ -1020,6 +1044,7 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
     }
     check_reservations(&wire, &vms, report);
     let tiers = derive_tiers(&wire, &vm_names, report);
+    let checks = checks::validate_checks(&wire.checks, &vm_names, report);
 
     if wire.vms.is_empty() {
         report.push(
@@ -1065,6 +1090,7 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
         state_dir,
         segments: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
         vms,
+        checks: checks?,
     })
 }
 

@@ -1,4 +1,5 @@
 //! reclab's integration tests, one binary (see style.md): one module per area.
 
+mod report;
 mod xml_domain;
 mod xml_network;
