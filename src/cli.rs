@@ -65,6 +65,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-run the checks on a running lab and write a report (exit 0 verified, 1 failed).
+    Verify {
+        /// Lab name or run id.
+        lab: String,
+        /// Print the report as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One-shot drill for schedules: up, verify, report, down (exit 0 verified, 1 a check
+    /// failed, 2 an operational error).
+    Run {
+        /// The lab file.
+        lab: PathBuf,
+        /// Time to live of the lab while the drill runs (and after it, with --keep).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Keep the lab running after the drill, e.g. for a customer to look at.
+        #[arg(long)]
+        keep: bool,
+        /// Print the report as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every drill of a lab, with recovery time and data age trends.
+    History {
+        /// Lab name.
+        lab: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a shell command in a lab VM through its guest agent (nothing goes over a network).
     Exec {
         /// Lab name or run id.

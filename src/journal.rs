@@ -91,6 +91,18 @@ pub struct VmRecord {
     pub console_password: String,
 }
 
+/// One lab segment of a run, for status and the isolation checks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub name: String,
+    pub network: String,
+    pub bridge: String,
+    /// Host side of the lab-services veth, if the segment has lab services.
+    pub services_link: Option<String>,
+    /// Address the lab services answer at.
+    pub services_address: Option<String>,
+}
+
 /// Fingerprint of a production image taken before the run and checked after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
@@ -118,6 +130,8 @@ pub struct RunRecord {
     pub owner_start: u64,
     pub vms: Vec<VmRecord>,
     pub networks: Vec<String>,
+    #[serde(default)]
+    pub segments: Vec<SegmentRecord>,
     pub fingerprints: Vec<Fingerprint>,
     /// What the domain rewrite removed or changed, per VM, for the output.
     pub changes: Vec<String>,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::agent;
 use crate::hv::{DomState, Hypervisor};
 use crate::image;
-use crate::journal::{Resource, RunDir, RunRecord, RunState, VmRecord};
+use crate::journal::{Resource, RunDir, RunRecord, RunState, SegmentRecord, VmRecord};
 use crate::names::{self, RunId};
 use crate::plan::{self, Plan, PlanInputs, Step};
 use crate::resolve;
@@ -191,6 +191,17 @@ fn execute(
             })
             .collect(),
         networks: plan.segments.iter().map(|s| s.network.clone()).collect(),
+        segments: plan
+            .segments
+            .iter()
+            .map(|s| SegmentRecord {
+                name: s.name.clone(),
+                network: s.network.clone(),
+                bridge: s.bridge.clone(),
+                services_link: s.services.as_ref().map(|x| x.link.clone()),
+                services_address: s.services.as_ref().map(|x| x.address.to_string()),
+            })
+            .collect(),
         fingerprints,
         changes: report.changes.clone(),
     };
@@ -375,7 +386,7 @@ fn run_step(
             ))
         }
         Step::VerifyIsolation => {
-            let found = verify_isolation(plan, hv)?;
+            let found = verify_isolation(record, hv)?;
             report.isolation.extend(found);
             Some("verify isolation".into())
         }
@@ -451,16 +462,17 @@ fn host_addresses() -> Result<Vec<String>> {
         .collect())
 }
 
-/// Static and dynamic isolation checks after boot; an error if anything reaches outside.
-fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
+/// Static and dynamic isolation checks of a running lab; an error if anything reaches outside.
+/// Used after boot by `up` and as the built-in `isolation` check of `verify`.
+pub fn verify_isolation(rec: &RunRecord, hv: &dyn Hypervisor) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    // Only lab interfaces on the bridges: the VMs' taps and reclab's services link.
-    let mut ours: Vec<String> = plan
+    // Only lab interfaces on the bridges: the VMs' taps and reclab's services links.
+    let mut ours: Vec<String> = rec
         .segments
         .iter()
-        .filter_map(|s| s.services.as_ref().map(|x| x.link.clone()))
+        .filter_map(|s| s.services_link.clone())
         .collect();
-    for vm in &plan.vms {
+    for vm in &rec.vms {
         if let Ok(f) = hv
             .domain_xml(&vm.domain, false)
             .and_then(|x| crate::inspect::facts(&x))
@@ -468,12 +480,30 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
             ours.extend(f.interfaces.into_iter().filter_map(|i| i.target));
         }
     }
-    for s in &plan.segments {
+    for s in &rec.segments {
+        let live = hv.network_xml(&s.network)?;
+        if let Err(problems) = xml::network::check_isolated(&live, &s.bridge) {
+            bail!(
+                "lab network {} is not isolated: {}",
+                s.network,
+                problems.join("; ")
+            );
+        }
+        found.push(format!(
+            "network {}: no forward, no host address",
+            s.network
+        ));
         let brif = Path::new("/sys/class/net").join(&s.bridge).join("brif");
-        let members: Vec<String> = std::fs::read_dir(&brif)
-            .with_context(|| format!("reading {}", brif.display()))?
+        let mut members: Vec<String> = std::fs::read_dir(&brif)
+            .with_context(|| {
+                format!(
+                    "reading {} (is reclab running on the hypervisor?)",
+                    brif.display()
+                )
+            })?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
+        members.sort();
         let foreign: Vec<&String> = members.iter().filter(|m| !ours.contains(m)).collect();
         if !foreign.is_empty() {
             bail!(
@@ -488,16 +518,16 @@ fn verify_isolation(plan: &Plan, hv: &dyn Hypervisor) -> Result<Vec<String>> {
         ));
     }
     // From inside the lab: the hypervisor's own addresses must not answer.
-    let served: Vec<String> = plan
+    let served: Vec<String> = rec
         .segments
         .iter()
-        .filter_map(|s| s.services.as_ref().map(|x| x.address.to_string()))
+        .filter_map(|s| s.services_address.clone())
         .collect();
     let probes: Vec<String> = host_addresses()?
         .into_iter()
         .filter(|a| !served.contains(a))
         .collect();
-    let Some(prober) = plan.vms.first() else {
+    let Some(prober) = rec.vms.first() else {
         return Ok(found);
     };
     for addr in probes {

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod drill;
 pub mod duration;
 pub mod hv;
 pub mod image;

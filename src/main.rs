@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use reclab::cli::{Cli, Command};
 use reclab::hv::Hypervisor;
 use reclab::hv::libvirt::LibvirtHv;
-use reclab::{lab, spec};
+use reclab::{drill, lab, report, spec};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,6 +59,16 @@ fn default_uri(cli_uri: &Option<String>) -> String {
 fn parse_ttl(s: &str) -> Result<std::time::Duration> {
     reclab::duration::parse_duration(s)
         .map_err(|e| anyhow::anyhow!("--ttl {s:?}: {e}; write e.g. 2h, 30m, 1h30m"))
+}
+
+fn print_report(rep: &report::DrillReport, html: &std::path::Path, json: bool) -> Result<()> {
+    if json {
+        println!("{}", report::render_json(rep));
+    } else {
+        print!("{}", report::render_terminal(rep));
+        println!("report: {}", html.display());
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -202,6 +212,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         );
                     }
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { lab, json } => {
+            let (rep, html) = drill::verify_running(&state_dir, lab, &reopen)?;
+            print_report(&rep, &html, *json)?;
+            Ok(ExitCode::from(rep.result.exit_code()))
+        }
+        Command::Run {
+            lab,
+            ttl,
+            keep,
+            json,
+        } => {
+            let spec = load_spec(lab)?;
+            let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
+            let hv = open_hv(&uri_for(&cli.connect, &spec))?;
+            let opts = drill::RunOpts { ttl, keep: *keep };
+            let (rep, html) = drill::run(&spec, hv.as_ref(), &state_dir, &opts, &reopen)?;
+            print_report(&rep, &html, *json)?;
+            Ok(ExitCode::from(rep.result.exit_code()))
+        }
+        Command::History { lab, json } => {
+            let h = report::history(&report::history_path(&state_dir, lab))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else if h.is_empty() {
+                println!("no drills recorded for lab {lab}");
+            } else {
+                print!("{}", report::render_history(&h));
             }
             Ok(ExitCode::SUCCESS)
         }
