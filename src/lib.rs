@@ -22,4 +22,5 @@ pub mod services;
 pub mod spec;
 pub mod sys;
 pub mod teardown;
+pub mod when;
 pub mod xml;
