@@ -17,6 +17,7 @@ pub mod journal;
 pub mod lab;
 pub mod names;
 pub mod plan;
+pub mod points;
 pub mod resolve;
 pub mod services;
 pub mod spec;
