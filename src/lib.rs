@@ -9,6 +9,7 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 
 pub mod cli;
+pub mod datadisk;
 pub mod duration;
 pub mod hv;
 pub mod image;

@@ -224,10 +224,7 @@ impl NamePattern {
                 );
             }
         } else if has(Field::Epoch) {
-            if FIELDS
-                .iter()
-                .any(|f| *f != Field::Epoch && seen[f.index()])
-            {
+            if FIELDS.iter().any(|f| *f != Field::Epoch && seen[f.index()]) {
                 return fail(
                     "mixes %s with other time fields; %s is a complete time, use it alone".into(),
                 );
@@ -251,10 +248,7 @@ impl NamePattern {
                     "has no full date; add {missing} (or %j for the day of the year)"
                 ));
             }
-            for (finer, coarser) in [
-                (Field::Minute, Field::Hour),
-                (Field::Second, Field::Minute),
-            ] {
+            for (finer, coarser) in [(Field::Minute, Field::Hour), (Field::Second, Field::Minute)] {
                 if has(finer) && !has(coarser) {
                     return fail(format!(
                         "has %{} without %{}; add %{}",
@@ -577,7 +571,10 @@ pub fn scan_dumps(dumps: &DumpsSpec, vm: &str) -> Result<DumpScan> {
                 let modified = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
                     .with_context(|| {
-                        format!("vm {vm}: reading the modification time of {}", path.display())
+                        format!(
+                            "vm {vm}: reading the modification time of {}",
+                            path.display()
+                        )
                     })?;
                 let time = Timestamp::try_from(modified).with_context(|| {
                     format!(
@@ -776,10 +773,10 @@ pub fn read_manifest(path: &Path, file: &str) -> Result<(serde_json::Value, Expe
 
 /// Reads the line for `file` from a `sha256sum`-style file (`HEX  NAME` or `HEX *NAME`).
 pub fn read_sha256sums(path: &Path, file: &str) -> Result<Expected> {
-    let reader = BufReader::new(
-        File::open(path)
-            .with_context(|| format!("opening checksum file {} for dump {file}", path.display()))?,
-    );
+    let reader =
+        BufReader::new(File::open(path).with_context(|| {
+            format!("opening checksum file {} for dump {file}", path.display())
+        })?);
     for line in reader.lines() {
         let line = line.with_context(|| format!("reading checksum file {}", path.display()))?;
         let Some((hash, name)) = line.split_once(' ') else {
@@ -972,7 +969,11 @@ mod tests {
 
     fn time_of(pattern_text: &str, name: &str) -> Timestamp {
         let scan = dump_points_from_names([name], &pattern(pattern_text), &TimeZone::UTC);
-        assert_eq!(scan.points.len(), 1, "{name} should match {pattern_text}: {scan:?}");
+        assert_eq!(
+            scan.points.len(),
+            1,
+            "{name} should match {pattern_text}: {scan:?}"
+        );
         scan.points[0].time
     }
 
@@ -994,9 +995,18 @@ mod tests {
             time_of("db_%Y-%m-%dT%H:%M:%S.dump", "db_2026-02-28T23:59:58.dump"),
             utc("2026-02-28T23:59:58Z")
         );
-        assert_eq!(time_of("%Y%j.sql", "2024366.sql"), utc("2024-12-31T00:00:00Z"));
-        assert_eq!(time_of("daily-%Y-%m-%d.sql.gz", "daily-2026-11-26.sql.gz"), utc("2026-11-26T00:00:00Z"));
-        assert_eq!(time_of("erp.%s.sql", "erp.1764162000.sql"), utc("2025-11-26T13:00:00Z"));
+        assert_eq!(
+            time_of("%Y%j.sql", "2024366.sql"),
+            utc("2024-12-31T00:00:00Z")
+        );
+        assert_eq!(
+            time_of("daily-%Y-%m-%d.sql.gz", "daily-2026-11-26.sql.gz"),
+            utc("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            time_of("erp.%s.sql", "erp.1764162000.sql"),
+            utc("2025-11-26T13:00:00Z")
+        );
         assert_eq!(
             time_of("erp-%Y%m%d-%H%M%z.sql", "erp-20261126-1400+0100.sql"),
             utc("2026-11-26T13:00:00Z")
@@ -1009,7 +1019,10 @@ mod tests {
             time_of("erp-%Y%m%d-%H%M%z.sql", "erp-20261126-1300Z.sql"),
             utc("2026-11-26T13:00:00Z")
         );
-        assert_eq!(time_of("100%%-%Y%m%d.sql", "100%-20261126.sql"), utc("2026-11-26T00:00:00Z"));
+        assert_eq!(
+            time_of("100%%-%Y%m%d.sql", "100%-20261126.sql"),
+            utc("2026-11-26T00:00:00Z")
+        );
     }
 
     #[test]
@@ -1027,7 +1040,10 @@ mod tests {
 
     #[test]
     fn epoch_seconds_backtrack_to_leave_room_for_the_rest() {
-        assert_eq!(time_of("%s1.sql", "17641620001.sql"), utc("2025-11-26T13:00:00Z"));
+        assert_eq!(
+            time_of("%s1.sql", "17641620001.sql"),
+            utc("2025-11-26T13:00:00Z")
+        );
     }
 
     #[test]
@@ -1050,7 +1066,9 @@ mod tests {
             let err = pattern_error(text);
             assert!(err.contains(why), "{text:?}: {err}");
         }
-        let err = NamePattern::parse("erp-%Y%m%d.sql", false).unwrap_err().to_string();
+        let err = NamePattern::parse("erp-%Y%m%d.sql", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("modification time"), "{err}");
         assert!(NamePattern::parse("erp-*.sql", false).is_ok());
     }
@@ -1058,7 +1076,12 @@ mod tests {
     #[test]
     fn names_that_match_but_are_no_time_are_kept_apart_with_the_reason() {
         let scan = dump_points_from_names(
-            ["erp-20261301-1300.sql", "erp-20261126-2500.sql", "erp-20261126-1300.sql", "erp-20230229-0000.sql"],
+            [
+                "erp-20261301-1300.sql",
+                "erp-20261126-2500.sql",
+                "erp-20261126-1300.sql",
+                "erp-20230229-0000.sql",
+            ],
             &pattern("erp-%Y%m%d-%H%M.sql"),
             &TimeZone::UTC,
         );
@@ -1090,8 +1113,11 @@ mod tests {
             &p,
             &berlin,
         );
-        let times: Vec<(&str, Timestamp)> =
-            scan.points.iter().map(|p| (p.file.as_str(), p.time)).collect();
+        let times: Vec<(&str, Timestamp)> = scan
+            .points
+            .iter()
+            .map(|p| (p.file.as_str(), p.time))
+            .collect();
         assert_eq!(
             times,
             [
@@ -1103,7 +1129,10 @@ mod tests {
                 ("erp-20261126-1400.sql", utc("2026-11-26T13:00:00Z")),
             ]
         );
-        assert_eq!(scan.ambiguous, ["erp-20260329-0230.sql", "erp-20261025-0230.sql"]);
+        assert_eq!(
+            scan.ambiguous,
+            ["erp-20260329-0230.sql", "erp-20261025-0230.sql"]
+        );
     }
 
     fn points(times: &[&str]) -> Vec<DumpPoint> {
@@ -1118,7 +1147,11 @@ mod tests {
 
     #[test]
     fn select_takes_the_newest_point_at_or_before_the_moment() {
-        let p = points(&["2026-11-26T11:00:00Z", "2026-11-26T12:00:00Z", "2026-11-26T13:00:00Z"]);
+        let p = points(&[
+            "2026-11-26T11:00:00Z",
+            "2026-11-26T12:00:00Z",
+            "2026-11-26T13:00:00Z",
+        ]);
         let pick = |at: &str| select(&p, utc(at)).map(|p| p.file.as_str());
         assert_eq!(pick("2026-11-26T12:00:00Z"), Some("d-2026-11-26T12:00:00Z"));
         assert_eq!(pick("2026-11-26T12:59:59Z"), Some("d-2026-11-26T12:00:00Z"));
@@ -1130,7 +1163,10 @@ mod tests {
         assert_eq!(after[0].file, "d-2026-11-26T13:00:00Z");
         let (before, after) = nearest(&p, utc("2026-11-26T10:00:00Z"), 1);
         assert!(before.is_empty());
-        assert_eq!(describe(&after, &TimeZone::UTC), "d-2026-11-26T11:00:00Z (2026-11-26 11:00:00 UTC)");
+        assert_eq!(
+            describe(&after, &TimeZone::UTC),
+            "d-2026-11-26T11:00:00Z (2026-11-26 11:00:00 UTC)"
+        );
     }
 
     #[test]
@@ -1189,10 +1225,23 @@ mod tests {
         assert_eq!(value["rows"]["invoices"], 7);
         assert_eq!(expected.sha256, HELLO_SHA);
         let sums = dir.path().join("SHA256SUMS");
-        write(&sums, format!("{}  other.sql\n{HELLO_SHA} *erp-20261126-1300.sql\n", "0".repeat(64)).as_bytes());
+        write(
+            &sums,
+            format!(
+                "{}  other.sql\n{HELLO_SHA} *erp-20261126-1300.sql\n",
+                "0".repeat(64)
+            )
+            .as_bytes(),
+        );
         let from_sums = read_sha256sums(&sums, "erp-20261126-1300.sql").unwrap();
         let digest = verify_dump(&dump, &[expected, from_sums]).unwrap();
-        assert_eq!(digest, FileDigest { sha256: HELLO_SHA.into(), bytes: 6 });
+        assert_eq!(
+            digest,
+            FileDigest {
+                sha256: HELLO_SHA.into(),
+                bytes: 6
+            }
+        );
     }
 
     #[test]
@@ -1205,10 +1254,24 @@ mod tests {
             bytes: Some(6),
             source: dir.path().join("erp.sql.manifest.json"),
         };
-        let err = verify_dump(&dump, &[expected.clone()]).unwrap_err().to_string();
-        assert!(err.starts_with(&format!("dump {} is corrupt: ", dump.display())), "{err}");
-        assert!(err.contains(&format!("erp.sql.manifest.json says sha256 {HELLO_SHA}")), "{err}");
-        assert!(err.contains(&format!("the file has {}", sha256_file(&dump).unwrap().sha256)), "{err}");
+        let err = verify_dump(&dump, &[expected.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("dump {} is corrupt: ", dump.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("erp.sql.manifest.json says sha256 {HELLO_SHA}")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "the file has {}",
+                sha256_file(&dump).unwrap().sha256
+            )),
+            "{err}"
+        );
         write(&dump, b"hel");
         let err = verify_dump(&dump, &[expected]).unwrap_err().to_string();
         assert!(err.contains("is corrupt or truncated"), "{err}");
@@ -1228,9 +1291,18 @@ mod tests {
         check("[]", "is not a json object");
         check(r#"{"bytes":3}"#, "has no sha256");
         check(r#"{"sha256":"abc"}"#, "is not 64 hex digits");
-        check(&format!(r#"{{"sha256":"{HELLO_SHA}","file":"other.sql"}}"#), "describes \"other.sql\", not dump erp.sql");
-        check(&format!(r#"{{"sha256":"{HELLO_SHA}","bytes":-1}}"#), "is not a size");
-        let err = format!("{:#}", read_manifest(&dir.path().join("missing.json"), "erp.sql").unwrap_err());
+        check(
+            &format!(r#"{{"sha256":"{HELLO_SHA}","file":"other.sql"}}"#),
+            "describes \"other.sql\", not dump erp.sql",
+        );
+        check(
+            &format!(r#"{{"sha256":"{HELLO_SHA}","bytes":-1}}"#),
+            "is not a size",
+        );
+        let err = format!(
+            "{:#}",
+            read_manifest(&dir.path().join("missing.json"), "erp.sql").unwrap_err()
+        );
         assert!(err.starts_with("reading manifest"), "{err}");
         let sums = dir.path().join("SHA256SUMS");
         write(&sums, b"garbage\n");
@@ -1243,15 +1315,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("erp-20261126-1300.sql");
         let err = format!("{:#}", verify_dump(&missing, &[]).unwrap_err());
-        assert!(err.starts_with(&format!("verifying dump {}: opening", missing.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("verifying dump {}: opening", missing.display())),
+            "{err}"
+        );
     }
 
     #[test]
     fn placeholders_expand_quote_and_refuse_unknown_names() {
-        assert_eq!(expand("a {x} {{b}} {y}", &[("x", "1"), ("y", "2")]).unwrap(), "a 1 {b} 2");
-        assert!(expand("{nope}", &[("x", "1")]).unwrap_err().contains("unknown placeholder {nope}; known here: {x}"));
-        assert!(expand("{x", &[("x", "1")]).unwrap_err().contains("unclosed"));
-        assert!(expand("x}", &[("x", "1")]).unwrap_err().contains("lone '}'"));
+        assert_eq!(
+            expand("a {x} {{b}} {y}", &[("x", "1"), ("y", "2")]).unwrap(),
+            "a 1 {b} 2"
+        );
+        assert!(
+            expand("{nope}", &[("x", "1")])
+                .unwrap_err()
+                .contains("unknown placeholder {nope}; known here: {x}")
+        );
+        assert!(
+            expand("{x", &[("x", "1")])
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            expand("x}", &[("x", "1")])
+                .unwrap_err()
+                .contains("lone '}'")
+        );
         assert!(uses("cp {dump} {as}", "as"));
         assert!(!uses("echo {{as}}", "as"));
         assert_eq!(sh_quote("/mnt/reclab/erp-1.sql"), "/mnt/reclab/erp-1.sql");

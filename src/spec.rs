@@ -2163,7 +2163,9 @@ fn validate_dumps(
             let mount = text.get_ref();
             let valid = mount.starts_with('/')
                 && mount.trim_end_matches('/') != ""
-                && !mount.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"')
+                && !mount
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '\'' || c == '"')
                 && !mount.split('/').any(|part| part == "..");
             if valid {
                 Some(mount.clone())
