@@ -11,7 +11,12 @@ use std::path::PathBuf;
 #[command(name = "reclab", version, about, long_about = None)]
 pub struct Cli {
     /// Directory for run state (journals, overlays, logs).
-    #[arg(long, global = true, env = "RECLAB_STATE_DIR", default_value = "/var/lib/reclab")]
+    #[arg(
+        long,
+        global = true,
+        env = "RECLAB_STATE_DIR",
+        default_value = "/var/lib/reclab"
+    )]
     pub state_dir: PathBuf,
     /// libvirt URI; overrides the lab file's `connect` (default qemu:///system).
     #[arg(long, global = true, env = "RECLAB_CONNECT")]
@@ -30,6 +35,23 @@ pub enum Command {
         /// The lab file.
         lab: PathBuf,
         /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every restore point (VM images and dumps with their times), what each moment
+    /// would pick, and the combination chosen for --at, with the image-to-dump skews.
+    Points {
+        /// The lab file.
+        lab: PathBuf,
+        /// The moment: latest (default), now, RFC 3339, "2h ago", "yesterday 18:00",
+        /// "2026-11-26 13:00" (local time).
+        #[arg(long)]
+        at: Option<String>,
+        /// IANA time zone for wall-clock --at forms and for display (default: TZ, else the
+        /// system's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Machine-readable output (every point, the whole timeline).
         #[arg(long)]
         json: bool,
     },

@@ -7,6 +7,10 @@
 //! - `xml`: surgical rewrite of production domain XML; lab network XML.
 //! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
+//! - `when`: `--at` moments (RFC 3339, "2h ago", wall-clock times), DST-aware.
+//! - `points`: restore points: dump name patterns, selection, skew, manifests, checksums.
+//! - `restore`: a lab's restore points, choosing for `--at`, `reclab points`, injection records.
+//! - `datadisk`: read-only ext4/iso data disks that carry dumps into a VM (no root mounts).
 
 pub mod cli;
 pub mod datadisk;
@@ -20,6 +24,7 @@ pub mod names;
 pub mod plan;
 pub mod points;
 pub mod resolve;
+pub mod restore;
 pub mod services;
 pub mod spec;
 pub mod sys;

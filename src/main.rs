@@ -30,7 +30,10 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn open_hv(uri: &str) -> Result<Box<dyn Hypervisor>> {
@@ -60,7 +63,11 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration> {
 fn run(cli: Cli) -> Result<ExitCode> {
     // An explicit per-process override beats the lab file's `connect`.
     let reopen = |uri: &str| -> Result<Box<dyn Hypervisor>> {
-        let u = if uri.is_empty() { default_uri(&cli.connect) } else { uri.to_string() };
+        let u = if uri.is_empty() {
+            default_uri(&cli.connect)
+        } else {
+            uri.to_string()
+        };
         open_hv(&u)
     };
     let state_dir = cli.state_dir.clone();
@@ -86,7 +93,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("lab {}: ok ({} vms, {} segments) on {}", plan.lab, plan.vms.len(), plan.segments.len(), plan.uri);
+                println!(
+                    "lab {}: ok ({} vms, {} segments) on {}",
+                    plan.lab,
+                    plan.vms.len(),
+                    plan.segments.len(),
+                    plan.uri
+                );
                 for v in &plan.vms {
                     println!("  tier {} {}:", v.tier + 1, v.name);
                     for o in &v.overlays {
@@ -105,7 +118,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { lab, ttl, keep_on_failure, json } => {
+        Command::Points { lab, at, tz, json } => {
+            let spec = load_spec(lab)?;
+            let now = reclab::when::now_in(tz.as_deref())?;
+            // Only snapshot sources need the hypervisor; backup files are dated on disk.
+            let needs_hv = spec
+                .vms
+                .iter()
+                .any(|vm| matches!(vm.source, spec::VmSource::Domain { .. }));
+            let hv = match needs_hv {
+                true => Some(open_hv(&uri_for(&cli.connect, &spec))?),
+                false => None,
+            };
+            let mut stdout = std::io::stdout().lock();
+            reclab::restore::run_points(
+                &spec,
+                hv.as_deref(),
+                at.as_deref(),
+                &now,
+                *json,
+                &mut stdout,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            lab,
+            ttl,
+            keep_on_failure,
+            json,
+        } => {
             let spec = load_spec(lab)?;
             let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
             let hv = open_hv(&uri_for(&cli.connect, &spec))?;
@@ -113,12 +154,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &spec,
                 hv.as_ref(),
                 &state_dir,
-                &lab::UpOpts { ttl, keep_on_failure: *keep_on_failure },
+                &lab::UpOpts {
+                    ttl,
+                    keep_on_failure: *keep_on_failure,
+                },
             )?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("lab {} run {} is up (expires {})", report.lab, report.run, report.expires);
+                println!(
+                    "lab {} run {} is up (expires {})",
+                    report.lab, report.run, report.expires
+                );
                 for v in &report.vms {
                     println!(
                         "  tier {} {:<10} {:<32} ready in {:>5.1}s  {} {}",

@@ -242,7 +242,7 @@ impl NamePattern {
                         .into(),
                 );
             }
-            if !has(Field::DayOfYear) && !(has(Field::Month) && has(Field::Day)) {
+            if !(has(Field::DayOfYear) || (has(Field::Month) && has(Field::Day))) {
                 let missing = if has(Field::Month) { "%d" } else { "%m and %d" };
                 return fail(format!(
                     "has no full date; add {missing} (or %j for the day of the year)"
@@ -1254,7 +1254,7 @@ mod tests {
             bytes: Some(6),
             source: dir.path().join("erp.sql.manifest.json"),
         };
-        let err = verify_dump(&dump, &[expected.clone()])
+        let err = verify_dump(&dump, std::slice::from_ref(&expected))
             .unwrap_err()
             .to_string();
         assert!(

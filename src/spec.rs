@@ -2162,7 +2162,7 @@ fn validate_dumps(
         Some(text) => {
             let mount = text.get_ref();
             let valid = mount.starts_with('/')
-                && mount.trim_end_matches('/') != ""
+                && !mount.trim_end_matches('/').is_empty()
                 && !mount
                     .chars()
                     .any(|c| c.is_whitespace() || c == '\'' || c == '"')
