@@ -120,7 +120,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Points { lab, at, tz, json } => {
             let spec = load_spec(lab)?;
-            let now = reclab::when::now_in(tz.as_deref())?;
+            let now =
+                reclab::when::now_in(tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
             // Only snapshot sources need the hypervisor; backup files are dated on disk.
             let needs_hv = spec
                 .vms

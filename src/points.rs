@@ -1231,6 +1231,31 @@ mod tests {
         assert!(took < Duration::from_secs(2), "took {took:?}");
     }
 
+    #[test]
+    fn modification_times_date_dumps_when_the_names_carry_none() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, at) in [
+            ("app-b.tar", "2026-11-26T10:00:00Z"),
+            ("app-a.tar", "2026-11-26T12:00:00Z"),
+        ] {
+            let file = File::create(dir.path().join(name)).unwrap();
+            let secs = u64::try_from(utc(at).as_second()).unwrap();
+            file.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+                .unwrap();
+        }
+        File::create(dir.path().join("notes.txt")).unwrap();
+        let text = format!(
+            "name = \"x\"\n[[vm]]\nname = \"app\"\nfrom = {{ domain = \"d\", snapshot = \"s\" }}\ndumps = {{ dir = {:?}, pattern = \"app-*.tar\", time = \"mtime\" }}\n",
+            dir.path().display().to_string()
+        );
+        let spec = crate::spec::parse(&text, Path::new("lab.toml")).unwrap();
+        let scan = scan_dumps(spec.vms[0].dumps.as_ref().unwrap(), "app").unwrap();
+        let files: Vec<&str> = scan.points.iter().map(|p| p.file.as_str()).collect();
+        assert_eq!(files, ["app-b.tar", "app-a.tar"]);
+        assert_eq!(scan.points[1].time, utc("2026-11-26T12:00:00Z"));
+        assert_eq!(scan.others, 1);
+    }
+
     fn write(path: &Path, content: &[u8]) {
         std::fs::write(path, content).unwrap();
     }
