@@ -38,6 +38,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List every restore point (VM images and dumps with their times), what each moment
+    /// would pick, and the combination chosen for --at, with the image-to-dump skews.
+    Points {
+        /// The lab file.
+        lab: PathBuf,
+        /// The moment: latest (default), now, RFC 3339, "2h ago", "yesterday 18:00",
+        /// "2026-11-26 13:00" (local time).
+        #[arg(long)]
+        at: Option<String>,
+        /// IANA time zone for wall-clock --at forms and for display (default: TZ, else the
+        /// system's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Machine-readable output (every point, the whole timeline).
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring a lab up: clone, isolate, boot in tiers, wait until every VM is ready.
     Up {
         /// The lab file.

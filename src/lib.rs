@@ -9,9 +9,14 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 //! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
 //! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
+//! - `when`: `--at` moments (RFC 3339, "2h ago", wall-clock times), DST-aware.
+//! - `points`: restore points: dump name patterns, selection, skew, manifests, checksums.
+//! - `restore`: a lab's restore points, choosing for `--at`, `reclab points`, injection records.
+//! - `datadisk`: read-only ext4/iso data disks that carry dumps into a VM (no root mounts).
 
 pub mod agent;
 pub mod cli;
+pub mod datadisk;
 pub mod drill;
 pub mod duration;
 pub mod hv;
@@ -21,11 +26,14 @@ pub mod journal;
 pub mod lab;
 pub mod names;
 pub mod plan;
+pub mod points;
 pub mod report;
 pub mod resolve;
+pub mod restore;
 pub mod services;
 pub mod spec;
 pub mod sys;
 pub mod teardown;
 pub mod verify;
+pub mod when;
 pub mod xml;

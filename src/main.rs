@@ -130,6 +130,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Points { lab, at, tz, json } => {
+            let spec = load_spec(lab)?;
+            let now =
+                reclab::when::now_in(tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+            // Only snapshot sources need the hypervisor; backup files are dated on disk.
+            let needs_hv = spec
+                .vms
+                .iter()
+                .any(|vm| matches!(vm.source, spec::VmSource::Domain { .. }));
+            let hv = match needs_hv {
+                true => Some(open_hv(&uri_for(&cli.connect, &spec))?),
+                false => None,
+            };
+            let mut stdout = std::io::stdout().lock();
+            reclab::restore::run_points(
+                &spec,
+                hv.as_deref(),
+                at.as_deref(),
+                &now,
+                *json,
+                &mut stdout,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up {
             lab,
             ttl,

@@ -4,8 +4,9 @@
 //! mirror the file (`deny_unknown_fields`, every value carrying its position in the file); then
 //! a validation pass turns them into the clean types below ([`LabSpec`], [`SegmentSpec`],
 //! [`ServicesSpec`], [`VmSpec`], [`VmSource`]) that the rest of reclab uses. This module does no
-//! IO except reading the lab file itself in [`load`]: it never talks to libvirt and never looks at
-//! the files a lab refers to (`reclab check` does that later).
+//! IO except reading the lab file itself in [`load`] (and the system time zone database, to check
+//! a dump source's `tz`): it never talks to libvirt and never looks at the files a lab refers to
+//! (`reclab check` and `reclab points` do that later).
 //!
 //! Every problem is reported as `FILE:LINE:COLUMN: FIELD: WHAT IS WRONG; WHAT TO DO`, one per
 //! line, sorted by position (for example
@@ -57,6 +58,7 @@
 //! | `ttl` | `"8h"` | How long the lab may live. After that `reclab gc` removes it. A duration (see below). |
 //! | `accel` | `"kvm"` | `"kvm"` for hardware virtualization, `"tcg"` for QEMU's software emulation (slow, but works where KVM is unavailable, for example inside another VM). |
 //! | `state_dir` | the `--state-dir` option | Directory for run state (journals, overlays, logs). Relative paths are relative to the lab file's directory. |
+//! | `max_skew` | none (unbounded) | Largest time allowed between the VM image and the dump chosen for a VM, either way (a duration, e.g. `"26h"`). A larger skew makes `--at` fail, listing the nearest points. |
 //! | `[segment.NAME]` | none | Isolated lab networks, see below. |
 //! | `[[vm]]` | at least one | The VMs to clone, see below. |
 //!
@@ -103,6 +105,7 @@
 //! | `after` | `[]` | Names of VMs that must be ready before this one starts. |
 //! | `ready` | `{ timeout = "5m" }` | When the VM counts as ready, below. |
 //! | `dhcp` | none | A DHCP reservation answered by the lab services, below. |
+//! | `dumps` | none | Database dumps to restore into the VM, see below. |
 //!
 //! **`from`**, either:
 //! - `{ domain = "prod-db", snapshot = "nightly" }`: a libvirt domain on the `connect` host and
@@ -130,9 +133,40 @@
 //! several: the one whose first label is the VM name, else the alphabetically first), or else
 //! the VM name.
 //!
+//! ## `[vm.dumps]`: restore points from database dumps
+//!
+//! ```toml
+//! [vm.dumps]
+//! dir = "backups/dumps"
+//! pattern = "erp-%Y%m%d-%H%M.sql"
+//! manifest = "{file}.manifest.json"
+//! restore = ["sqlite3 /var/lib/erp/erp.db < {dump}", "sqlite3 {as} < {dump}"]
+//! restore_as = "/var/lib/erp/restored.db"
+//! ```
+//!
+//! Written as a `[vm.dumps]` table right after its `[[vm]]`, or inline as `dumps = { ... }`.
+//! Every file in `dir` whose whole name matches `pattern` is a restore point; `reclab points`
+//! lists them and `--at` picks the newest one at or before the moment asked for. The chosen
+//! dump (with its manifest and a `SHA256SUMS`) reaches the guest on a read-only data disk
+//! attached through the hypervisor, never over a network.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `dir` | required | The dump directory, relative to the lab file's directory. |
+//! | `pattern` | required | Which file names are dumps, and where their time is: strftime-like fields `%Y %m %d %j %H %M %S %s %z`, `*` for any run of characters, `%%` for `%` (see `points`). With the default `time`, it needs a full date (`%Y%m%d`, `%Y%j`) or `%s`. |
+//! | `time` | `"name"` | `"name"`: the time comes from the name via the pattern. `"mtime"`: the file's modification time (then the pattern has no time fields). |
+//! | `tz` | `"UTC"` | IANA time zone of the wall-clock times in names, such as `"Europe/Berlin"`; times a DST change makes ambiguous take the first occurrence, skipped times move forward. Not with `%s`, `%z` or `time = "mtime"`. |
+//! | `manifest` | none | The manifest next to each dump, as a name template with `{file}` (the dump's file name): `"{file}.manifest.json"`. JSON with at least `sha256`; `bytes` and `file` are checked if present, everything else (row counts ...) is kept for the checks and the report. |
+//! | `sha256sums` | none | A `sha256sum`-style file in `dir` listing the dumps, such as `"SHA256SUMS"`. With `manifest` too, both must agree with the dump. |
+//! | `restore` | `[]` | Shell commands run in the guest (`/bin/sh -c`, through the guest agent) after the dump was verified there, in order; the first failure stops the restore. Placeholders: `{dump}` the dump's path in the guest, `{dir}` the mount point, `{file}` the dump's file name, `{manifest}` the manifest's path in the guest (needs `manifest`), `{as}` the value of `restore_as`. Values are shell-quoted where needed; `{{` and `}}` are literal braces. |
+//! | `restore_as` | none | A second database name or path, for restoring the dump next to the database that came with the VM image so that checks can compare the two. Commands refer to it as `{as}`, and at least one must. |
+//! | `format` | `"ext4"` | The data disk's file system: `"ext4"` (built with `mke2fs -d`) or `"iso"` (ISO 9660 with Rock Ridge and Joliet, built with `xorriso`, for guests without ext4). |
+//! | `mount` | `"/mnt/reclab"` | Where the guest mounts the data disk (read-only). |
+//! | `timeout` | `"5m"` | Bound for each restore command. |
+//!
 //! ## Durations
 //!
-//! `ttl` and `ready.timeout` are positive durations in jiff's friendly format: `"90s"`, `"5m"`,
+//! `ttl`, `max_skew`, `ready.timeout` and `dumps.timeout` are positive durations in jiff's friendly format: `"90s"`, `"5m"`,
 //! `"8h"`, `"1h30m"`, `"1 hour 30 minutes"` (ISO 8601 `"PT5M"` also works). Units above hours
 //! are refused; write a week as `"168h"`.
 
@@ -150,6 +184,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::duration::parse_duration;
+use crate::points::{NamePattern, expand, uses};
 
 mod checks;
 pub use checks::{
@@ -189,6 +224,8 @@ pub struct LabSpec {
     pub vms: Vec<VmSpec>,
     /// Checks in file order (`[[check]]`); empty means "use the default checks".
     pub checks: Vec<CheckSpec>,
+    /// Largest allowed time between a VM's chosen image and its chosen dump (either way).
+    pub max_skew: Option<Duration>,
 }
 
 /// Hardware acceleration for the lab domains.
@@ -244,7 +281,67 @@ pub struct VmSpec {
     pub after: Vec<String>,
     pub ready: ReadySpec,
     pub dhcp: Option<DhcpReservation>,
+    /// Database dumps restored into this VM, if any.
+    pub dumps: Option<DumpsSpec>,
 }
+
+/// A VM's database dumps: where they are, how their times are read, how they are restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpsSpec {
+    /// The dump directory, already joined to the lab file's directory if it was relative.
+    pub dir: PathBuf,
+    /// Which file names are dumps (and, unless `time` is `Mtime`, their times).
+    pub pattern: NamePattern,
+    pub time: DumpTime,
+    /// Manifest file name template with `{file}`, relative to `dir`.
+    pub manifest: Option<String>,
+    /// A `sha256sum`-style checksum file in `dir`.
+    pub sha256sums: Option<String>,
+    /// Shell commands run in the guest, with placeholders (see the lab file reference).
+    pub restore: Vec<String>,
+    /// A second database name or path to restore under, for `{as}`.
+    pub restore_as: Option<String>,
+    /// File system of the data disk that carries the dumps into the guest.
+    pub format: DiskFormat,
+    /// Where the guest mounts the data disk.
+    pub mount: String,
+    /// Bound for each restore command.
+    pub timeout: Duration,
+}
+
+/// Where a dump's time comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpTime {
+    /// From the file name, read with the pattern; wall-clock times are in `tz` (an IANA time
+    /// zone name), UTC when `None`.
+    Name { tz: Option<String> },
+    /// The file's modification time.
+    Mtime,
+}
+
+/// File system of a data disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// ext4 made with `mke2fs -d` (no root mount needed).
+    Ext4,
+    /// ISO 9660 with Rock Ridge and Joliet (`xorriso`), for guests without ext4.
+    Iso,
+}
+
+impl fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiskFormat::Ext4 => "ext4",
+            DiskFormat::Iso => "iso",
+        })
+    }
+}
+
+/// Where a guest mounts the data disk when `dumps.mount` is not given.
+pub const DEFAULT_MOUNT: &str = "/mnt/reclab";
+/// The bound for each restore command when `dumps.timeout` is not given.
+pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Where a VM comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,6 +589,7 @@ struct WireTop {
     ttl: Option<Text>,
     accel: Option<Text>,
     state_dir: Option<Text>,
+    max_skew: Option<Text>,
     // Decoded piece by piece in `decode`, so that problems in several VMs show together.
     #[serde(rename = "segment")]
     _segment: Option<BTreeMap<String, IgnoredAny>>,
@@ -528,6 +626,26 @@ struct WireVm {
     after: Option<Vec<Text>>,
     ready: Option<WireReady>,
     dhcp: Option<Spanned<WireDhcp>>,
+    dumps: Option<Spanned<WireDumps>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a dumps table like { dir = \"backups/dumps\", pattern = \"erp-%Y%m%d-%H%M.sql\" }"
+)]
+struct WireDumps {
+    dir: Option<Text>,
+    pattern: Option<Text>,
+    time: Option<Text>,
+    tz: Option<Text>,
+    manifest: Option<Text>,
+    sha256sums: Option<Text>,
+    restore: Option<Vec<Text>>,
+    restore_as: Option<Text>,
+    format: Option<Text>,
+    mount: Option<Text>,
+    timeout: Option<Text>,
 }
 
 #[derive(Deserialize)]
@@ -646,7 +764,10 @@ fn tidy_toml_message(message: &str, field: &str, key: &str) -> String {
         message =
             format!("duplicate key {key:?}; a key may appear only once in a table, remove one");
     }
-    if (field == "ttl" || field.ends_with(".timeout") || field.ends_with(".max_age"))
+    if (field == "ttl"
+        || field == "max_skew"
+        || field.ends_with(".timeout")
+        || field.ends_with(".max_age"))
         && message.ends_with("expected a string")
     {
         message.push_str("; write durations as strings, like \"8h\" or \"5m\"");
@@ -1036,6 +1157,11 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
         Some(dir) => Some(base.join(dir.get_ref())),
     };
 
+    let max_skew = match &top.max_skew {
+        None => Some(None),
+        Some(skew) => duration_field(report, skew, "max_skew").map(Some),
+    };
+
     let (segments, segments_ok) = validate_segments(&wire.segments, report);
     let vm_names = validate_vm_names(&wire, report);
     let mut vms = Vec::new();
@@ -1078,6 +1204,7 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
                 after,
                 ready: vm.ready,
                 dhcp: vm.dhcp,
+                dumps: vm.dumps,
             })
         })
         .collect::<Option<Vec<_>>>()?;
@@ -1091,6 +1218,7 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
         segments: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
         vms,
         checks: checks?,
+        max_skew: max_skew?,
     })
 }
 
@@ -1409,6 +1537,7 @@ struct PartialVm {
     source: VmSource,
     ready: ReadySpec,
     dhcp: Option<DhcpReservation>,
+    dumps: Option<DumpsSpec>,
 }
 
 fn validate_vm(
@@ -1494,11 +1623,17 @@ fn validate_vm(
         .map(Some),
     };
 
+    let dumps = match &vm.dumps {
+        None => Some(None),
+        Some(dumps) => validate_dumps(dumps, &format!("{field}.dumps"), base, report).map(Some),
+    };
+
     Some(PartialVm {
         name: name?,
         source: source?,
         ready: ready?,
         dhcp: dhcp?,
+        dumps: dumps?,
     })
 }
 
@@ -1808,6 +1943,291 @@ fn validate_dhcp(
         mac: mac?,
         ip,
         hostname,
+    })
+}
+
+/// A relative path inside the dump directory: not empty, not absolute, no `..`.
+fn relative_inside(text: &str) -> Result<(), &'static str> {
+    if text.trim().is_empty() {
+        Err("is empty")
+    } else if text.starts_with('/') {
+        Err("is absolute; give a name relative to dumps.dir")
+    } else if text.split('/').any(|part| part == "..") {
+        Err("leaves dumps.dir with '..'; give a name inside it")
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_dumps(
+    wire: &Spanned<WireDumps>,
+    field: &str,
+    base: &Path,
+    report: &mut Report,
+) -> Option<DumpsSpec> {
+    let dumps = wire.get_ref();
+    let mut ok = true;
+
+    let dir = match &dumps.dir {
+        None => {
+            report.at(
+                wire.span(),
+                format!("{field}.dir"),
+                "missing dump directory; give the directory the dumps are in, relative to the lab file, like dir = \"backups/dumps\"",
+            );
+            None
+        }
+        Some(dir) if dir.get_ref().trim().is_empty() => {
+            report.at(
+                dir.span(),
+                format!("{field}.dir"),
+                "empty dump directory; give the directory the dumps are in, like dir = \"backups/dumps\"",
+            );
+            None
+        }
+        Some(dir) => Some(base.join(dir.get_ref())),
+    };
+
+    let time = match &dumps.time {
+        None => Some(DumpTime::Name { tz: None }),
+        Some(time) => match time.get_ref().as_str() {
+            "name" => Some(DumpTime::Name { tz: None }),
+            "mtime" => Some(DumpTime::Mtime),
+            other => {
+                report.at(
+                    time.span(),
+                    format!("{field}.time"),
+                    format!(
+                        "unknown time source {other:?}; use \"name\" (read the time from the file name with the pattern, the default) or \"mtime\" (the file's modification time)"
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let from_mtime = matches!(time, Some(DumpTime::Mtime));
+
+    let pattern = match &dumps.pattern {
+        None => {
+            report.at(
+                wire.span(),
+                format!("{field}.pattern"),
+                "missing pattern; give the dump file names with their time fields, like pattern = \"erp-%Y%m%d-%H%M.sql\"",
+            );
+            None
+        }
+        Some(text) => match NamePattern::parse(text.get_ref(), !from_mtime) {
+            Ok(pattern) => Some(pattern),
+            Err(err) => {
+                report.at(text.span(), format!("{field}.pattern"), err.to_string());
+                None
+            }
+        },
+    };
+
+    let time = match (time, &dumps.tz) {
+        (time, None) => time,
+        (Some(DumpTime::Mtime), Some(tz)) => {
+            report.at(
+                tz.span(),
+                format!("{field}.tz"),
+                "tz applies to times read from file names, but time = \"mtime\"; drop tz (modification times are absolute)",
+            );
+            None
+        }
+        (time, Some(tz)) => {
+            if pattern.as_ref().is_some_and(NamePattern::has_zone) {
+                report.at(
+                    tz.span(),
+                    format!("{field}.tz"),
+                    "the pattern's %s or %z already fixes the time zone of the names; drop tz",
+                );
+                None
+            } else if jiff::tz::TimeZone::get(tz.get_ref()).is_err() {
+                report.at(
+                    tz.span(),
+                    format!("{field}.tz"),
+                    format!(
+                        "unknown time zone {:?}; use an IANA name like \"Europe/Berlin\" (the names are in /usr/share/zoneinfo), or drop tz for UTC",
+                        tz.get_ref()
+                    ),
+                );
+                None
+            } else {
+                time.map(|_| DumpTime::Name {
+                    tz: Some(tz.get_ref().clone()),
+                })
+            }
+        }
+    };
+
+    let manifest = match &dumps.manifest {
+        None => None,
+        Some(text) => {
+            let template = text.get_ref();
+            let problem = match relative_inside(template) {
+                Err(why) => Some(format!("manifest {why}")),
+                Ok(()) => match expand(template, &[("file", "x")]) {
+                    Err(why) => Some(format!("manifest {why}")),
+                    Ok(_) if !uses(template, "file") => Some(
+                        "manifest has no {file}, so every dump would share one manifest; write it like \"{file}.manifest.json\""
+                            .to_string(),
+                    ),
+                    Ok(_) => None,
+                },
+            };
+            if let Some(problem) = problem {
+                report.at(text.span(), format!("{field}.manifest"), problem);
+                ok = false;
+            }
+            Some(template.clone())
+        }
+    };
+
+    let sha256sums = match &dumps.sha256sums {
+        None => None,
+        Some(text) => {
+            if let Err(why) = relative_inside(text.get_ref()) {
+                report.at(
+                    text.span(),
+                    format!("{field}.sha256sums"),
+                    format!("checksum file {why}"),
+                );
+                ok = false;
+            }
+            Some(text.get_ref().clone())
+        }
+    };
+
+    let restore_as = match &dumps.restore_as {
+        None => None,
+        Some(text) if text.get_ref().trim().is_empty() || text.get_ref().contains('\n') => {
+            report.at(
+                text.span(),
+                format!("{field}.restore_as"),
+                "restore_as is empty or spans lines; give the second database name or path, like \"/var/lib/erp/restored.db\"",
+            );
+            ok = false;
+            None
+        }
+        Some(text) => Some(text.get_ref().clone()),
+    };
+
+    // Every placeholder a command may use, and the ones this source offers.
+    let all = [
+        ("dump", "x"),
+        ("dir", "x"),
+        ("file", "x"),
+        ("manifest", "x"),
+        ("as", "x"),
+    ];
+    let offered: Vec<(&str, &str)> = all
+        .iter()
+        .copied()
+        .filter(|(name, _)| match *name {
+            "manifest" => manifest.is_some(),
+            "as" => dumps.restore_as.is_some(),
+            _ => true,
+        })
+        .collect();
+    let mut restore = Vec::new();
+    for (i, command) in dumps.restore.iter().flatten().enumerate() {
+        let command_field = format!("{field}.restore[{i}]");
+        let text = command.get_ref();
+        let problem = if text.trim().is_empty() {
+            Some("restore command is empty; give a shell command or remove the entry".to_string())
+        } else if let Err(why) = expand(text, &all) {
+            Some(format!("restore command {why}"))
+        } else if let Err(why) = expand(text, &offered) {
+            if uses(text, "as") && dumps.restore_as.is_none() {
+                Some("restore command uses {as}, but the dumps have no restore_as; add restore_as = \"NAME\" or drop {as}".to_string())
+            } else if uses(text, "manifest") && manifest.is_none() {
+                Some("restore command uses {manifest}, but the dumps have no manifest; add manifest = \"{file}.manifest.json\" or drop {manifest}".to_string())
+            } else {
+                Some(format!("restore command {why}"))
+            }
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            report.at(command.span(), command_field, problem);
+            ok = false;
+        }
+        restore.push(text.clone());
+    }
+    if let Some(text) = &dumps.restore_as
+        && !restore.iter().any(|command| uses(command, "as"))
+    {
+        report.at(
+            text.span(),
+            format!("{field}.restore_as"),
+            "no restore command uses {as}; write the commands that restore under the second name with {as}, like \"sqlite3 {as} < {dump}\"",
+        );
+        ok = false;
+    }
+
+    let format = match &dumps.format {
+        None => Some(DiskFormat::Ext4),
+        Some(text) => match text.get_ref().as_str() {
+            "ext4" => Some(DiskFormat::Ext4),
+            "iso" => Some(DiskFormat::Iso),
+            other => {
+                report.at(
+                    text.span(),
+                    format!("{field}.format"),
+                    format!(
+                        "unknown data disk format {other:?}; use \"ext4\" (the default) or \"iso\" (for guests without ext4)"
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    let mount = match &dumps.mount {
+        None => Some(DEFAULT_MOUNT.to_string()),
+        Some(text) => {
+            let mount = text.get_ref();
+            let valid = mount.starts_with('/')
+                && !mount.trim_end_matches('/').is_empty()
+                && !mount
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '\'' || c == '"')
+                && !mount.split('/').any(|part| part == "..");
+            if valid {
+                Some(mount.clone())
+            } else {
+                report.at(
+                    text.span(),
+                    format!("{field}.mount"),
+                    format!(
+                        "{mount:?} is not a usable mount point; give an absolute directory other than / without whitespace or quotes, like \"/mnt/reclab\""
+                    ),
+                );
+                None
+            }
+        }
+    };
+
+    let timeout = match &dumps.timeout {
+        None => Some(DEFAULT_RESTORE_TIMEOUT),
+        Some(t) => duration_field(report, t, &format!("{field}.timeout")),
+    };
+
+    if !ok {
+        return None;
+    }
+    Some(DumpsSpec {
+        dir: dir?,
+        pattern: pattern?,
+        time: time?,
+        manifest,
+        sha256sums,
+        restore,
+        restore_as,
+        format: format?,
+        mount: mount?,
+        timeout: timeout?,
     })
 }
 

@@ -1,0 +1,1155 @@
+//! Restore points of a whole lab: gathering them, choosing a combination for `--at`, what each
+//! moment would pick, `reclab points`, and the record of an injection.
+//!
+//! For each VM there are *image points* (the VM image the lab clones: its libvirt snapshot
+//! with the snapshot's `<creationTime>`, or its backup disk files with their newest
+//! modification time) and, with `[vm.dumps]`, *dump points* (see `points`). For a moment, each
+//! source gives its newest point at or before it; `latest` takes each source's newest point.
+//! The *skew* of a VM is the chosen dump's time minus the chosen image's time; the lab's
+//! `max_skew` bounds it in either direction.
+//!
+//! A lab names one snapshot per VM, so a VM has one image point today; the code handles a
+//! list, so a future `snapshot = "nightly-*"` needs no other change here.
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp, ZonedDateTime};
+use quick_xml::Reader;
+use quick_xml::events::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::format_duration;
+use crate::hv::Hypervisor;
+use crate::points::{
+    DumpPoint, DumpScan, Timed, describe, nearest, scan_dumps, select, show_skew, skew, skew_ok,
+};
+use crate::spec::{LabSpec, VmSource, VmSpec};
+use crate::when::{At, When, parse_when, rfc3339, show};
+
+/// One VM image a lab can clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePoint {
+    /// Snapshot name, or the first disk's file name for backup files.
+    pub name: String,
+    pub time: Timestamp,
+    /// Where it is: `snapshot prod-db/nightly`, or `files vda=/backups/db.qcow2`.
+    pub source: String,
+}
+
+impl Timed for ImagePoint {
+    fn time(&self) -> Timestamp {
+        self.time
+    }
+    fn label(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The restore points of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPoints {
+    pub vm: String,
+    /// Sorted by time.
+    pub images: Vec<ImagePoint>,
+    pub dumps: Option<DumpScan>,
+}
+
+/// The `<creationTime>` (seconds since 1970) of a `<domainsnapshot>` XML.
+pub fn snapshot_creation_time(xml: &str) -> Result<Timestamp> {
+    let mut reader = Reader::from_str(xml);
+    let mut stack: Vec<String> = Vec::new();
+    let mut text: Option<String> = None;
+    loop {
+        match reader.read_event().context("parsing snapshot xml")? {
+            Event::Start(e) => {
+                stack.push(e.local_name().as_ref().to_string());
+            }
+            Event::Text(t) if stack == ["domainsnapshot", "creationTime"] => {
+                text.get_or_insert_with(String::new)
+                    .push_str(&t.xml10_content());
+            }
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    let Some(text) = text else {
+        bail!("the snapshot xml has no <creationTime>");
+    };
+    let seconds: i64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("the snapshot's <creationTime> {text:?} is not a number"))?;
+    Timestamp::from_second(seconds)
+        .with_context(|| format!("the snapshot's <creationTime> {seconds} is out of range"))
+}
+
+/// The image points of a VM: its snapshot (needs the hypervisor) or its backup files.
+pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<ImagePoint>> {
+    match &vm.source {
+        VmSource::Domain { domain, snapshot } => {
+            let Some(hv) = hv else {
+                bail!(
+                    "vm {}: its image is snapshot {snapshot} of domain {domain}, and reading its time needs the hypervisor",
+                    vm.name
+                );
+            };
+            let names = hv
+                .list_snapshots(domain)
+                .with_context(|| format!("vm {}: listing the snapshots of {domain}", vm.name))?;
+            if !names.iter().any(|n| n == snapshot) {
+                bail!(
+                    "vm {}: domain {domain} has no snapshot {snapshot}; it has: {}",
+                    vm.name,
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+            let xml = hv.snapshot_xml(domain, snapshot).with_context(|| {
+                format!("vm {}: reading snapshot {snapshot} of {domain}", vm.name)
+            })?;
+            let time = snapshot_creation_time(&xml).with_context(|| {
+                format!("vm {}: reading snapshot {snapshot} of {domain}", vm.name)
+            })?;
+            Ok(vec![ImagePoint {
+                name: snapshot.clone(),
+                time,
+                source: format!("snapshot {domain}/{snapshot}"),
+            }])
+        }
+        VmSource::Files { disks, .. } => {
+            let mut newest: Option<Timestamp> = None;
+            for path in disks.values() {
+                let modified = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .with_context(|| {
+                        format!(
+                            "vm {}: reading the modification time of disk image {}",
+                            vm.name,
+                            path.display()
+                        )
+                    })?;
+                let time = Timestamp::try_from(modified).with_context(|| {
+                    format!(
+                        "vm {}: the time of {} is out of range",
+                        vm.name,
+                        path.display()
+                    )
+                })?;
+                newest = newest.max(Some(time));
+            }
+            let first = disks.values().next();
+            Ok(vec![ImagePoint {
+                name: first
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                time: newest.context("the vm has no disks")?,
+                source: format!(
+                    "files {}",
+                    disks
+                        .iter()
+                        .map(|(target, path)| format!("{target}={}", path.display()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            }])
+        }
+    }
+}
+
+/// The restore points of every VM of a lab, in file order.
+pub fn lab_points(spec: &LabSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<VmPoints>> {
+    spec.vms
+        .iter()
+        .map(|vm| {
+            let mut images = image_points(vm, hv)?;
+            images.sort_by_key(|p| p.time);
+            let dumps = vm
+                .dumps
+                .as_ref()
+                .map(|dumps| scan_dumps(dumps, &vm.name))
+                .transpose()?;
+            Ok(VmPoints {
+                vm: vm.name.clone(),
+                images,
+                dumps,
+            })
+        })
+        .collect()
+}
+
+/// What one VM gets for a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub vm: String,
+    pub image: ImagePoint,
+    pub dump: Option<DumpPoint>,
+    /// Dump time minus image time.
+    pub skew: Option<SignedDuration>,
+}
+
+/// Why no combination can be chosen: one line per problem, each listing the nearest points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChooseError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ChooseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ChooseError {}
+
+/// Picks every VM's image and dump for `when`. `now` bounds `--at`; `tz` is for messages.
+pub fn choose(
+    points: &[VmPoints],
+    when: &When,
+    now: Timestamp,
+    max_skew: Option<Duration>,
+    tz: &TimeZone,
+) -> Result<Vec<Choice>, ChooseError> {
+    let moment = match when.at {
+        At::Latest => None,
+        At::Moment(t) => Some(t),
+    };
+    let asked = |t: Timestamp| format!("{} (--at {:?})", show(t, tz), when.text);
+    if let Some(at) = moment
+        && at > now
+    {
+        let newest: Vec<String> = points
+            .iter()
+            .map(|p| {
+                let image = p.images.last().map(|i| i.label()).unwrap_or_default();
+                match p.dumps.as_ref().and_then(|d| d.points.last()) {
+                    Some(dump) => format!(
+                        "{}: {image} + {} ({})",
+                        p.vm,
+                        dump.file,
+                        show(dump.time, tz)
+                    ),
+                    None => format!("{}: {image}", p.vm),
+                }
+            })
+            .collect();
+        return Err(ChooseError {
+            problems: vec![format!(
+                "{} is in the future (now is {}); the newest points are {}; use latest or a past moment",
+                asked(at),
+                show(now, tz),
+                newest.join("; ")
+            )],
+        });
+    }
+    let mut problems = Vec::new();
+    let mut choices = Vec::new();
+    for vm in points {
+        let image = pick(&vm.images, moment, "image", &vm.vm, &asked, tz);
+        let dump = vm
+            .dumps
+            .as_ref()
+            .map(|d| pick(&d.points, moment, "dump", &vm.vm, &asked, tz))
+            .transpose();
+        let (image, dump) = match (image, dump) {
+            (Ok(image), Ok(dump)) => (image, dump),
+            (image, dump) => {
+                problems.extend(image.err());
+                problems.extend(dump.err());
+                continue;
+            }
+        };
+        let skew = dump.map(|d| skew(image.time, d.time));
+        if let (Some(skew), Some(dump)) = (skew, dump)
+            && !skew_ok(skew, max_skew)
+        {
+            let max = max_skew.map(format_duration).unwrap_or_default();
+            let around = |t: Timestamp| {
+                let (before, after) = nearest(&vm.images, t, 2);
+                let mut all: Vec<&ImagePoint> = before.into_iter().rev().collect();
+                all.extend(after);
+                describe(&all, tz)
+            };
+            problems.push(format!(
+                "vm {}: image {} ({}) and dump {} ({}) are {} apart, more than max_skew {max}; images near the dump: {}; pick a moment with an image closer to a dump, or raise max_skew",
+                vm.vm,
+                image.name,
+                show(image.time, tz),
+                dump.file,
+                show(dump.time, tz),
+                show_skew(skew),
+                around(dump.time)
+            ));
+            continue;
+        }
+        choices.push(Choice {
+            vm: vm.vm.clone(),
+            image: image.clone(),
+            dump: dump.cloned(),
+            skew,
+        });
+    }
+    if problems.is_empty() {
+        Ok(choices)
+    } else {
+        Err(ChooseError { problems })
+    }
+}
+
+fn pick<'a, T: Timed>(
+    points: &'a [T],
+    moment: Option<Timestamp>,
+    kind: &str,
+    vm: &str,
+    asked: &dyn Fn(Timestamp) -> String,
+    tz: &TimeZone,
+) -> Result<&'a T, String> {
+    let Some(at) = moment else {
+        return points
+            .last()
+            .ok_or_else(|| format!("vm {vm}: there is no {kind} at all"));
+    };
+    select(points, at).ok_or_else(|| {
+        let (_, after) = nearest(points, at, 3);
+        format!(
+            "vm {vm}: no {kind} at or before {}; the oldest {kind}s are {}; pick a later moment",
+            asked(at),
+            describe(&after, tz)
+        )
+    })
+}
+
+/// From `from` on (until the next entry), these are the choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moment {
+    pub from: Timestamp,
+    pub choices: Vec<Choice>,
+    /// VMs whose skew at this moment is over `max_skew`.
+    pub over_max_skew: Vec<String>,
+}
+
+/// What each moment picks: one entry per change of any VM's choice, oldest first, starting
+/// when every source has a point.
+pub fn timeline(points: &[VmPoints], max_skew: Option<Duration>) -> Vec<Moment> {
+    let mut times: Vec<Timestamp> = Vec::new();
+    let mut start: Option<Timestamp> = None;
+    for vm in points {
+        times.extend(vm.images.iter().map(|p| p.time));
+        start = start.max(vm.images.first().map(|p| p.time));
+        if let Some(dumps) = &vm.dumps {
+            times.extend(dumps.points.iter().map(|p| p.time));
+            start = start.max(dumps.points.first().map(|p| p.time));
+        }
+    }
+    let Some(start) = start else {
+        return Vec::new();
+    };
+    times.retain(|t| *t >= start);
+    times.sort_unstable();
+    times.dedup();
+    times
+        .into_iter()
+        .filter_map(|t| {
+            let mut choices = Vec::new();
+            let mut over = Vec::new();
+            for vm in points {
+                let image = select(&vm.images, t)?;
+                let dump = match &vm.dumps {
+                    Some(d) => Some(select(&d.points, t)?),
+                    None => None,
+                };
+                let skew = dump.map(|d| skew(image.time, d.time));
+                if skew.is_some_and(|s| !skew_ok(s, max_skew)) {
+                    over.push(vm.vm.clone());
+                }
+                choices.push(Choice {
+                    vm: vm.vm.clone(),
+                    image: image.clone(),
+                    dump: dump.cloned(),
+                    skew,
+                });
+            }
+            Some(Moment {
+                from: t,
+                choices,
+                over_max_skew: over,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// `reclab points`.
+
+#[derive(Serialize)]
+struct PointsReport {
+    lab: String,
+    now: String,
+    time_zone: String,
+    max_skew_seconds: Option<u64>,
+    vms: Vec<VmPointsReport>,
+    at: AtReport,
+    timeline: Vec<MomentReport>,
+}
+
+#[derive(Serialize)]
+struct VmPointsReport {
+    name: String,
+    images: Vec<PointReport>,
+    dumps: Option<DumpsReport>,
+}
+
+#[derive(Serialize)]
+struct DumpsReport {
+    dir: String,
+    pattern: String,
+    points: Vec<PointReport>,
+    other_files: usize,
+    invalid: Vec<InvalidReport>,
+    ambiguous: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct InvalidReport {
+    file: String,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct PointReport {
+    name: String,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AtReport {
+    text: String,
+    time: Option<String>,
+    note: Option<String>,
+    choices: Vec<ChoiceReport>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ChoiceReport {
+    vm: String,
+    image: String,
+    image_time: String,
+    dump: Option<String>,
+    dump_time: Option<String>,
+    skew_seconds: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct MomentReport {
+    from: String,
+    choices: Vec<ChoiceReport>,
+    over_max_skew: Vec<String>,
+}
+
+fn choice_report(choice: &Choice) -> ChoiceReport {
+    ChoiceReport {
+        vm: choice.vm.clone(),
+        image: choice.image.name.clone(),
+        image_time: rfc3339(choice.image.time),
+        dump: choice.dump.as_ref().map(|d| d.file.clone()),
+        dump_time: choice.dump.as_ref().map(|d| rfc3339(d.time)),
+        skew_seconds: choice.skew.map(|s| s.as_secs()),
+    }
+}
+
+/// How many dumps and timeline entries the text output shows (the JSON has all).
+const TEXT_LIMIT: usize = 12;
+
+/// `reclab points`: lists every VM's restore points, what each moment picks, and the choice
+/// for `at` (default `latest`), as text or JSON, to `out`. `now` carries the time zone for
+/// wall-clock `--at` forms and for display. An `--at` that picks nothing (in the future,
+/// before the oldest point, over `max_skew`) is an error after the listing.
+pub fn run_points(
+    spec: &LabSpec,
+    hv: Option<&dyn Hypervisor>,
+    at: Option<&str>,
+    now: &ZonedDateTime,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let when = parse_when(at.unwrap_or("latest"), now).map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    let points = lab_points(spec, hv)?;
+    let tz = now.time_zone().clone();
+    let chosen = choose(&points, &when, now.timestamp(), spec.max_skew, &tz);
+    let moments = timeline(&points, spec.max_skew);
+    if json {
+        let report = PointsReport {
+            lab: spec.name.clone(),
+            now: rfc3339(now.timestamp()),
+            time_zone: tz.iana_name().unwrap_or("local").to_string(),
+            max_skew_seconds: spec.max_skew.map(|d| d.as_secs()),
+            vms: points
+                .iter()
+                .map(|vm| VmPointsReport {
+                    name: vm.vm.clone(),
+                    images: vm
+                        .images
+                        .iter()
+                        .map(|p| PointReport {
+                            name: p.name.clone(),
+                            time: rfc3339(p.time),
+                            source: Some(p.source.clone()),
+                        })
+                        .collect(),
+                    dumps: vm.dumps.as_ref().map(|d| DumpsReport {
+                        dir: d.dir.display().to_string(),
+                        pattern: spec
+                            .vm(&vm.vm)
+                            .and_then(|v| v.dumps.as_ref())
+                            .map(|s| s.pattern.to_string())
+                            .unwrap_or_default(),
+                        points: d
+                            .points
+                            .iter()
+                            .map(|p| PointReport {
+                                name: p.file.clone(),
+                                time: rfc3339(p.time),
+                                source: None,
+                            })
+                            .collect(),
+                        other_files: d.others,
+                        invalid: d
+                            .invalid
+                            .iter()
+                            .map(|(file, reason)| InvalidReport {
+                                file: file.clone(),
+                                reason: reason.clone(),
+                            })
+                            .collect(),
+                        ambiguous: d.ambiguous.clone(),
+                    }),
+                })
+                .collect(),
+            at: AtReport {
+                text: when.text.clone(),
+                time: match when.at {
+                    At::Latest => None,
+                    At::Moment(t) => Some(rfc3339(t)),
+                },
+                note: when.note.clone(),
+                choices: chosen
+                    .as_ref()
+                    .map(|c| c.iter().map(choice_report).collect())
+                    .unwrap_or_default(),
+                error: chosen.as_ref().err().map(|e| e.to_string()),
+            },
+            timeline: moments
+                .iter()
+                .map(|m| MomentReport {
+                    from: rfc3339(m.from),
+                    choices: m.choices.iter().map(choice_report).collect(),
+                    over_max_skew: m.over_max_skew.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut *out, &report).context("writing the json report")?;
+        writeln!(out).context("writing the json report")?;
+    } else {
+        write_text(spec, &points, &moments, &when, &chosen, now, out)
+            .context("writing the points report")?;
+    }
+    chosen.map(|_| ()).map_err(anyhow::Error::new)
+}
+
+fn write_text(
+    spec: &LabSpec,
+    points: &[VmPoints],
+    moments: &[Moment],
+    when: &When,
+    chosen: &Result<Vec<Choice>, ChooseError>,
+    now: &ZonedDateTime,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let tz = now.time_zone();
+    writeln!(
+        out,
+        "lab {}: restore points (now {}{})",
+        spec.name,
+        show(now.timestamp(), tz),
+        spec.max_skew
+            .map(|d| format!(", max_skew {}", format_duration(d)))
+            .unwrap_or_default()
+    )?;
+    for vm in points {
+        writeln!(out, "vm {}", vm.vm)?;
+        for image in &vm.images {
+            writeln!(out, "  image  {}  {}", show(image.time, tz), image.source)?;
+        }
+        let Some(dumps) = &vm.dumps else {
+            writeln!(out, "  dumps  none")?;
+            continue;
+        };
+        let pattern = spec
+            .vm(&vm.vm)
+            .and_then(|v| v.dumps.as_ref())
+            .map(|d| d.pattern.to_string())
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  dumps  {} in {} matching {pattern}",
+            dumps.points.len(),
+            dumps.dir.display()
+        )?;
+        for dump in dumps.points.iter().rev().take(TEXT_LIMIT) {
+            writeln!(out, "    {}  {}", show(dump.time, tz), dump.file)?;
+        }
+        if dumps.points.len() > TEXT_LIMIT {
+            writeln!(
+                out,
+                "    ... and {} older (--json lists all)",
+                dumps.points.len() - TEXT_LIMIT
+            )?;
+        }
+        if let Some((file, why)) = dumps.invalid.first() {
+            writeln!(
+                out,
+                "  ignored {} names that match the pattern but are no valid time, like {file} ({why})",
+                dumps.invalid.len()
+            )?;
+        }
+        if !dumps.ambiguous.is_empty() {
+            writeln!(
+                out,
+                "  {} names have a time that happens twice in their time zone; read as the first, like {}",
+                dumps.ambiguous.len(),
+                dumps.ambiguous[0]
+            )?;
+        }
+    }
+    let line = |choices: &[Choice]| {
+        choices
+            .iter()
+            .map(|c| match (&c.dump, c.skew) {
+                (Some(dump), Some(skew)) => format!(
+                    "{}: {} + {} (skew {})",
+                    c.vm,
+                    c.image.name,
+                    dump.file,
+                    show_skew(skew)
+                ),
+                _ => format!("{}: {}", c.vm, c.image.name),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    writeln!(out, "what each moment picks (newest last)")?;
+    if moments.len() > TEXT_LIMIT {
+        writeln!(
+            out,
+            "  ... {} earlier changes (--json lists all)",
+            moments.len() - TEXT_LIMIT
+        )?;
+    }
+    for moment in moments
+        .iter()
+        .skip(moments.len().saturating_sub(TEXT_LIMIT))
+    {
+        let over = if moment.over_max_skew.is_empty() {
+            String::new()
+        } else {
+            format!("  [over max_skew: {}]", moment.over_max_skew.join(", "))
+        };
+        writeln!(
+            out,
+            "  from {}  {}{over}",
+            show(moment.from, tz),
+            line(&moment.choices)
+        )?;
+    }
+    let asked = match when.at {
+        At::Latest => "latest".to_string(),
+        At::Moment(t) => format!("{:?} = {}", when.text, show(t, tz)),
+    };
+    if let Some(note) = &when.note {
+        writeln!(out, "note: {note}")?;
+    }
+    match chosen {
+        Ok(choices) => {
+            writeln!(out, "at {asked}:")?;
+            for c in choices {
+                match (&c.dump, c.skew) {
+                    (Some(dump), Some(skew)) => writeln!(
+                        out,
+                        "  {}: image {} ({}) + dump {} ({}), skew {}",
+                        c.vm,
+                        c.image.name,
+                        show(c.image.time, tz),
+                        dump.file,
+                        show(dump.time, tz),
+                        show_skew(skew)
+                    )?,
+                    _ => writeln!(
+                        out,
+                        "  {}: image {} ({}), no dumps",
+                        c.vm,
+                        c.image.name,
+                        show(c.image.time, tz)
+                    )?,
+                }
+            }
+        }
+        Err(_) => writeln!(out, "at {asked}: nothing can be chosen (see the error)")?,
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record of an injection, for run.json and reports.
+
+/// A point as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointRecord {
+    /// Snapshot name or dump file name.
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `snapshot prod-db/nightly`, `files ...`, or the dump directory.
+    pub source: String,
+}
+
+/// One restore command as it ran in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of its output (capped).
+    pub output_tail: String,
+}
+
+/// How long each phase of an injection took; `None` for phases that did not run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectionDurations {
+    pub verify_host_ms: Option<u64>,
+    pub build_disk_ms: Option<u64>,
+    pub attach_ms: Option<u64>,
+    pub verify_guest_ms: Option<u64>,
+    pub restore_ms: Option<u64>,
+}
+
+/// Exactly which image and which dump a VM got, their times and checksums, the skew, and how
+/// long injection and restore took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InjectionRecord {
+    pub vm: String,
+    /// `--at` as given (`latest` by default).
+    pub at: String,
+    /// The moment `--at` resolved to (RFC 3339); `None` for `latest`.
+    pub at_time: Option<String>,
+    pub at_note: Option<String>,
+    pub image: PointRecord,
+    pub dump: PointRecord,
+    /// sha256 of the dump (lowercase hex), as verified on the host.
+    pub sha256: String,
+    pub bytes: u64,
+    /// The files that vouched for the checksum (manifest, SHA256SUMS).
+    pub verified_against: Vec<String>,
+    /// The dump's manifest as written by the dump tool (row counts etc.), if any.
+    pub manifest: Option<serde_json::Value>,
+    /// Dump time minus image time, in seconds, and for people.
+    pub skew_seconds: i64,
+    pub skew: String,
+    pub max_skew_seconds: Option<u64>,
+    pub data_disk: Option<crate::datadisk::DataDisk>,
+    /// Where the guest mounted the data disk.
+    pub mount: String,
+    pub restore_as: Option<String>,
+    pub commands: Vec<CommandRecord>,
+    pub durations: InjectionDurations,
+}
+
+impl InjectionRecord {
+    /// The host-side part of a record: the choice and the verified dump. The guest-side
+    /// fields (`data_disk`, `commands`, most durations) are filled in as injection proceeds.
+    pub fn planned(
+        choice: &Choice,
+        when: &When,
+        dumps: &crate::spec::DumpsSpec,
+        digest: &crate::points::FileDigest,
+        verified_against: Vec<String>,
+        manifest: Option<serde_json::Value>,
+        max_skew: Option<Duration>,
+    ) -> Option<InjectionRecord> {
+        let dump = choice.dump.as_ref()?;
+        let skew = choice.skew?;
+        Some(InjectionRecord {
+            vm: choice.vm.clone(),
+            at: when.text.clone(),
+            at_time: match when.at {
+                At::Latest => None,
+                At::Moment(t) => Some(rfc3339(t)),
+            },
+            at_note: when.note.clone(),
+            image: PointRecord {
+                name: choice.image.name.clone(),
+                time: rfc3339(choice.image.time),
+                source: choice.image.source.clone(),
+            },
+            dump: PointRecord {
+                name: dump.file.clone(),
+                time: rfc3339(dump.time),
+                source: dumps.dir.display().to_string(),
+            },
+            sha256: digest.sha256.clone(),
+            bytes: digest.bytes,
+            verified_against,
+            manifest,
+            skew_seconds: skew.as_secs(),
+            skew: show_skew(skew),
+            max_skew_seconds: max_skew.map(|d| d.as_secs()),
+            data_disk: None,
+            mount: dumps.mount.clone(),
+            restore_as: dumps.restore_as.clone(),
+            commands: Vec::new(),
+            durations: InjectionDurations::default(),
+        })
+    }
+}
+
+/// Verifies a chosen dump on the host against its manifest and/or `SHA256SUMS`, as the lab
+/// file configures. Returns the digest, the files that vouched for it, and the manifest.
+pub fn verify_chosen(
+    dumps: &crate::spec::DumpsSpec,
+    dump: &DumpPoint,
+) -> Result<(
+    crate::points::FileDigest,
+    Vec<String>,
+    Option<serde_json::Value>,
+)> {
+    let mut expected = Vec::new();
+    let mut manifest = None;
+    if let Some(path) = crate::points::manifest_path(dumps, &dump.file) {
+        let (value, want) = crate::points::read_manifest(&path, &dump.file)?;
+        manifest = Some(value);
+        expected.push(want);
+    }
+    if let Some(sums) = &dumps.sha256sums {
+        expected.push(crate::points::read_sha256sums(
+            &dumps.dir.join(sums),
+            &dump.file,
+        )?);
+    }
+    let digest = crate::points::verify_dump(&dumps.dir.join(&dump.file), &expected)?;
+    let sources = expected
+        .iter()
+        .map(|e| e.source.display().to_string())
+        .collect();
+    Ok((digest, sources, manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+    use std::path::Path;
+
+    const NOW: &str = "2026-11-26T14:30:00+00:00[UTC]";
+
+    fn now() -> ZonedDateTime {
+        NOW.parse().unwrap()
+    }
+
+    fn utc(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// A demo-like estate: `prod-db` with its `nightly` snapshot taken at 02:00 UTC, and
+    /// hourly dumps from 2026-11-25 10:00 to 2026-11-26 13:00 UTC with manifests.
+    struct Estate {
+        dir: tempfile::TempDir,
+        hv: FakeHv,
+    }
+
+    fn estate() -> Estate {
+        let dir = tempfile::tempdir().unwrap();
+        let dumps = dir.path().join("backups/dumps");
+        std::fs::create_dir_all(&dumps).unwrap();
+        let mut sums = String::new();
+        for hour in 0..28 {
+            let t = utc("2026-11-25T10:00:00Z")
+                .checked_add(SignedDuration::from_hours(hour))
+                .unwrap();
+            let name = t.strftime("erp-%Y%m%d-%H%M.sql").to_string();
+            let content = format!("-- dump {hour}\n");
+            std::fs::write(dumps.join(&name), &content).unwrap();
+            let sha = crate::points::sha256_file(&dumps.join(&name))
+                .unwrap()
+                .sha256;
+            std::fs::write(
+                dumps.join(format!("{name}.manifest.json")),
+                format!(
+                    r#"{{"schema":1,"file":"{name}","sha256":"{sha}","bytes":{},"rows":{{"invoices":{hour}}}}}"#,
+                    content.len()
+                ),
+            )
+            .unwrap();
+            sums.push_str(&format!("{sha}  {name}\n"));
+        }
+        std::fs::write(dumps.join("SHA256SUMS"), sums).unwrap();
+        let hv = FakeHv::new();
+        hv.add_domain(
+            "<domain type='kvm'><name>prod-db</name></domain>",
+            true,
+            true,
+        )
+        .unwrap();
+        hv.add_snapshot(
+            "prod-db",
+            "nightly",
+            // 2026-11-26T02:00:00Z
+            "<domainsnapshot><name>nightly</name><creationTime>1795658400</creationTime><domain><name>prod-db</name></domain></domainsnapshot>",
+        )
+        .unwrap();
+        Estate { dir, hv }
+    }
+
+    fn lab(estate: &Estate, extra: &str) -> LabSpec {
+        let text = format!(
+            "name = \"erp\"\n{extra}\n[[vm]]\nname = \"db\"\nfrom = {{ domain = \"prod-db\", snapshot = \"nightly\" }}\n[vm.dumps]\ndir = \"backups/dumps\"\npattern = \"erp-%Y%m%d-%H%M.sql\"\nmanifest = \"{{file}}.manifest.json\"\nsha256sums = \"SHA256SUMS\"\nrestore = [\"sqlite3 /var/lib/erp/erp.db < {{dump}}\"]\n"
+        );
+        crate::spec::parse(&text, &estate.dir.path().join("lab.toml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn run(estate: &Estate, spec: &LabSpec, at: &str, json: bool) -> (String, Result<()>) {
+        let mut out = Vec::new();
+        let result = run_points(spec, Some(&estate.hv), Some(at), &now(), json, &mut out);
+        (String::from_utf8(out).unwrap(), result)
+    }
+
+    #[test]
+    fn the_snapshot_time_is_its_creation_time() {
+        assert_eq!(
+            snapshot_creation_time("<domainsnapshot><name>n</name><creationTime> 1764028800 </creationTime></domainsnapshot>").unwrap(),
+            utc("2025-11-25T00:00:00Z")
+        );
+        let err =
+            snapshot_creation_time("<domainsnapshot><name>n</name></domainsnapshot>").unwrap_err();
+        assert_eq!(err.to_string(), "the snapshot xml has no <creationTime>");
+        // A creationTime inside the embedded domain is not the snapshot's.
+        assert!(
+            snapshot_creation_time(
+                "<domainsnapshot><domain><creationTime>1</creationTime></domain></domainsnapshot>"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn two_hours_ago_picks_the_dump_of_two_hours_ago_and_shows_the_skew() {
+        let estate = estate();
+        let spec = lab(&estate, "max_skew = \"26h\"");
+        let (out, result) = run(&estate, &spec, "2h ago", false);
+        result.unwrap();
+        assert!(
+            out.contains("vm db\n  image  2026-11-26 02:00:00 UTC  snapshot prod-db/nightly\n"),
+            "{out}"
+        );
+        assert!(out.contains("  dumps  28 in "), "{out}");
+        assert!(out.contains("... and 16 older (--json lists all)"), "{out}");
+        assert!(out.contains("at \"2h ago\" = 2026-11-26 12:30:00 UTC:\n  db: image nightly (2026-11-26 02:00:00 UTC) + dump erp-20261126-1200.sql (2026-11-26 12:00:00 UTC), skew 10h\n"), "{out}");
+    }
+
+    #[test]
+    fn the_json_lists_every_point_the_choice_and_the_timeline() {
+        let estate = estate();
+        let spec = lab(&estate, "");
+        let (out, result) = run(&estate, &spec, "latest", true);
+        result.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["vms"][0]["dumps"]["points"].as_array().unwrap().len(), 28);
+        // Manifests and SHA256SUMS are not dumps.
+        assert_eq!(v["vms"][0]["dumps"]["other_files"], 29);
+        assert_eq!(v["at"]["choices"][0]["dump"], "erp-20261126-1300.sql");
+        assert_eq!(v["at"]["choices"][0]["skew_seconds"], 11 * 3600);
+        // The timeline starts when both the image and a dump exist: 02:00 to 13:00.
+        let timeline = v["timeline"].as_array().unwrap();
+        assert_eq!(timeline.len(), 12);
+        assert_eq!(timeline[0]["from"], "2026-11-26T02:00:00Z");
+        assert_eq!(timeline[0]["choices"][0]["dump"], "erp-20261126-0200.sql");
+    }
+
+    #[test]
+    fn a_moment_before_the_image_lists_the_oldest_points() {
+        let estate = estate();
+        let spec = lab(&estate, "");
+        let (out, result) = run(&estate, &spec, "2026-11-25T12:00:00Z", false);
+        let err = result.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "vm db: no image at or before 2026-11-25 12:00:00 UTC (--at \"2026-11-25T12:00:00Z\"); the oldest images are nightly (2026-11-26 02:00:00 UTC); pick a later moment"
+        );
+        assert!(out.contains("nothing can be chosen"), "{out}");
+        let (_, result) = run(&estate, &spec, "2026-11-24T12:00:00Z", false);
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("no dump at or before 2026-11-24 12:00:00 UTC"),
+            "{err}"
+        );
+        assert!(err.contains("the oldest dumps are erp-20261125-1000.sql (2026-11-25 10:00:00 UTC), erp-20261125-1100.sql"), "{err}");
+    }
+
+    #[test]
+    fn a_moment_in_the_future_is_refused_with_the_newest_points() {
+        let estate = estate();
+        let spec = lab(&estate, "");
+        let (_, result) = run(&estate, &spec, "2026-11-26T15:00:00Z", false);
+        let err = result.unwrap_err().to_string();
+        assert!(err.starts_with("2026-11-26 15:00:00 UTC (--at \"2026-11-26T15:00:00Z\") is in the future (now is 2026-11-26 14:30:00 UTC)"), "{err}");
+        assert!(err.contains("db: nightly + erp-20261126-1300.sql"), "{err}");
+    }
+
+    #[test]
+    fn a_skew_over_max_skew_is_an_error_naming_both_points() {
+        let estate = estate();
+        let spec = lab(&estate, "max_skew = \"3h\"");
+        let (out, result) = run(&estate, &spec, "latest", false);
+        let err = result.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "vm db: image nightly (2026-11-26 02:00:00 UTC) and dump erp-20261126-1300.sql (2026-11-26 13:00:00 UTC) are 11h apart, more than max_skew 3h; images near the dump: nightly (2026-11-26 02:00:00 UTC); pick a moment with an image closer to a dump, or raise max_skew"
+        );
+        assert!(out.contains("[over max_skew: db]"), "{out}");
+        let (_, ok) = run(&estate, &spec, "2026-11-26T04:59:00Z", false);
+        ok.unwrap();
+    }
+
+    #[test]
+    fn a_missing_snapshot_names_the_ones_there_are() {
+        let estate = estate();
+        let text = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { domain = \"prod-db\", snapshot = \"weekly\" }\n";
+        let spec = crate::spec::parse(text, Path::new("lab.toml")).unwrap();
+        let (_, result) = run(&estate, &spec, "latest", false);
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "vm db: domain prod-db has no snapshot weekly; it has: nightly"
+        );
+    }
+
+    #[test]
+    fn a_missing_dump_directory_or_no_match_is_clear() {
+        let estate = estate();
+        let spec = lab(&estate, "");
+        let mut gone = spec.clone();
+        gone.vms[0].dumps.as_mut().unwrap().dir = estate.dir.path().join("nope");
+        let err = lab_points(&gone, Some(&estate.hv)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "vm db: dump directory {} does not exist; check dumps.dir in the lab file",
+                estate.dir.path().join("nope").display()
+            )
+        );
+        let mut other = spec.clone();
+        other.vms[0].dumps.as_mut().unwrap().pattern =
+            crate::points::NamePattern::parse("crm-%Y%m%d-%H%M.sql", true).unwrap();
+        let err = lab_points(&other, Some(&estate.hv))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no dump in"), "{err}");
+        assert!(err.contains("matches the pattern \"crm-%Y%m%d-%H%M.sql\"; it holds 57 files, like SHA256SUMS, erp-20261125-1000.sql"), "{err}");
+    }
+
+    #[test]
+    fn the_chosen_dump_verifies_and_becomes_a_record() {
+        let estate = estate();
+        let spec = lab(&estate, "max_skew = \"26h\"");
+        let points = lab_points(&spec, Some(&estate.hv)).unwrap();
+        let when = parse_when("2h ago", &now()).unwrap();
+        let choices = choose(
+            &points,
+            &when,
+            now().timestamp(),
+            spec.max_skew,
+            &TimeZone::UTC,
+        )
+        .unwrap();
+        let dumps = spec.vms[0].dumps.as_ref().unwrap();
+        let (digest, sources, manifest) =
+            verify_chosen(dumps, choices[0].dump.as_ref().unwrap()).unwrap();
+        assert_eq!(sources.len(), 2);
+        let record = InjectionRecord::planned(
+            &choices[0],
+            &when,
+            dumps,
+            &digest,
+            sources,
+            manifest,
+            spec.max_skew,
+        )
+        .unwrap();
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["dump"]["name"], "erp-20261126-1200.sql");
+        assert_eq!(json["image"]["time"], "2026-11-26T02:00:00Z");
+        assert_eq!(json["at_time"], "2026-11-26T12:30:00Z");
+        assert_eq!(json["manifest"]["rows"]["invoices"], 26);
+        assert_eq!(json["skew_seconds"], 36000);
+        let back: InjectionRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(
+            crate::points::restore_commands(dumps, "erp-20261126-1200.sql").unwrap(),
+            ["sqlite3 /var/lib/erp/erp.db < /mnt/reclab/erp-20261126-1200.sql"]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_chosen_dump_fails_verification_naming_the_file() {
+        let estate = estate();
+        let spec = lab(&estate, "");
+        let dumps = spec.vms[0].dumps.as_ref().unwrap();
+        let file = dumps.dir.join("erp-20261126-1300.sql");
+        std::fs::write(&file, "-- tampered\n").unwrap();
+        let dump = DumpPoint {
+            file: "erp-20261126-1300.sql".into(),
+            time: utc("2026-11-26T13:00:00Z"),
+        };
+        let err = verify_chosen(dumps, &dump).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("dump {} is corrupt", file.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backup_files_date_the_image_by_their_newest_modification_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db.qcow2"), "x").unwrap();
+        let text = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"db.qcow2\" } }\n";
+        let spec = crate::spec::parse(text, &dir.path().join("lab.toml")).unwrap();
+        let images = image_points(&spec.vms[0], None).unwrap();
+        let mtime = Timestamp::try_from(
+            std::fs::metadata(dir.path().join("db.qcow2"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(images[0].time, mtime);
+        assert_eq!(images[0].name, "db.qcow2");
+        let missing = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"gone.qcow2\" } }\n";
+        let spec = crate::spec::parse(missing, &dir.path().join("lab.toml")).unwrap();
+        let err = format!("{:#}", image_points(&spec.vms[0], None).unwrap_err());
+        assert!(
+            err.starts_with("vm db: reading the modification time of disk image"),
+            "{err}"
+        );
+    }
+}
