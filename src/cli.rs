@@ -65,6 +65,12 @@ pub enum Command {
         /// On failure keep what was created, for inspection (remove it with `reclab down`).
         #[arg(long)]
         keep_on_failure: bool,
+        /// Which moment to restore: latest (default), RFC 3339, "2h ago", "yesterday 18:00".
+        #[arg(long)]
+        at: Option<String>,
+        /// Time zone for --at wall-clock times (default: the system's).
+        #[arg(long)]
+        tz: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -101,6 +107,12 @@ pub enum Command {
         /// Keep the lab running after the drill, e.g. for a customer to look at.
         #[arg(long)]
         keep: bool,
+        /// Which moment to restore: latest (default), RFC 3339, "2h ago", "yesterday 18:00".
+        #[arg(long)]
+        at: Option<String>,
+        /// Time zone for --at wall-clock times (default: the system's).
+        #[arg(long)]
+        tz: Option<String>,
         /// Print the report as JSON instead of the summary table.
         #[arg(long)]
         json: bool,

@@ -94,6 +94,51 @@ fn phase(rep: &mut DrillReport, name: &str, started: Timestamp, t: Instant, ok: 
     });
 }
 
+/// The moment `--at` asks for (`None` for latest).
+fn requested_moment(at: Option<&str>, tz: Option<&str>) -> Option<Timestamp> {
+    let now = crate::when::now_in(tz).ok()?;
+    match crate::when::parse_when(at?, &now).ok()?.at {
+        crate::when::At::Moment(t) => Some(t),
+        crate::when::At::Latest => None,
+    }
+}
+
+/// What each VM got, for the report.
+fn restore_points(rec: &RunRecord) -> Vec<report::VmRestore> {
+    rec.injections
+        .iter()
+        .map(|r| report::VmRestore {
+            vm: r.vm.clone(),
+            image: Some(report::RestoredImage {
+                source: format!("{} {}", r.image.source, r.image.name),
+                taken_at: r.image.time.parse().ok(),
+                checksum: None,
+            }),
+            dump: Some(report::RestoredDump {
+                file: r.dump.name.clone(),
+                sha256: Some(r.sha256.clone()),
+                bytes: Some(r.bytes),
+                taken_at: r.dump.time.parse().ok(),
+                manifest: r.manifest.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// Check context: freshness is measured against the requested moment (now for latest), and
+/// `expect_from_manifest` reads the manifest of the dump each VM got.
+fn context(rec: &RunRecord, at: Option<Timestamp>, screenshot_dir: PathBuf) -> CheckContext {
+    CheckContext {
+        restore_point: Some(at.unwrap_or_else(Timestamp::now)),
+        manifests: rec
+            .injections
+            .iter()
+            .filter_map(|r| r.manifest.clone().map(|m| (r.vm.clone(), m)))
+            .collect(),
+        screenshot_dir,
+    }
+}
+
 /// `reclab verify LAB`: re-run the checks on a running lab and report.
 pub fn verify_running(
     state_dir: &Path,
@@ -111,11 +156,14 @@ pub fn verify_running(
     let started = Timestamp::now();
     let mut rep = DrillReport::new(&rec.lab, rec.run_id.short(), started, None);
     rep.lab_file = Some(rec.lab_file.display().to_string());
-    let ctx = CheckContext {
-        restore_point: None,
-        manifests: Default::default(),
-        screenshot_dir: report_dir(state_dir, &rec.lab, rec.run_id.short()).join("screenshots"),
-    };
+    let at = rec.at_time.as_deref().and_then(|t| t.parse().ok());
+    rep.at = at;
+    rep.restore_points = restore_points(&rec);
+    let ctx = context(
+        &rec,
+        at,
+        report_dir(state_dir, &rec.lab, rec.run_id.short()).join("screenshots"),
+    );
     let t = Instant::now();
     rep.checks = run_checks(&spec, &rec, hv.as_ref(), &ctx);
     phase(&mut rep, "verify", started, t, true);
@@ -128,6 +176,8 @@ pub fn verify_running(
 #[derive(Debug, Clone, Default)]
 pub struct RunOpts {
     pub ttl: Option<Duration>,
+    pub at: Option<String>,
+    pub tz: Option<String>,
     /// Keep the lab running after the drill (for people to look at).
     pub keep: bool,
 }
@@ -150,13 +200,16 @@ pub fn run(
         &UpOpts {
             ttl: opts.ttl,
             keep_on_failure: false,
+            at: opts.at.clone(),
+            tz: opts.tz.clone(),
         },
     );
     let run_id = match &up {
         Ok(u) => u.run.clone(),
         Err(_) => format!("failed-{}", started.as_second()),
     };
-    let mut rep = DrillReport::new(&spec.name, &run_id, started, None);
+    let at = requested_moment(opts.at.as_deref(), opts.tz.as_deref());
+    let mut rep = DrillReport::new(&spec.name, &run_id, started, at);
     rep.lab_file = Some(spec.path.display().to_string());
     let up = match up {
         Ok(u) => {
@@ -176,11 +229,12 @@ pub fn run(
         .into_iter()
         .find_map(|(_, r)| r)
         .with_context(|| format!("run {} vanished", up.run))?;
-    let ctx = CheckContext {
-        restore_point: None,
-        manifests: Default::default(),
-        screenshot_dir: report_dir(state_dir, &spec.name, &up.run).join("screenshots"),
-    };
+    rep.restore_points = restore_points(&rec);
+    let ctx = context(
+        &rec,
+        at,
+        report_dir(state_dir, &spec.name, &up.run).join("screenshots"),
+    );
     let vstart = Timestamp::now();
     let t = Instant::now();
     rep.checks = run_checks(spec, &rec, hv, &ctx);

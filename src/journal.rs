@@ -135,6 +135,14 @@ pub struct RunRecord {
     pub fingerprints: Vec<Fingerprint>,
     /// What the domain rewrite removed or changed, per VM, for the output.
     pub changes: Vec<String>,
+    /// The restore point: which image and dump each VM got, checksums, skew, durations.
+    #[serde(default)]
+    pub injections: Vec<crate::restore::InjectionRecord>,
+    /// `--at` as given, and the moment it meant (RFC 3339; none for `latest`).
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub at_time: Option<String>,
 }
 
 /// A run's directory.

@@ -29,6 +29,10 @@ use crate::xml;
 pub struct UpOpts {
     pub ttl: Option<Duration>,
     pub keep_on_failure: bool,
+    /// `--at`: which moment to restore (`latest` when `None`).
+    pub at: Option<String>,
+    /// Time zone for `--at` wall-clock times and messages (the system's when `None`).
+    pub tz: Option<String>,
 }
 
 /// Outcome of `up`, printed by `main` (as text or JSON).
@@ -43,6 +47,10 @@ pub struct UpReport {
     pub changes: Vec<String>,
     pub isolation: Vec<String>,
     pub timings_ms: Vec<(String, u128)>,
+    /// `--at` as given and the moment it meant.
+    pub at: String,
+    pub at_time: Option<String>,
+    pub injections: Vec<crate::restore::InjectionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,14 +72,25 @@ fn random_password() -> String {
         .collect()
 }
 
-/// Resolve and plan without creating anything (`reclab check`, and the first half of `up`).
+/// Resolve and plan without creating anything (`reclab check`, and the first half of `up`):
+/// resolve the sources, choose the restore point for `--at`, verify the chosen dumps.
 pub fn prepare(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
     state_dir: &Path,
-    ttl: Option<Duration>,
+    opts: &UpOpts,
 ) -> Result<Plan> {
     let resolved = resolve::resolve(spec, hv)?;
+    let now = crate::when::now_in(opts.tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    let tz = now.time_zone().clone();
+    let when = crate::when::parse_when(opts.at.as_deref().unwrap_or("latest"), &now)
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    let wants_points = opts.at.is_some() || spec.vms.iter().any(|v| v.dumps.is_some());
+    let injections = if wants_points {
+        crate::inject::choose_injections(spec, hv, &when, now.timestamp(), &tz)?
+    } else {
+        Vec::new()
+    };
     let run = RunId::new();
     let run_dir = RunDir::new(state_dir, &run).path;
     let passwords: Vec<String> = spec.vms.iter().map(|_| random_password()).collect();
@@ -81,9 +100,10 @@ pub fn prepare(
         run: &run,
         uri: &hv.uri(),
         run_dir: &run_dir,
-        now: jiff::Timestamp::now(),
-        ttl: ttl.unwrap_or(spec.ttl),
+        now: now.timestamp(),
+        ttl: opts.ttl.unwrap_or(spec.ttl),
         passwords: &passwords,
+        injections: &injections,
     })
 }
 
@@ -95,7 +115,7 @@ pub fn up(
     opts: &UpOpts,
 ) -> Result<UpReport> {
     let t0 = Instant::now();
-    let plan = prepare(spec, hv, state_dir, opts.ttl)?;
+    let plan = prepare(spec, hv, state_dir, opts)?;
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
         for o in &vm.overlays {
@@ -124,6 +144,12 @@ pub fn up(
             .collect(),
         isolation: Vec::new(),
         timings_ms: vec![("resolve+plan".into(), t0.elapsed().as_millis())],
+        at: opts.at.clone().unwrap_or_else(|| "latest".into()),
+        at_time: plan
+            .injections
+            .first()
+            .and_then(|p| p.record.at_time.clone()),
+        injections: Vec::new(),
     };
     let result = execute(&plan, hv, &dir, fingerprints, &mut report);
     match result {
@@ -204,7 +230,11 @@ fn execute(
             .collect(),
         fingerprints,
         changes: report.changes.clone(),
+        injections: Vec::new(),
+        at: Some(report.at.clone()),
+        at_time: report.at_time.clone(),
     };
+    let mut injections = plan.injections.clone();
     // Test hook: fail right after step N (1-based) has created its resources, to prove that
     // unwinding from every step leaves nothing behind.
     let fault_after: Option<usize> = std::env::var("RECLAB_FAULT_AFTER_STEP")
@@ -212,7 +242,7 @@ fn execute(
         .and_then(|v| v.parse().ok());
     for (k, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
-        let label = run_step(plan, hv, dir, step, &mut record, report)?;
+        let label = run_step(plan, hv, dir, step, &mut record, report, &mut injections)?;
         if fault_after == Some(k + 1) {
             bail!(
                 "injected fault after step {} of {} ({step:?})",
@@ -245,6 +275,7 @@ fn run_step(
     step: &Step,
     record: &mut RunRecord,
     report: &mut UpReport,
+    injections: &mut [crate::inject::PlannedInjection],
 ) -> Result<Option<String>> {
     for r in plan.resources(step) {
         // Firewall rules and services journal themselves next to each command.
@@ -277,6 +308,26 @@ fn run_step(
             std::fs::copy(from, to)
                 .with_context(|| format!("vm {vm}: copying nvram {}", from.display()))?;
             Some(format!("nvram {vm}"))
+        }
+        Step::BuildDataDisk { injection } => {
+            let p = &mut injections[*injection];
+            let vm = plan
+                .vms
+                .iter()
+                .find(|v| v.name == p.vm)
+                .expect("planned vm");
+            let image = vm.data_disk.clone().expect("planned data disk");
+            crate::inject::build_disk(p, &image)?;
+            progress(format!(
+                "{}: restore point {} ({}) + dump {} ({}), skew {}",
+                p.vm,
+                p.record.image.name,
+                p.record.image.time,
+                p.record.dump.name,
+                p.record.dump.time,
+                p.record.skew
+            ));
+            Some(format!("data disk {}", p.vm))
         }
         Step::CreateNetwork { segment } => {
             let s = &plan.segments[*segment];
@@ -349,21 +400,58 @@ fn run_step(
                 hv.create_domain(&vm.xml)
                     .with_context(|| format!("vm {}: starting domain {}", vm.name, vm.domain))?;
             }
-            let results: Vec<Result<Duration>> = std::thread::scope(|sc| {
+            type Ready = (Result<Duration>, Option<crate::inject::PlannedInjection>);
+            let results: Vec<Ready> = std::thread::scope(|sc| {
                 let hs: Vec<_> = vms
                     .iter()
                     .map(|&i| {
                         let vm = &plan.vms[i];
-                        sc.spawn(move || wait_ready(hv, vm))
+                        let mut inj = injections.iter().find(|p| p.vm == vm.name).cloned();
+                        sc.spawn(move || {
+                            let ready = wait_ready(hv, vm).and_then(|d| {
+                                if let Some(p) = inj.as_mut() {
+                                    progress(format!(
+                                        "{}: restoring {} in the guest",
+                                        vm.name, p.record.dump.name
+                                    ));
+                                    crate::inject::inject_in_guest(hv, &vm.domain, p)?;
+                                }
+                                Ok(d)
+                            });
+                            (ready, inj)
+                        })
                     })
                     .collect();
                 hs.into_iter()
                     .map(|h| h.join().expect("ready thread panicked"))
                     .collect()
             });
-            for (k, r) in results.into_iter().enumerate() {
+            let mut first_error = None;
+            let mut readies = Vec::new();
+            for (k, (r, inj)) in results.into_iter().enumerate() {
+                if let Some(done) = inj
+                    && let Some(slot) = injections.iter_mut().find(|p| p.vm == done.vm)
+                {
+                    *slot = done;
+                }
+                match r {
+                    Ok(d) => readies.push((k, d)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            record.injections = injections
+                .iter()
+                .filter(|p| p.record.durations.restore_ms.is_some())
+                .map(|p| p.record.clone())
+                .collect();
+            report.injections = record.injections.clone();
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            for (k, took) in readies {
                 let vm = &plan.vms[vms[k]];
-                let took = r?;
                 progress(format!(
                     "{} ready after {:.1}s",
                     vm.name,

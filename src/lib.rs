@@ -21,6 +21,7 @@ pub mod drill;
 pub mod duration;
 pub mod hv;
 pub mod image;
+pub mod inject;
 pub mod inspect;
 pub mod journal;
 pub mod lab;

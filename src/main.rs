@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check { lab, json } => {
             let spec = load_spec(lab)?;
             let hv = open_hv(&uri_for(&cli.connect, &spec))?;
-            let plan = lab::prepare(&spec, hv.as_ref(), &state_dir, None)?;
+            let plan = lab::prepare(&spec, hv.as_ref(), &state_dir, &lab::UpOpts::default())?;
             if *json {
                 let v = serde_json::json!({
                     "lab": plan.lab,
@@ -158,6 +158,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lab,
             ttl,
             keep_on_failure,
+            at,
+            tz,
             json,
         } => {
             let spec = load_spec(lab)?;
@@ -170,6 +172,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &lab::UpOpts {
                     ttl,
                     keep_on_failure: *keep_on_failure,
+                    at: at.clone(),
+                    tz: tz.clone(),
                 },
             )?;
             if *json {
@@ -192,6 +196,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 for n in &report.networks {
                     println!("  network {n}");
+                }
+                for r in &report.injections {
+                    println!(
+                        "  restore {}: image {} ({}) + dump {} ({}), skew {}, sha256 {}…",
+                        r.vm,
+                        r.image.name,
+                        r.image.time,
+                        r.dump.name,
+                        r.dump.time,
+                        r.skew,
+                        &r.sha256[..12.min(r.sha256.len())]
+                    );
                 }
                 for c in &report.changes {
                     println!("  removed/changed: {c}");
@@ -248,12 +264,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lab,
             ttl,
             keep,
+            at,
+            tz,
             json,
         } => {
             let spec = load_spec(lab)?;
             let ttl = ttl.as_deref().map(parse_ttl).transpose()?;
             let hv = open_hv(&uri_for(&cli.connect, &spec))?;
-            let opts = drill::RunOpts { ttl, keep: *keep };
+            let opts = drill::RunOpts {
+                ttl,
+                keep: *keep,
+                at: at.clone(),
+                tz: tz.clone(),
+            };
             let (rep, html) = drill::run(&spec, hv.as_ref(), &state_dir, &opts, &reopen)?;
             print_report(&rep, &html, *json)?;
             Ok(ExitCode::from(rep.result.exit_code()))

@@ -78,6 +78,8 @@ pub struct VmPlan {
     pub console_password: String,
     pub ready_timeout: Duration,
     pub ready_tcp: Option<u16>,
+    /// The read-only data disk carrying this VM's dumps, if it gets any.
+    pub data_disk: Option<PathBuf>,
 }
 
 /// A unit of work of `up`, in order. Its undo is the resources it journals first.
@@ -89,6 +91,10 @@ pub enum Step {
         vm: String,
         from: PathBuf,
         to: PathBuf,
+    },
+    /// Build the data disk of `injections[index]`.
+    BuildDataDisk {
+        injection: usize,
     },
     CreateNetwork {
         segment: usize,
@@ -108,7 +114,7 @@ pub enum Step {
 }
 
 /// Everything `up` will do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub lab: String,
     pub run: RunId,
@@ -119,6 +125,8 @@ pub struct Plan {
     pub expires: jiff::Timestamp,
     pub segments: Vec<SegmentPlan>,
     pub vms: Vec<VmPlan>,
+    /// Dumps going into VMs, chosen and verified on the host before planning.
+    pub injections: Vec<crate::inject::PlannedInjection>,
     pub steps: Vec<Step>,
 }
 
@@ -131,6 +139,13 @@ impl Plan {
                 path: o.path.clone(),
             }],
             Step::CopyNvram { to, .. } => vec![Resource::File { path: to.clone() }],
+            Step::BuildDataDisk { injection } => {
+                let vm = &self.injections[*injection].vm;
+                let v = self.vms.iter().find(|v| &v.name == vm).expect("planned vm");
+                vec![Resource::File {
+                    path: v.data_disk.clone().expect("planned data disk"),
+                }]
+            }
             Step::CreateNetwork { segment } => {
                 vec![Resource::Network {
                     name: self.segments[*segment].network.clone(),
@@ -179,6 +194,8 @@ pub struct PlanInputs<'a> {
     pub ttl: Duration,
     /// One console password per VM (≤ 8 characters: libvirt's VNC limit), in spec order.
     pub passwords: &'a [String],
+    /// Chosen and host-verified dumps per VM.
+    pub injections: &'a [crate::inject::PlannedInjection],
 }
 
 /// Decide everything. Pure.
@@ -334,6 +351,17 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         };
         let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
             .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
+        let injection = i.injections.iter().find(|p| p.vm == vm.name);
+        let data_disk =
+            injection.map(|p| crate::inject::image_path(i.run_dir, &vm.name, p.dumps.format));
+        let xml = match &data_disk {
+            Some(img) => {
+                let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
+                crate::inject::add_disk(&rewritten.xml, img, &used)
+                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?
+            }
+            None => rewritten.xml.clone(),
+        };
         let macs: Vec<String> = res
             .facts
             .interfaces
@@ -347,7 +375,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             tier,
             overlays,
             nvram,
-            xml: rewritten.xml,
+            xml,
             changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
             macs,
             addresses,
@@ -355,6 +383,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             console_password: password,
             ready_timeout: vm.ready.timeout,
             ready_tcp: vm.ready.tcp,
+            data_disk,
         });
     }
 
@@ -408,6 +437,9 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             });
         }
     }
+    for k in 0..i.injections.len() {
+        steps.push(Step::BuildDataDisk { injection: k });
+    }
     for (s, seg) in segments.iter().enumerate() {
         steps.push(Step::CreateNetwork { segment: s });
         steps.push(Step::HardenBridge { segment: s });
@@ -440,6 +472,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         expires,
         segments,
         vms,
+        injections: i.injections.to_vec(),
         steps,
     })
 }
