@@ -1,0 +1,298 @@
+//! Restore points, injection, verification and reports against the demo estate, including the
+//! generator's planted defects.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The example lab file next to the estate's backups/ (its paths are relative).
+fn lab_file(estate: &Estate, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/erp.toml")).unwrap();
+    let p = estate.dir.join(format!("{name}.toml"));
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+/// Rewrite the estate's dump set with these planted defects; returns defects.json.
+fn regenerate_dumps(estate: &Estate, defects: &[&str]) -> serde_json::Value {
+    let dir = estate.dumps_dir();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = std::process::Command::new(repo().join("scripts/gen-dumps"));
+    cmd.args(["--now", estate.json["now"].as_str().unwrap()])
+        .args(["--seed", &estate.json["seed"].to_string()])
+        .arg("--out")
+        .arg(&dir);
+    for d in defects {
+        cmd.args(["--defect", d]);
+    }
+    check(&cmd.output().unwrap(), "gen-dumps");
+    serde_json::from_str(&std::fs::read_to_string(dir.join("defects.json")).unwrap()).unwrap()
+}
+
+/// `reclab run --json` → (exit code, report).
+fn drill(sb: &Sandbox, lab: &Path, at: &str) -> (i32, serde_json::Value, Output) {
+    let out = sb.reclab(&["run", "--json", "--at", at, lab.to_str().unwrap()]);
+    let rep = serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
+    if let Some(run) = rep["run"].as_str() {
+        sb.remember_run(run);
+    }
+    (out.status.code().unwrap_or(-1), rep, out)
+}
+
+fn check_result<'a>(rep: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    rep["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks in {rep}"))
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {rep}"))
+}
+
+/// One minute after a dump's time (`erp-YYYYMMDD-HHMM.sql`): the drill must choose that dump.
+fn just_after(file: &str) -> String {
+    let dt = jiff::civil::DateTime::strptime("erp-%Y%m%d-%H%M.sql", file).unwrap();
+    let t = dt.in_tz("UTC").unwrap().timestamp();
+    t.checked_add(jiff::SignedDuration::from_secs(60))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn drills_restore_the_requested_moment_and_catch_planted_defects() {
+    if !e2e("drills_restore_the_requested_moment_and_catch_planted_defects") {
+        return;
+    }
+    let mut sb = Sandbox::start("drill");
+    let estate = sb.create_estate(&[]);
+    let lab = lab_file(&estate, "erp", |t| t);
+
+    // A clean restore point passes every example check; the lab holds the dump of two hours
+    // ago (its manifest's invoice count), not the latest one.
+    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    assert_eq!(code, 0, "clean drill: {}\n{}", stderr(&out), stdout(&out));
+    assert_eq!(rep["schema"], "reclab.report/1");
+    assert_eq!(rep["result"], "verified");
+    let rp = &rep["restore_points"][0];
+    assert_eq!(rp["vm"], "db");
+    let chosen = rp["dump"]["file"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(estate.dumps_dir().join(format!("{chosen}.manifest.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let count = check_result(&rep, "invoice-count-matches-the-dump-manifest");
+    assert_eq!(count["status"], "pass");
+    assert_eq!(
+        count["got"].as_str().unwrap().trim(),
+        manifest["rows"]["invoices"].to_string()
+    );
+    let latest = std::fs::read_dir(estate.dumps_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".sql"))
+        .max()
+        .unwrap();
+    assert_ne!(
+        chosen, latest,
+        "--at 2h ago must not restore the latest dump"
+    );
+    let now = jiff::Timestamp::now();
+    let taken: jiff::Timestamp = rp["dump"]["taken_at"].as_str().unwrap().parse().unwrap();
+    let age = now.duration_since(taken).as_secs();
+    assert!(
+        (2 * 3600..3 * 3600 + 60).contains(&age),
+        "dump age {age}s for --at 2h ago"
+    );
+    assert!(rep["recovery_time_ms"].as_u64().unwrap() > 0);
+    assert!(rep["data_age_ms"].as_i64().unwrap() >= 0);
+    // The report files exist; the JUnit has one test case per check.
+    let dir = sb
+        .state_dir
+        .join("labs/erp/reports")
+        .join(rep["run"].as_str().unwrap());
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        rep["checks"].as_array().unwrap().len()
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("data:image/png;base64,"),
+        "screenshots embedded"
+    );
+    let hist = sb.reclab(&["history", "erp"]);
+    check(&hist, "reclab history");
+    assert!(
+        stdout(&hist).contains(rep["run"].as_str().unwrap()),
+        "{}",
+        stdout(&hist)
+    );
+    sb.assert_nothing_left();
+
+    // A missing invoice number: the sequence check names it.
+    let d = regenerate_dumps(&estate, &["missing-invoice"]);
+    let defect = &d["defects"][0];
+    let missing = defect["details"]["invoice_no"].as_u64().unwrap();
+    let at = just_after(defect["file"].as_str().unwrap());
+    let (code, rep, out) = drill(&sb, &lab, &at);
+    assert_eq!(code, 1, "missing invoice: {}", stderr(&out));
+    let seq = check_result(&rep, "invoice-numbers-without-gaps");
+    assert_eq!(seq["status"], "fail");
+    assert!(
+        seq.to_string().contains(&missing.to_string()),
+        "names {missing}: {seq}"
+    );
+    sb.assert_nothing_left();
+
+    // A corrupt dump: caught by the checksum step before any restore; the drill names the file.
+    let d = regenerate_dumps(&estate, &["corrupt-dump"]);
+    let file = d["defects"][0]["file"].as_str().unwrap().to_string();
+    let (code, rep, out) = drill(&sb, &lab, &just_after(&file));
+    assert_eq!(code, 2, "corrupt dump: {}", stderr(&out));
+    assert_eq!(rep["result"], "error");
+    assert!(
+        rep["errors"].to_string().contains(&file),
+        "names {file}: {}",
+        rep["errors"]
+    );
+    assert!(
+        rep["errors"].to_string().contains("sha256"),
+        "{}",
+        rep["errors"]
+    );
+    sb.assert_nothing_left();
+
+    // A stale dump set: freshness fails.
+    regenerate_dumps(&estate, &["stale"]);
+    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    assert_eq!(code, 1, "stale: {}", stderr(&out));
+    assert_eq!(
+        check_result(&rep, "newest-invoice-is-fresh")["status"],
+        "fail"
+    );
+    assert_eq!(
+        check_result(&rep, "invoice-numbers-without-gaps")["status"],
+        "pass"
+    );
+    sb.assert_nothing_left();
+    regenerate_dumps(&estate, &[]);
+
+    // A restore command that fails shows its exit code and the end of its output.
+    let bad = lab_file(&estate, "failing", |t| {
+        t.replace(
+            "\"cp /var/lib/erp/erp.db /var/lib/erp/erp-image.db\",",
+            "\"echo restore exploded >&2; exit 7\",",
+        )
+    });
+    let (code, rep, out) = drill(&sb, &bad, "2h ago");
+    assert_eq!(code, 2, "{}", stderr(&out));
+    let errors = rep["errors"].to_string();
+    assert!(
+        errors.contains("exit code 7") && errors.contains("restore exploded"),
+        "{errors}"
+    );
+    sb.assert_nothing_left();
+
+    // Bad --at and dump sources: clear messages, exit code 2, nothing created.
+    let cases: Vec<(PathBuf, &str, &str)> = vec![
+        (lab.clone(), "next week", "--at"),
+        (lab.clone(), "2099-01-01T00:00:00Z", "future"),
+        (lab.clone(), "2001-01-01T00:00:00Z", "before"),
+        (
+            lab_file(&estate, "nomatch", |t| {
+                t.replace("erp-%Y%m%d-%H%M.sql", "nothing-%Y%m%d-%H%M.sql")
+            }),
+            "latest",
+            "matches",
+        ),
+        (
+            lab_file(&estate, "nodir", |t| {
+                t.replace("dir = \"backups/dumps\"", "dir = \"backups/nope\"")
+            }),
+            "latest",
+            "backups/nope",
+        ),
+    ];
+    for (file, at, expect) in cases {
+        let out = sb.reclab(&["up", "--at", at, file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{at}: {}", stderr(&out));
+        assert!(
+            stderr(&out).to_lowercase().contains(expect),
+            "{at}: expected {expect:?} in {}",
+            stderr(&out)
+        );
+        sb.assert_nothing_left();
+    }
+
+    // A guest whose agent does not allow guest-exec gets a clear error. The production app's
+    // agent is reconfigured and snapshotted; the lab restores a dump into that app.
+    let hv = sb.hv();
+    let (rc, _) = guest_sh(
+        &hv,
+        "prod-app",
+        "sed -i 's|qemu-ga |qemu-ga -b guest-exec,guest-exec-status |' /etc/inittab && sync",
+    );
+    assert_eq!(rc, 0);
+    check(
+        &sb.exec(&[
+            "virsh",
+            "snapshot-create-as",
+            "prod-app",
+            "noexec",
+            "--disk-only",
+            "--atomic",
+        ]),
+        "snapshot of prod-app",
+    );
+    let noexec = estate.dir.join("noexec.toml");
+    std::fs::write(
+        &noexec,
+        r#"name = "noexec"
+accel = "tcg"
+[segment.lan]
+production = ["prod"]
+[[vm]]
+name = "app"
+from = { domain = "prod-app", snapshot = "noexec" }
+ready = { timeout = "3m" }
+[vm.dumps]
+dir = "backups/dumps"
+pattern = "erp-%Y%m%d-%H%M.sql"
+restore = ["true"]
+"#,
+    )
+    .unwrap();
+    let out = sb.reclab(&["up", noexec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not allow guest-exec"),
+        "{}",
+        stderr(&out)
+    );
+    sb.assert_nothing_left();
+
+    // The estate with a wrong app version in its backup: the http check fails.
+    drop(hv);
+    drop(sb);
+    let mut sb = Sandbox::start("drill");
+    let estate = sb.create_estate(&["app-version"]);
+    let lab = lab_file(&estate, "erp", |t| t);
+    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    assert_eq!(code, 1, "{}", stderr(&out));
+    let http = check_result(&rep, "app-shows-its-version-to-the-client");
+    assert_eq!(http["status"], "fail");
+    assert!(http.to_string().contains("erp-web 2.4.1"), "{http}");
+    sb.assert_nothing_left();
+}
