@@ -59,6 +59,8 @@
 //! | `state_dir` | the `--state-dir` option | Directory for run state (journals, overlays, logs). Relative paths are relative to the lab file's directory. |
 //! | `[segment.NAME]` | none | Isolated lab networks, see below. |
 //! | `[[vm]]` | at least one | The VMs to clone, see below. |
+//! | `[notify]` | none | E-mail, webhook and MQTT notifications after every drill (see `spec::ops`). |
+//! | `[metrics]` | none | `textfile = "…/reclab.prom"`: a Prometheus textfile updated after every drill. |
 //!
 //! ## `[segment.NAME]`: isolated segments
 //!
@@ -152,9 +154,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use crate::duration::parse_duration;
 
 mod checks;
+mod ops;
 pub use checks::{
     CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, JsonExpectation, MAX_CHECK_NAME,
 };
+pub use ops::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec, topic_problem};
 
 /// The libvirt URI used when the lab file has no `connect`.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
@@ -189,6 +193,10 @@ pub struct LabSpec {
     pub vms: Vec<VmSpec>,
     /// Checks in file order (`[[check]]`); empty means "use the default checks".
     pub checks: Vec<CheckSpec>,
+    /// `[notify]`: channels tried after every drill (see `spec::ops`).
+    pub notify: Option<NotifySpec>,
+    /// `[metrics]`: the Prometheus textfile updated after every drill.
+    pub metrics: Option<MetricsSpec>,
 }
 
 /// Hardware acceleration for the lab domains.
@@ -499,6 +507,10 @@ struct WireTop {
     _vm: Option<Vec<IgnoredAny>>,
     #[serde(rename = "check")]
     _check: Option<Vec<IgnoredAny>>,
+    #[serde(rename = "notify")]
+    _notify: Option<IgnoredAny>,
+    #[serde(rename = "metrics")]
+    _metrics: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -568,6 +580,8 @@ struct WireLab {
     segments: Vec<(Text, Spanned<WireSegment>)>,
     vms: Vec<Spanned<WireVm>>,
     checks: Vec<Spanned<checks::WireCheck>>,
+    notify: Option<Spanned<ops::WireNotify>>,
+    metrics: Option<Spanned<ops::WireMetrics>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -749,6 +763,8 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
     let mut segments = Vec::new();
     let mut vms = Vec::new();
     let mut checks = Vec::new();
+    let mut notify = None;
+    let mut metrics = None;
     for (key, value) in table.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
             ("segment", DeValue::Table(entries)) => {
@@ -773,6 +789,14 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
                     }
                 }
             }
+            ("notify", _) => {
+                notify = decode_piece::<ops::WireNotify>(&root, value, report)
+                    .map(|wire| Spanned::new(value.span(), wire));
+            }
+            ("metrics", _) => {
+                metrics = decode_piece::<ops::WireMetrics>(&root, value, report)
+                    .map(|wire| Spanned::new(value.span(), wire));
+            }
             _ => {}
         }
     }
@@ -786,6 +810,8 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
         segments,
         vms,
         checks,
+        notify,
+        metrics,
     })
 }
 
@@ -1045,6 +1071,14 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
     check_reservations(&wire, &vms, report);
     let tiers = derive_tiers(&wire, &vm_names, report);
     let checks = checks::validate_checks(&wire.checks, &vm_names, report);
+    let notify = wire
+        .notify
+        .as_ref()
+        .map(|n| ops::validate_notify(n, base, report));
+    let metrics = wire
+        .metrics
+        .as_ref()
+        .map(|m| ops::validate_metrics(m, base, report));
 
     if wire.vms.is_empty() {
         report.push(
@@ -1091,6 +1125,8 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
         segments: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
         vms,
         checks: checks?,
+        notify: notify.map(|n| n.expect("no problems, so notify is valid")),
+        metrics: metrics.map(|m| m.expect("no problems, so metrics is valid")),
     })
 }
 
