@@ -9,21 +9,27 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 //! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
 //! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
+//! - `notify`, `metrics`, `schedule`, `listen`, `expiry`: operations (see docs/operations.md);
+//!   `ops_cmd` runs their subcommands.
 
 pub mod agent;
 pub mod cli;
 pub mod duration;
+pub mod expiry;
 pub mod hv;
 pub mod image;
 pub mod inspect;
 pub mod journal;
 pub mod lab;
+pub mod listen;
 pub mod metrics;
 pub mod names;
 pub mod notify;
+pub mod ops_cmd;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod schedule;
 pub mod services;
 pub mod spec;
 pub mod sys;

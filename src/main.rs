@@ -242,6 +242,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Extend { .. }
+        | Command::Schedule { .. }
+        | Command::Listen { .. }
+        | Command::Metrics { .. } => reclab::ops_cmd::run(&cli, &reopen),
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;

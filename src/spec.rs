@@ -158,7 +158,7 @@ mod ops;
 pub use checks::{
     CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, JsonExpectation, MAX_CHECK_NAME,
 };
-pub use ops::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec, topic_problem};
+pub use ops::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec, mqtt_url, topic_problem};
 
 /// The libvirt URI used when the lab file has no `connect`.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";

@@ -525,6 +525,13 @@ pub(super) fn validate_notify(
     (report.problems.len() == before).then_some(spec)
 }
 
+/// Splits an MQTT broker URL (`mqtt://host[:port]` or `mqtts://host[:port]`) into
+/// (TLS, host, port).
+pub fn mqtt_url(url: &str) -> Result<(bool, String, u16), String> {
+    let (scheme, host, port) = server_url(url, &[("mqtt", 1883), ("mqtts", 8883)])?;
+    Ok((scheme == "mqtts", host, port))
+}
+
 /// Why an MQTT topic cannot be published to, if it cannot.
 pub fn topic_problem(topic: &str) -> Option<String> {
     if topic.is_empty() {
