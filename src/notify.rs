@@ -377,3 +377,42 @@ pub fn publish_mqtt(spec: &MqttSpec, topic: &str, payload: &[u8], timeout: Durat
     let _ = connection.recv_timeout(Duration::from_millis(500));
     Ok(())
 }
+
+/// What [`after_drill`] did besides the drill itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct AfterDrill {
+    pub notifications: Vec<NotifyOutcome>,
+    /// The metrics textfile written, if any.
+    pub metrics_file: Option<std::path::PathBuf>,
+    /// Why the metrics textfile could not be written.
+    pub metrics_error: Option<String>,
+}
+
+/// Everything that follows a drill: update the metrics textfile (`metrics_file` overrides the
+/// lab file's `[metrics] textfile`) and send the `[notify]` notifications. Like [`send_all`] it
+/// never fails: problems are in the result, for the caller to print; the drill's result and
+/// exit code stay what they were.
+pub fn after_drill(
+    spec: &crate::spec::LabSpec,
+    summary: &Summary,
+    metrics_file: Option<&Path>,
+) -> AfterDrill {
+    let metrics_file = metrics_file
+        .map(Path::to_path_buf)
+        .or_else(|| spec.metrics.as_ref().map(|m| m.textfile.clone()));
+    let metrics_error = metrics_file.as_deref().and_then(|path| {
+        crate::metrics::update(path, summary)
+            .err()
+            .map(|e| format!("{e:#}"))
+    });
+    let notifications = spec
+        .notify
+        .as_ref()
+        .map(|n| send_all(n, summary))
+        .unwrap_or_default();
+    AfterDrill {
+        notifications,
+        metrics_file,
+        metrics_error,
+    }
+}

@@ -885,3 +885,92 @@ fn listen_rejects_requests_beyond_its_queue() {
             .contains("queue is full")
     );
 }
+
+/// A run directory with a `run.json` of lab `erp` that expires at `expires`.
+fn fake_run(state: &Path, expires: Timestamp) -> reclab::journal::RunDir {
+    use reclab::journal::{RunDir, RunRecord, RunState, VmRecord};
+    let run = reclab::names::RunId::new();
+    let dir = RunDir::new(state, &run);
+    dir.create().unwrap();
+    dir.save_record(&RunRecord {
+        schema: 1,
+        lab: "erp".into(),
+        run_id: run.clone(),
+        lab_file: "/labs/erp.toml".into(),
+        uri: "test:///nowhere".into(),
+        created: Timestamp::now().to_string(),
+        expires: expires.to_string(),
+        state: RunState::Up,
+        owner_pid: std::process::id(),
+        owner_start: 0,
+        vms: vec![VmRecord {
+            name: "db".into(),
+            domain: format!("reclab-{}-db", run.short()),
+            tier: 0,
+            macs: vec![],
+            addresses: vec![],
+            serial_log: "/dev/null".into(),
+            console_password: "x".into(),
+        }],
+        networks: vec![],
+        fingerprints: vec![],
+        changes: vec![],
+    })
+    .unwrap();
+    dir
+}
+
+#[test]
+fn extend_moves_the_expiry_in_run_json_and_reports_metadata_it_could_not_update() {
+    let state = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let expires = now + SignedDuration::from_secs(600);
+    let dir = fake_run(state.path(), expires);
+    let open = |_: &str| -> anyhow::Result<Box<dyn reclab::hv::Hypervisor>> {
+        Ok(Box::new(reclab::hv::fake::FakeHv::new()))
+    };
+    let done =
+        reclab::expiry::extend(state.path(), "erp", Duration::from_secs(7200), now, &open).unwrap();
+    let want = expires + SignedDuration::from_secs(7200);
+    assert_eq!(done.new_expires, want.to_string());
+    assert_eq!(done.old_expires, expires.to_string());
+    let rec = dir.load_record().unwrap().unwrap();
+    assert_eq!(
+        rec.expires.parse::<Timestamp>().unwrap(),
+        want,
+        "run.json is authoritative"
+    );
+    // The fake hypervisor has no such domain: reported, not fatal.
+    assert_eq!(done.metadata_failed.len(), 1, "{done:?}");
+    assert!(done.metadata_updated.is_empty());
+}
+
+#[test]
+fn extending_an_expired_or_unknown_lab_fails_with_exit_code_2() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = fake_run(
+        state.path(),
+        Timestamp::now() - SignedDuration::from_secs(60),
+    );
+    let before = std::fs::read_to_string(dir.record_path()).unwrap();
+    for (args, why) in [
+        (["extend", "erp", "2h"], "expired at"),
+        (["extend", "crm", "2h"], "no running lab \"crm\""),
+        (["extend", "erp", "two hours"], "write it like"),
+    ] {
+        let out = Command::new(RECLAB)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.record_path()).unwrap(),
+        before,
+        "nothing changed"
+    );
+}
