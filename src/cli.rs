@@ -107,6 +107,9 @@ pub enum Command {
         /// Keep the lab running after the drill, e.g. for a customer to look at.
         #[arg(long)]
         keep: bool,
+        /// Prometheus textfile to update (overrides the lab file's `[metrics] textfile`).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
         /// Which moment to restore: latest (default), RFC 3339, "2h ago", "yesterday 18:00".
         #[arg(long)]
         at: Option<String>,
@@ -144,5 +147,96 @@ pub enum Command {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
+    Extend {
+        /// Lab name or run id.
+        lab: String,
+        /// How much longer, e.g. 2h, 30m, 1h30m.
+        duration: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scheduled drills as systemd timers (install, list, remove).
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleCommand,
+    },
+    /// Long-running service: start a drill when an MQTT message asks for one, reply with the
+    /// result on TOPIC/result.
+    Listen {
+        /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
+        #[arg(long)]
+        mqtt: String,
+        /// Request topic; replies go to TOPIC/result.
+        #[arg(long)]
+        topic: String,
+        /// PEM CA certificates to trust for mqtts:// (default: the system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Broker user (needs --password-file).
+        #[arg(long, requires = "password_file")]
+        user: Option<String>,
+        /// File whose first line is the broker password.
+        #[arg(long, requires = "user")]
+        password_file: Option<PathBuf>,
+        /// Where lab names (NAME.toml) and relative lab paths are looked up; requests cannot
+        /// name a lab file outside it.
+        #[arg(long, default_value = ".")]
+        labs_dir: PathBuf,
+        /// How many requests may wait; more are rejected.
+        #[arg(long, default_value_t = crate::listen::DEFAULT_QUEUE)]
+        queue: usize,
+        /// How many drills (of different labs) may run at once.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+    },
+    /// Write the Prometheus textfile (latest drill of every lab in the state directory).
+    Metrics {
+        /// The textfile, e.g. /var/lib/node_exporter/textfile/reclab.prom.
+        #[arg(long)]
+        metrics_file: PathBuf,
+    },
+}
+
+/// `reclab schedule ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Write a systemd service and timer that run `reclab run LAB.toml` on a schedule.
+    Install {
+        /// The lab file.
+        lab: PathBuf,
+        /// When: a systemd calendar expression ("Sun *-*-* 03:00:00", "weekly") or
+        /// "Sun 03:00", "daily 02:30", "weekdays 02:30", "weekends 04:00".
+        #[arg(long)]
+        on: String,
+        /// Restore moment passed to `reclab run --at` (e.g. "2h ago").
+        #[arg(long)]
+        at: Option<String>,
+        /// Schedule name (default: the lab's name); units are reclab-drill-NAME.{service,timer}.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the unit files go.
+        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// RandomizedDelaySec= of the timer.
+        #[arg(long, default_value = "15m")]
+        randomized_delay: String,
+    },
+    /// List installed schedules.
+    List {
+        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (stops and disables its timer when systemd runs here).
+    Remove {
+        /// Schedule name as shown by `schedule list`.
+        name: String,
+        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        unit_dir: PathBuf,
     },
 }

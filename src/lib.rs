@@ -13,24 +13,32 @@
 //! - `points`: restore points: dump name patterns, selection, skew, manifests, checksums.
 //! - `restore`: a lab's restore points, choosing for `--at`, `reclab points`, injection records.
 //! - `datadisk`: read-only ext4/iso data disks that carry dumps into a VM (no root mounts).
+//! - `notify`, `metrics`, `schedule`, `listen`, `expiry`: operations (see docs/operations.md);
+//!   `ops_cmd` runs their subcommands.
 
 pub mod agent;
 pub mod cli;
 pub mod datadisk;
 pub mod drill;
 pub mod duration;
+pub mod expiry;
 pub mod hv;
 pub mod image;
 pub mod inject;
 pub mod inspect;
 pub mod journal;
 pub mod lab;
+pub mod listen;
+pub mod metrics;
 pub mod names;
+pub mod notify;
+pub mod ops_cmd;
 pub mod plan;
 pub mod points;
 pub mod report;
 pub mod resolve;
 pub mod restore;
+pub mod schedule;
 pub mod services;
 pub mod spec;
 pub mod sys;

@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             lab,
             ttl,
             keep,
+            metrics_file,
             at,
             tz,
             json,
@@ -279,6 +280,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let (rep, html) = drill::run(&spec, hv.as_ref(), &state_dir, &opts, &reopen)?;
             print_report(&rep, &html, *json)?;
+            // Notifications and metrics never change the drill's result.
+            let dir = html.parent().map(|p| p.to_path_buf());
+            let after = reclab::notify::after_drill(
+                &spec,
+                &rep.summary(dir.as_deref()),
+                metrics_file.as_deref(),
+            );
+            for o in &after.notifications {
+                eprintln!("reclab: {}", o.line());
+            }
+            if let Some(e) = &after.metrics_error {
+                eprintln!("reclab: metrics not written: {e}");
+            }
             Ok(ExitCode::from(rep.result.exit_code()))
         }
         Command::History { lab, json } => {
@@ -329,6 +343,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Extend { .. }
+        | Command::Schedule { .. }
+        | Command::Listen { .. }
+        | Command::Metrics { .. } => reclab::ops_cmd::run(&cli, &reopen),
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;

@@ -61,6 +61,8 @@
 //! | `max_skew` | none (unbounded) | Largest time allowed between the VM image and the dump chosen for a VM, either way (a duration, e.g. `"26h"`). A larger skew makes `--at` fail, listing the nearest points. |
 //! | `[segment.NAME]` | none | Isolated lab networks, see below. |
 //! | `[[vm]]` | at least one | The VMs to clone, see below. |
+//! | `[notify]` | none | E-mail, webhook and MQTT notifications after every drill (see `spec::ops`). |
+//! | `[metrics]` | none | `textfile = "…/reclab.prom"`: a Prometheus textfile updated after every drill. |
 //!
 //! ## `[segment.NAME]`: isolated segments
 //!
@@ -187,9 +189,11 @@ use crate::duration::parse_duration;
 use crate::points::{NamePattern, expand, uses};
 
 mod checks;
+mod ops;
 pub use checks::{
     CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, JsonExpectation, MAX_CHECK_NAME,
 };
+pub use ops::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec, mqtt_url, topic_problem};
 
 /// The libvirt URI used when the lab file has no `connect`.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
@@ -226,6 +230,10 @@ pub struct LabSpec {
     pub checks: Vec<CheckSpec>,
     /// Largest allowed time between a VM's chosen image and its chosen dump (either way).
     pub max_skew: Option<Duration>,
+    /// `[notify]`: channels tried after every drill (see `spec::ops`).
+    pub notify: Option<NotifySpec>,
+    /// `[metrics]`: the Prometheus textfile updated after every drill.
+    pub metrics: Option<MetricsSpec>,
 }
 
 /// Hardware acceleration for the lab domains.
@@ -597,6 +605,10 @@ struct WireTop {
     _vm: Option<Vec<IgnoredAny>>,
     #[serde(rename = "check")]
     _check: Option<Vec<IgnoredAny>>,
+    #[serde(rename = "notify")]
+    _notify: Option<IgnoredAny>,
+    #[serde(rename = "metrics")]
+    _metrics: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -686,6 +698,8 @@ struct WireLab {
     segments: Vec<(Text, Spanned<WireSegment>)>,
     vms: Vec<Spanned<WireVm>>,
     checks: Vec<Spanned<checks::WireCheck>>,
+    notify: Option<Spanned<ops::WireNotify>>,
+    metrics: Option<Spanned<ops::WireMetrics>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -870,6 +884,8 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
     let mut segments = Vec::new();
     let mut vms = Vec::new();
     let mut checks = Vec::new();
+    let mut notify = None;
+    let mut metrics = None;
     for (key, value) in table.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
             ("segment", DeValue::Table(entries)) => {
@@ -894,6 +910,14 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
                     }
                 }
             }
+            ("notify", _) => {
+                notify = decode_piece::<ops::WireNotify>(&root, value, report)
+                    .map(|wire| Spanned::new(value.span(), wire));
+            }
+            ("metrics", _) => {
+                metrics = decode_piece::<ops::WireMetrics>(&root, value, report)
+                    .map(|wire| Spanned::new(value.span(), wire));
+            }
             _ => {}
         }
     }
@@ -907,6 +931,8 @@ fn decode(text: &str, report: &mut Report) -> Option<WireLab> {
         segments,
         vms,
         checks,
+        notify,
+        metrics,
     })
 }
 
@@ -1171,6 +1197,14 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
     check_reservations(&wire, &vms, report);
     let tiers = derive_tiers(&wire, &vm_names, report);
     let checks = checks::validate_checks(&wire.checks, &vm_names, report);
+    let notify = wire
+        .notify
+        .as_ref()
+        .map(|n| ops::validate_notify(n, base, report));
+    let metrics = wire
+        .metrics
+        .as_ref()
+        .map(|m| ops::validate_metrics(m, base, report));
 
     if wire.vms.is_empty() {
         report.push(
@@ -1219,6 +1253,8 @@ fn validate(wire: WireLab, path: &Path, report: &mut Report) -> Option<LabSpec> 
         vms,
         checks: checks?,
         max_skew: max_skew?,
+        notify: notify.map(|n| n.expect("no problems, so notify is valid")),
+        metrics: metrics.map(|m| m.expect("no problems, so metrics is valid")),
     })
 }
 

@@ -312,6 +312,25 @@ impl Hypervisor for LibvirtHv {
         }
     }
 
+    fn set_domain_metadata(
+        &self,
+        name: &str,
+        namespace_uri: &str,
+        prefix: &str,
+        xml: &str,
+    ) -> Result<()> {
+        let dom = self.lookup_domain(name)?;
+        dom.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(xml),
+            Some(prefix),
+            Some(namespace_uri),
+            sys::VIR_DOMAIN_AFFECT_LIVE,
+        )
+        .map_err(|e| map_err(e, "domain", name))
+        .with_context(|| format!("writing metadata {namespace_uri} of domain {name}"))
+    }
+
     fn agent_command(&self, domain: &str, json: &str, timeout_secs: i32) -> Result<String> {
         // libvirt's special values (0 = no wait, -1 = default, -2 = block forever) are never
         // what reclab wants: a hung guest agent must not hang reclab.

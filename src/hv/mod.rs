@@ -85,6 +85,19 @@ pub trait Hypervisor: Send + Sync {
     fn domain_state(&self, name: &str) -> Result<Option<DomState>>;
     /// Reclab's namespaced metadata element of a domain, if present.
     fn domain_metadata(&self, name: &str, namespace_uri: &str) -> Result<Option<String>>;
+    /// Replaces the namespaced metadata element of a running domain (live only): `xml` is the
+    /// element, written with `prefix` for `namespace_uri`. Implementations that cannot do this
+    /// keep the default, which says so.
+    fn set_domain_metadata(
+        &self,
+        name: &str,
+        namespace_uri: &str,
+        prefix: &str,
+        xml: &str,
+    ) -> Result<()> {
+        let _ = (namespace_uri, prefix, xml);
+        anyhow::bail!("this hypervisor connection cannot update the metadata of domain {name}")
+    }
     /// Raw QEMU guest agent command (JSON in, JSON out) with a timeout in seconds (never blocking).
     fn agent_command(&self, domain: &str, json: &str, timeout_secs: i32) -> Result<String>;
     /// A PNG screenshot of the domain's first screen (QEMU sends PPM; implementations convert).
