@@ -242,7 +242,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     let (rc, _) = guest_sh(
         &hv,
         "prod-app",
-        "sed -i 's|qemu-ga |qemu-ga -b guest-exec,guest-exec-status |' /etc/inittab && sync",
+        "sed -i 's|/usr/sbin/qemu-ga -m|/usr/sbin/qemu-ga -b guest-exec,guest-exec-status -m|' /usr/lib/reclab/qemu-ga-run && grep -q -e '-b guest-exec' /usr/lib/reclab/qemu-ga-run && sync",
     );
     assert_eq!(rc, 0);
     check(
