@@ -9,9 +9,13 @@
 //! - `agent`: QEMU guest agent protocol on top of `hv`.
 //! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
 //! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
+//! - `console`: serial console and VNC proxy through libvirt, access tokens, console expiry.
+//! - `serve`: the web server for customers (lab page, noVNC console, sign-off).
+//! - `signoff`: customer sign-offs in the run directory and the lab history.
 
 pub mod agent;
 pub mod cli;
+pub mod console;
 pub mod duration;
 pub mod hv;
 pub mod image;
@@ -22,7 +26,9 @@ pub mod names;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod serve;
 pub mod services;
+pub mod signoff;
 pub mod spec;
 pub mod sys;
 pub mod teardown;

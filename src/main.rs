@@ -242,6 +242,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Console {
+            lab,
+            vm,
+            vnc,
+            port,
+            link,
+            base,
+        } => {
+            let (dir, rec) = reclab::console::find_run(&state_dir, lab)?;
+            reclab::console::ensure_alive(&rec, jiff::Timestamp::now())?;
+            if *link {
+                let token = reclab::console::access_token(&dir)?;
+                println!(
+                    "{}",
+                    reclab::console::lab_link(base, rec.run_id.short(), &token)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let vm = vm.as_deref().context("give the vm whose console to open")?;
+            reclab::console::find_vm(&rec, vm)?;
+            let hv = reopen(&rec.uri)?;
+            if *vnc {
+                reclab::console::serve_vnc(hv.as_ref(), &dir, &rec, vm, *port)?;
+            } else {
+                reclab::console::attach_serial(hv.as_ref(), &dir, &rec, vm)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            novnc,
+        } => {
+            let opener: reclab::serve::Opener = std::sync::Arc::new(|uri: &str| {
+                Ok(std::sync::Arc::new(LibvirtHv::open(uri)?) as std::sync::Arc<dyn Hypervisor>)
+            });
+            let opts = reclab::serve::ServeOpts {
+                listen: *listen,
+                tls: tls_cert.clone().zip(tls_key.clone()),
+                novnc: novnc.clone(),
+            };
+            reclab::serve::run(&state_dir, &opts, opener)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;
