@@ -262,6 +262,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let vm = vm.as_deref().context("give the vm whose console to open")?;
             reclab::console::find_vm(&rec, vm)?;
+            if !*vnc {
+                // The serial console is a non-blocking libvirt stream: it needs the event loop.
+                reclab::hv::libvirt::start_event_loop()?;
+            }
             let hv = reopen(&rec.uri)?;
             if *vnc {
                 reclab::console::serve_vnc(hv.as_ref(), &dir, &rec, vm, *port)?;

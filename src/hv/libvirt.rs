@@ -26,7 +26,9 @@ use super::{ConsoleStream, DomState, DomainInfo, HvError, Hypervisor, NetworkInf
 /// What `virStreamRecv`/`virStreamSend` return on a non-blocking stream with nothing to do.
 const STREAM_WOULD_BLOCK: isize = -2;
 
-/// A serial console over a non-blocking libvirt stream.
+/// A serial console over a non-blocking libvirt stream. The process must run libvirt's event
+/// loop ([`start_event_loop`], before connecting), or incoming data is only read while reclab
+/// sends.
 ///
 /// A blocking stream cannot be used here: the remote driver holds the connection lock while a
 /// blocking `virStreamRecv` waits, so keystrokes could not be sent meanwhile.
@@ -97,6 +99,34 @@ pub struct LibvirtHv {
 }
 
 static SILENCE_LIBVIRT: Once = Once::new();
+static EVENT_LOOP: Once = Once::new();
+
+/// Start libvirt's default event loop on a background thread (once per process). Call it
+/// before opening the connection that carries streams read without blocking (consoles):
+/// libvirt's client reads incoming stream data only when it watches the connection's socket
+/// through an event loop, or while a call of its own is in flight.
+pub fn start_event_loop() -> Result<()> {
+    let mut result = Ok(());
+    EVENT_LOOP.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            result = Err(anyhow::Error::new(e)).context("registering libvirt's event loop");
+            return;
+        }
+        std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| {
+                loop {
+                    if let Err(e) = virt::event::event_run_default_impl() {
+                        tracing::warn!(error = %e, "libvirt event loop");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| result = Err(e).context("starting libvirt's event loop thread"));
+    });
+    result
+}
 
 impl LibvirtHv {
     /// Open a read-write connection to `uri` (e.g. `qemu:///system?socket=/path/libvirt-sock`
