@@ -201,6 +201,20 @@ mod tests {
     }
 
     #[test]
+    fn drill_history_readers_skip_signoff_lines() {
+        let state = tempfile::tempdir().unwrap();
+        let path = crate::report::history_path(state.path(), "erp");
+        let drill = crate::report::DrillReport::new("erp", "0123abcd", Timestamp::UNIX_EPOCH, None);
+        crate::report::append_history(&path, &drill.summary(None)).unwrap();
+        let s = SignOff::new("Ann", "fine", None, Timestamp::UNIX_EPOCH).unwrap();
+        append_signoff(&path, "erp", "0123abcd", &s).unwrap();
+        let drills = crate::report::history(&path).unwrap();
+        assert_eq!(drills.len(), 1);
+        assert_eq!(drills[0].run, "0123abcd");
+        assert_eq!(history_signoffs(&path).unwrap().len(), 1);
+    }
+
+    #[test]
     fn no_file_means_no_signoffs() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = RunDir {
