@@ -304,12 +304,11 @@ fn consoles_for_people_on_a_real_lab() {
     let node_path = dev_dir().join("novnc/node_modules");
 
     let mut sb = Sandbox::start("consoles");
-    let _estate = sb.create_estate(&[]);
-    let out = sb.reclab(&[
-        "up",
-        "--json",
-        repo().join("examples/erp.toml").to_str().unwrap(),
-    ]);
+    let estate = sb.create_estate(&[]);
+    // The example lab file, next to the estate's backups (its paths may be relative).
+    let lab_file = estate.dir.join("erp.toml");
+    std::fs::copy(repo().join("examples/erp.toml"), &lab_file).unwrap();
+    let out = sb.reclab(&["up", "--json", lab_file.to_str().unwrap()]);
     check(&out, "reclab up");
     let up: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let run8 = up["run"].as_str().unwrap().to_string();
