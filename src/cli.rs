@@ -148,6 +148,44 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Attach to a lab VM's serial console (Ctrl-] quits), or with --vnc proxy its graphics
+    /// to a loopback port for a VNC viewer; with --link print the lab's page link for
+    /// `reclab serve`. Consoles close when the lab expires.
+    Console {
+        /// Lab name or run id.
+        lab: String,
+        /// VM name as in the lab file (not needed with --link).
+        #[arg(required_unless_present = "link")]
+        vm: Option<String>,
+        /// Proxy the VM's VNC graphics to 127.0.0.1 instead of attaching the serial console.
+        #[arg(long, conflicts_with = "link")]
+        vnc: bool,
+        /// Port of the VNC proxy (0: any free port).
+        #[arg(long, default_value_t = 0, requires = "vnc")]
+        port: u16,
+        /// Print the link to the lab's page on `reclab serve` (with its access token).
+        #[arg(long)]
+        link: bool,
+        /// Base URL of `reclab serve` for --link.
+        #[arg(long, default_value = "http://127.0.0.1:8443", requires = "link")]
+        base: String,
+    },
+    /// Serve lab pages for customers: VMs, check results, browser consoles (noVNC) and
+    /// sign-off, each lab behind its own access token that expires with the lab.
+    Serve {
+        /// Address to listen on (a non-loopback address needs TLS).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// TLS certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// noVNC package directory (default: where scripts/novnc puts it).
+        #[arg(long, env = "RECLAB_NOVNC_DIR")]
+        novnc: Option<PathBuf>,
+    },
     /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
     Extend {
         /// Lab name or run id.

@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod console;
 pub mod datadisk;
 pub mod drill;
 pub mod duration;
@@ -39,7 +40,9 @@ pub mod report;
 pub mod resolve;
 pub mod restore;
 pub mod schedule;
+pub mod serve;
 pub mod services;
+pub mod signoff;
 pub mod spec;
 pub mod sys;
 pub mod teardown;

@@ -347,6 +347,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Schedule { .. }
         | Command::Listen { .. }
         | Command::Metrics { .. } => reclab::ops_cmd::run(&cli, &reopen),
+        Command::Console {
+            lab,
+            vm,
+            vnc,
+            port,
+            link,
+            base,
+        } => {
+            let (dir, rec) = reclab::console::find_run(&state_dir, lab)?;
+            reclab::console::ensure_alive(&rec, jiff::Timestamp::now())?;
+            if *link {
+                let token = reclab::console::access_token(&dir)?;
+                println!(
+                    "{}",
+                    reclab::console::lab_link(base, rec.run_id.short(), &token)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let vm = vm.as_deref().context("give the vm whose console to open")?;
+            reclab::console::find_vm(&rec, vm)?;
+            if !*vnc {
+                // The serial console is a non-blocking libvirt stream: it needs the event loop.
+                reclab::hv::libvirt::start_event_loop()?;
+            }
+            let hv = reopen(&rec.uri)?;
+            if *vnc {
+                reclab::console::serve_vnc(hv.as_ref(), &dir, &rec, vm, *port)?;
+            } else {
+                reclab::console::attach_serial(hv.as_ref(), &dir, &rec, vm)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            novnc,
+        } => {
+            let opener: reclab::serve::Opener = std::sync::Arc::new(|uri: &str| {
+                Ok(std::sync::Arc::new(LibvirtHv::open(uri)?) as std::sync::Arc<dyn Hypervisor>)
+            });
+            let opts = reclab::serve::ServeOpts {
+                listen: *listen,
+                tls: tls_cert.clone().zip(tls_key.clone()),
+                novnc: novnc.clone(),
+            };
+            reclab::serve::run(&state_dir, &opts, opener)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;

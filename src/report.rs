@@ -831,12 +831,23 @@ pub fn history(path: &Path) -> Result<Vec<Summary>> {
             Ok(s) => {
                 tracing::warn!(line = index + 1, schema = %s.schema, "skipping a history line of another schema")
             }
+            // Other kinds of lines (sign-offs, `"kind": "signoff"`) live in the same file.
+            Err(_) if line_kind(line).is_some_and(|k| k != "drill") => {}
             Err(err) => {
                 tracing::warn!(line = index + 1, cause = %err, "skipping an unreadable history line")
             }
         }
     }
     Ok(summaries)
+}
+
+/// The `kind` of a history line, if it has one (drill summaries have none).
+fn line_kind(line: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("kind")?
+        .as_str()
+        .map(String::from)
 }
 
 fn trend(now: Option<i128>, before: Option<i128>) -> String {

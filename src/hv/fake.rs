@@ -19,7 +19,51 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, Event};
 use serde_json::Value;
 
-use super::{DomState, DomainInfo, HvError, Hypervisor, NetworkInfo};
+use super::{ConsoleStream, DomState, DomainInfo, HvError, Hypervisor, NetworkInfo};
+
+/// The fake's serial console: a terminal that echoes what is typed, like a shell prompt with
+/// echo on.
+struct FakeConsole {
+    pending: Vec<u8>,
+}
+
+impl ConsoleStream for FakeConsole {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(Some(n))
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<usize> {
+        self.pending.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The greeting of the fake's VNC server: an RFB 3.8 banner.
+pub const FAKE_RFB_BANNER: &[u8] = b"RFB 003.008\n";
+
+/// Serves one fake graphics client: sends the RFB banner, then echoes every byte back.
+fn fake_graphics_server(mut sock: std::os::unix::net::UnixStream) {
+    use std::io::{Read, Write};
+    if sock.write_all(FAKE_RFB_BANNER).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.read(&mut buf) {
+        if n == 0 || sock.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
 
 /// Answers one guest agent request: `(domain, request JSON)` → full response JSON
 /// (`{"return": ...}`), or an error as libvirt would raise it.
@@ -603,6 +647,38 @@ impl Hypervisor for FakeHv {
             return Ok(false);
         };
         Ok(dom.hotplugged.remove(&target).is_some())
+    }
+
+    fn open_console(&self, domain: &str) -> Result<Box<dyn ConsoleStream>> {
+        let st = self.record("open_console", domain)?;
+        let dom = st.domain(domain)?;
+        if !dom.active {
+            bail!("operation invalid: domain is not running");
+        }
+        if !dom.xml.contains("<serial") && !dom.xml.contains("<console") {
+            bail!("internal error: cannot find character device <null>");
+        }
+        Ok(Box::new(FakeConsole {
+            pending: Vec::new(),
+        }))
+    }
+
+    fn open_graphics(&self, domain: &str, skip_auth: bool) -> Result<std::os::fd::OwnedFd> {
+        let st = self.record(
+            "open_graphics",
+            &format!("{domain}{}", if skip_auth { " skipauth" } else { "" }),
+        )?;
+        let dom = st.domain(domain)?;
+        if !dom.active {
+            bail!("operation invalid: domain is not running");
+        }
+        if !dom.xml.contains("<graphics") {
+            bail!("argument unsupported: No graphics backend with index 0");
+        }
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .context("fake graphics: creating a socket pair")?;
+        std::thread::spawn(move || fake_graphics_server(theirs));
+        Ok(ours.into())
     }
 
     fn list_networks(&self) -> Result<Vec<NetworkInfo>> {

@@ -21,7 +21,73 @@ use virt::network::Network;
 use virt::stream::Stream;
 use virt::sys;
 
-use super::{DomState, DomainInfo, HvError, Hypervisor, NetworkInfo};
+use super::{ConsoleStream, DomState, DomainInfo, HvError, Hypervisor, NetworkInfo};
+
+/// What `virStreamRecv`/`virStreamSend` return on a non-blocking stream with nothing to do.
+const STREAM_WOULD_BLOCK: isize = -2;
+
+/// A serial console over a non-blocking libvirt stream. The process must run libvirt's event
+/// loop ([`start_event_loop`], before connecting), or incoming data is only read while reclab
+/// sends.
+///
+/// A blocking stream cannot be used here: the remote driver holds the connection lock while a
+/// blocking `virStreamRecv` waits, so keystrokes could not be sent meanwhile.
+struct LibvirtConsole {
+    stream: Option<Stream>,
+    domain: String,
+}
+
+impl LibvirtConsole {
+    fn stream(&self) -> Result<&Stream> {
+        self.stream.as_ref().context("the console is closed")
+    }
+}
+
+impl ConsoleStream for LibvirtConsole {
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        match self.stream()?.recv(buf) {
+            Ok(STREAM_WOULD_BLOCK) => Ok(None),
+            Ok(n) if n >= 0 => Ok(Some(n as usize)),
+            Ok(n) => bail!(
+                "unexpected result {n} reading the console of {}",
+                self.domain
+            ),
+            Err(e) => Err(anyhow::Error::new(e))
+                .with_context(|| format!("reading the console of {}", self.domain)),
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<usize> {
+        match self.stream()?.send(data) {
+            Ok(STREAM_WOULD_BLOCK) => Ok(0),
+            Ok(n) if n >= 0 => Ok(n as usize),
+            Ok(n) => bail!(
+                "unexpected result {n} writing to the console of {}",
+                self.domain
+            ),
+            Err(e) => Err(anyhow::Error::new(e))
+                .with_context(|| format!("writing to the console of {}", self.domain)),
+        }
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        if let Some(stream) = self.stream.take() {
+            // The domain may have stopped: its end of the stream is already gone.
+            if let Err(e) = stream.finish() {
+                tracing::debug!(domain = %self.domain, error = %e, "closing the console stream");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LibvirtConsole {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.abort();
+        }
+    }
+}
 
 /// Screenshots larger than this are refused (a 4K RGB frame is ~25 MiB).
 const MAX_SCREENSHOT_BYTES: usize = 64 << 20;
@@ -33,6 +99,34 @@ pub struct LibvirtHv {
 }
 
 static SILENCE_LIBVIRT: Once = Once::new();
+static EVENT_LOOP: Once = Once::new();
+
+/// Start libvirt's default event loop on a background thread (once per process). Call it
+/// before opening the connection that carries streams read without blocking (consoles):
+/// libvirt's client reads incoming stream data only when it watches the connection's socket
+/// through an event loop, or while a call of its own is in flight.
+pub fn start_event_loop() -> Result<()> {
+    let mut result = Ok(());
+    EVENT_LOOP.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            result = Err(anyhow::Error::new(e)).context("registering libvirt's event loop");
+            return;
+        }
+        std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| {
+                loop {
+                    if let Err(e) = virt::event::event_run_default_impl() {
+                        tracing::warn!(error = %e, "libvirt event loop");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| result = Err(e).context("starting libvirt's event loop thread"));
+    });
+    result
+}
 
 impl LibvirtHv {
     /// Open a read-write connection to `uri` (e.g. `qemu:///system?socket=/path/libvirt-sock`
@@ -395,6 +489,38 @@ impl Hypervisor for LibvirtHv {
             Err(e) => Err(anyhow::Error::new(e))
                 .with_context(|| format!("detaching a disk from domain {domain}")),
         }
+    }
+
+    fn open_console(&self, domain: &str) -> Result<Box<dyn ConsoleStream>> {
+        let dom = self.lookup_domain(domain)?;
+        let stream = Stream::new(&self.conn, sys::VIR_STREAM_NONBLOCK)
+            .map_err(anyhow::Error::new)
+            .context("creating a libvirt stream")?;
+        if let Err(e) = dom.open_console(None, &stream, 0) {
+            let _ = stream.abort();
+            return Err(map_err(e, "domain", domain))
+                .with_context(|| format!("opening the serial console of domain {domain}"));
+        }
+        Ok(Box::new(LibvirtConsole {
+            stream: Some(stream),
+            domain: domain.to_string(),
+        }))
+    }
+
+    fn open_graphics(&self, domain: &str, skip_auth: bool) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        let dom = self.lookup_domain(domain)?;
+        let flags = if skip_auth {
+            sys::VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH
+        } else {
+            0
+        };
+        let fd = dom
+            .open_graphics_fd(0, flags)
+            .map_err(|e| map_err(e, "domain", domain))
+            .with_context(|| format!("opening the graphics of domain {domain}"))?;
+        // SAFETY: libvirt returns a new descriptor that the caller owns.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
     }
 
     fn list_networks(&self) -> Result<Vec<NetworkInfo>> {

@@ -6,6 +6,18 @@ pub mod libvirt;
 pub mod ppm;
 
 use anyhow::Result;
+use std::os::fd::OwnedFd;
+
+/// A VM's serial console, attached through the hypervisor. Non-blocking: callers poll.
+pub trait ConsoleStream: Send {
+    /// Reads what the console printed: `Ok(None)` when nothing is waiting, `Ok(Some(0))` when
+    /// the console closed (the domain stopped, say).
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>>;
+    /// Sends keystrokes; returns how many bytes the console took (0 when it would block).
+    fn send(&mut self, data: &[u8]) -> Result<usize>;
+    /// Detaches from the console.
+    fn close(self: Box<Self>) -> Result<()>;
+}
 
 /// What reclab needs to know about a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +122,14 @@ pub trait Hypervisor: Send + Sync {
     /// `disk_xml`. `Ok(false)` if the domain or the disk is already gone. The guest may finish
     /// the unplug asynchronously after this returns.
     fn detach_disk(&self, domain: &str, disk_xml: &str) -> Result<bool>;
+    /// Attach to the domain's first serial console or `<console>` (an error when it has none,
+    /// or when another session holds it).
+    fn open_console(&self, domain: &str) -> Result<Box<dyn ConsoleStream>>;
+    /// A socket connected to the domain's first graphics (VNC) server, as a new client. The
+    /// hypervisor hands it over, so it works wherever the graphics listen (another network
+    /// namespace, a UNIX socket). With `skip_auth` the server asks no password: the caller
+    /// has authenticated the user. Each call is a new client connection.
+    fn open_graphics(&self, domain: &str, skip_auth: bool) -> Result<OwnedFd>;
 
     fn list_networks(&self) -> Result<Vec<NetworkInfo>>;
     fn network_xml(&self, name: &str) -> Result<String>;

@@ -1,0 +1,116 @@
+// Drives the Debian chromium (headless) through `reclab serve` for tests/e2e_consoles.rs, with
+// playwright-core from npm (installed by `scripts/novnc --test-tools`; NODE_PATH points at it).
+//
+// Usage:
+//   node console.cjs visit LAB_URL VM SCREENSHOT.png   open the lab page, the VM's console,
+//                                                      wait for its screen, sign off
+//   node console.cjs refused URL                       expect the page to be refused (403)
+//
+// Prints one JSON object with what it saw on stdout; exits non-zero on any failure.
+'use strict';
+
+const { chromium } = require('playwright-core');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const CHROMIUM = process.env.RECLAB_CHROMIUM || '/usr/bin/chromium';
+
+async function withBrowser(fn) {
+    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'reclab-chromium-'));
+    // Playwright passes the profile directory as --user-data-dir itself.
+    const context = await chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        timeout: 60000,
+        viewport: { width: 1100, height: 800 },
+        args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+        return await fn(context);
+    } finally {
+        await context.close();
+        fs.rmSync(profile, { recursive: true, force: true });
+    }
+}
+
+// Pixels of the noVNC canvas that differ clearly from its first pixel.
+async function canvasVariety(page) {
+    return page.evaluate(() => {
+        const canvas = document.querySelector('#screen canvas');
+        if (!canvas || !canvas.width || !canvas.height) return { width: 0, height: 0, differing: 0 };
+        const ctx = canvas.getContext('2d');
+        const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        let differing = 0;
+        for (let i = 4; i < data.length; i += 4) {
+            if (Math.abs(data[i] - data[0]) + Math.abs(data[i + 1] - data[1]) + Math.abs(data[i + 2] - data[2]) > 48) {
+                differing++;
+            }
+        }
+        return { width: canvas.width, height: canvas.height, differing };
+    });
+}
+
+async function visit(labUrl, vm, screenshot) {
+    return withBrowser(async (browser) => {
+        const page = await browser.newPage();
+        const errors = [];
+        page.on('pageerror', (e) => errors.push(String(e)));
+        page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+        page.on('response', (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+
+        const resp = await page.goto(labUrl, { waitUntil: 'load' });
+        const labStatus = resp.status();
+        const labTitle = await page.title();
+        const vms = await page.$$eval('#vms tr td:first-child', (tds) => tds.map((t) => t.textContent));
+
+        // The VM's console: noVNC connects through the websocket and draws the screen.
+        await page.click(`#vms tr:has(td:text-is("${vm}")) a.console`);
+        await page.waitForSelector('body[data-state="connected"]', { timeout: 60000 });
+        let canvas = await canvasVariety(page);
+        const until = Date.now() + 30000;
+        while (canvas.differing < 200 && Date.now() < until) {
+            await page.waitForTimeout(500);
+            canvas = await canvasVariety(page);
+        }
+        await page.screenshot({ path: screenshot });
+        const consoleStatus = await page.textContent('#status');
+
+        // Back to the lab page: sign off.
+        await page.goto(labUrl, { waitUntil: 'load' });
+        await page.fill('#name', 'Ann Customer');
+        await page.fill('#comment', 'The invoices of last night are all there.');
+        await page.selectOption('#vm', vm);
+        await Promise.all([page.waitForNavigation(), page.click('#sign')]);
+        const signed = await page.textContent('#signed');
+        const signoffs = await page.$$eval('#signoffs li', (lis) => lis.map((l) => l.textContent));
+        return { labStatus, labTitle, vms, consoleStatus, canvas, signed, signoffs, errors };
+    });
+}
+
+async function refused(url) {
+    return withBrowser(async (browser) => {
+        const page = await browser.newPage();
+        const resp = await page.goto(url, { waitUntil: 'load' });
+        return { status: resp.status(), heading: await page.textContent('h1') };
+    });
+}
+
+async function main() {
+    const [mode, ...args] = process.argv.slice(2);
+    let out;
+    if (mode === 'visit' && args.length === 3) {
+        out = await visit(...args);
+    } else if (mode === 'refused' && args.length === 1) {
+        out = await refused(args[0]);
+    } else {
+        throw new Error('usage: console.cjs visit LAB_URL VM SCREENSHOT | refused URL');
+    }
+    process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+main().catch((e) => {
+    console.error(`console.cjs: ${e.stack || e}`);
+    process.exit(1);
+});

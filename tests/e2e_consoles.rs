@@ -1,0 +1,556 @@
+//! Consoles for people against a real lab: the serial console, the VNC proxy (checked with a
+//! small RFB client doing real VNC authentication), and `reclab serve` in a real headless
+//! Chromium (noVNC shows the client VM's screen, a sign-off is recorded, wrong and expired
+//! tokens are refused). Every console ends when the lab expires.
+//!
+//! reclab runs here in the host's root network namespace, not in the sandbox's: libvirt hands
+//! over the console streams and graphics sockets through its UNIX socket, so consoles work
+//! although the lab's VNC servers listen on 127.0.0.1 inside the sandbox.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use reclab::journal::RunDir;
+
+/// Children killed (by PID) when the test ends, also when it panics.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn add(&mut self, c: Child) -> usize {
+        self.0.push(c);
+        self.0.len() - 1
+    }
+
+    /// Wait for child `i` to exit, up to `timeout`; its exit code.
+    fn wait(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if let Some(st) = self.0[i].try_wait().unwrap() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// reclab in the host's root network namespace, talking to the sandbox's libvirtd.
+fn reclab_host(sb: &Sandbox) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reclab"));
+    cmd.env("RECLAB_CONNECT", &sb.uri)
+        .arg("--state-dir")
+        .arg(&sb.state_dir);
+    cmd
+}
+
+/// Lines of a child's stdout, delivered through a channel by a reader thread.
+fn lines_of(out: ChildStdout) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Raw bytes of a child's stdout, through a channel.
+fn bytes_of(mut out: ChildStdout) -> Receiver<Vec<u8>> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn next_line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    while t.elapsed() < timeout {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(l) => seen.push(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} within {timeout:?}; saw {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal RFB (VNC) client: version 3.8, VNC authentication, raw framebuffer update.
+
+fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b).expect("rfb read");
+    b
+}
+
+fn be16(b: &[u8]) -> usize {
+    u16::from_be_bytes([b[0], b[1]]) as usize
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// VNC authentication's response: the challenge DES-encrypted with the password (at most 8
+/// bytes, zero padded) as key, each key byte's bits reversed (RFC 6143, 7.2.2).
+fn vnc_response(password: &str, challenge: &[u8]) -> Vec<u8> {
+    use des::cipher::{BlockCipherEncrypt, KeyInit};
+    let mut key = [0u8; 8];
+    for (k, p) in key.iter_mut().zip(password.bytes()) {
+        *k = p.reverse_bits();
+    }
+    let cipher = des::Des::new_from_slice(&key).unwrap();
+    let mut out = Vec::new();
+    for chunk in challenge.chunks(8) {
+        let mut block = des::cipher::Block::<des::Des>::try_from(chunk).unwrap();
+        cipher.encrypt_block(&mut block);
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+/// Connect, authenticate with `password`; `Err(reason)` when the server refuses.
+fn rfb_login(port: u16, password: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the vnc proxy");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let banner = read_exact(&mut s, 12);
+    assert_eq!(&banner, b"RFB 003.008\n", "server banner");
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let n = read_exact(&mut s, 1)[0] as usize;
+    assert!(n > 0, "the server offered no security type");
+    let types = read_exact(&mut s, n);
+    assert!(
+        types.contains(&2),
+        "a lab console must ask for the password (VNC authentication), offered {types:?}"
+    );
+    s.write_all(&[2]).unwrap();
+    let challenge = read_exact(&mut s, 16);
+    s.write_all(&vnc_response(password, &challenge)).unwrap();
+    let result = be32(&read_exact(&mut s, 4));
+    if result != 0 {
+        let len = be32(&read_exact(&mut s, 4)) as usize;
+        return Err(String::from_utf8_lossy(&read_exact(&mut s, len)).into_owned());
+    }
+    Ok(s)
+}
+
+/// After login: ClientInit, ServerInit, one full raw framebuffer update. Returns (width,
+/// height, bytes per pixel, pixels).
+fn rfb_framebuffer(s: &mut TcpStream) -> (usize, usize, usize, Vec<u8>) {
+    s.write_all(&[1]).unwrap(); // Shared.
+    let init = read_exact(s, 24);
+    let (w, h) = (be16(&init[0..2]), be16(&init[2..4]));
+    let bpp = init[4] as usize / 8;
+    let name_len = be32(&init[20..24]) as usize;
+    let _name = read_exact(s, name_len);
+    // SetEncodings: raw only.
+    s.write_all(&[2, 0, 0, 1, 0, 0, 0, 0]).unwrap();
+    // FramebufferUpdateRequest, not incremental, the whole screen.
+    let mut req = vec![3, 0, 0, 0, 0, 0];
+    req.extend_from_slice(&(w as u16).to_be_bytes());
+    req.extend_from_slice(&(h as u16).to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut fb = vec![0u8; w * h * bpp];
+    loop {
+        let kind = read_exact(s, 1)[0];
+        match kind {
+            0 => {
+                let hdr = read_exact(s, 3);
+                let rects = be16(&hdr[1..3]);
+                for _ in 0..rects {
+                    let r = read_exact(s, 12);
+                    let (x, y, rw, rh) = (
+                        be16(&r[0..2]),
+                        be16(&r[2..4]),
+                        be16(&r[4..6]),
+                        be16(&r[6..8]),
+                    );
+                    let enc = be32(&r[8..12]);
+                    assert_eq!(enc, 0, "only raw encoding was asked for");
+                    let data = read_exact(s, rw * rh * bpp);
+                    for row in 0..rh {
+                        let dst = ((y + row) * w + x) * bpp;
+                        fb[dst..dst + rw * bpp]
+                            .copy_from_slice(&data[row * rw * bpp..(row + 1) * rw * bpp]);
+                    }
+                }
+                return (w, h, bpp, fb);
+            }
+            2 => {} // Bell.
+            3 => {
+                let hdr = read_exact(s, 7);
+                let len = be32(&hdr[3..7]) as usize;
+                let _ = read_exact(s, len);
+            }
+            other => panic!("unexpected rfb server message {other}"),
+        }
+    }
+}
+
+/// Pixels that differ clearly from the first one.
+fn differing_pixels(bpp: usize, fb: &[u8]) -> usize {
+    let first = &fb[..bpp];
+    fb.chunks(bpp)
+        .filter(|px| {
+            px.iter()
+                .zip(first)
+                .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                .sum::<i32>()
+                > 48
+        })
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP and websocket.
+
+/// Open the console websocket of `vm`; returns the stream after the 101 response and the first
+/// bytes of the RFB banner.
+fn open_console_ws(base: &str, run8: &str, vm: &str, token: &str) -> TcpStream {
+    let hostport = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET /lab/{run8}/ws/{vm}?token={token} HTTP/1.1\r\nHost: {hostport}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: binary\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(11).any(|w| w == b"RFB 003.008") {
+        let n = s.read(&mut buf).expect("websocket read");
+        assert!(n > 0, "websocket closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+fn http_status(base: &str, path: &str) -> u16 {
+    let hostport = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn node(args: &[&str], node_path: &Path) -> serde_json::Value {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("180")
+        .arg("node")
+        .arg(repo().join("tests/browser/console.cjs"))
+        .args(args)
+        .env("NODE_PATH", node_path);
+    let out = cmd.output().expect("node");
+    check(&out, &format!("node console.cjs {}", args[0]));
+    serde_json::from_slice(&out.stdout).expect("console.cjs prints json")
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn consoles_for_people_on_a_real_lab() {
+    if !e2e("consoles_for_people_on_a_real_lab") {
+        return;
+    }
+    // noVNC and playwright-core from npm, into the dev directory (idempotent).
+    let out = Command::new(repo().join("scripts/novnc"))
+        .arg("--test-tools")
+        .output()
+        .unwrap();
+    check(&out, "scripts/novnc --test-tools");
+    let novnc = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let node_path = dev_dir().join("novnc/node_modules");
+
+    let mut sb = Sandbox::start("consoles");
+    let estate = sb.create_estate(&[]);
+    // The example lab file, next to the estate's backups (its paths may be relative).
+    let lab_file = estate.dir.join("erp.toml");
+    std::fs::copy(repo().join("examples/erp.toml"), &lab_file).unwrap();
+    let out = sb.reclab(&["up", "--json", lab_file.to_str().unwrap()]);
+    check(&out, "reclab up");
+    let up: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run8 = up["run"].as_str().unwrap().to_string();
+    sb.remember_run(&run8);
+    let dir = RunDir {
+        path: sb.state_dir.join("runs").join(&run8),
+    };
+    let rec = dir.load_record().unwrap().unwrap();
+    let password = rec
+        .vms
+        .iter()
+        .find(|v| v.name == "client")
+        .unwrap()
+        .console_password
+        .clone();
+    let mut children = Children::default();
+
+    // Unknown VMs are refused with the lab's VMs named.
+    let out = reclab_host(&sb)
+        .args(["console", "erp", "nosuchvm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("its vms: db, app, client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // (1) The serial console: a command typed into the client's shell on ttyS0 runs, and
+    // Ctrl-] detaches.
+    let mut serial = reclab_host(&sb)
+        .args(["console", "erp", "client"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = serial.stdin.take().unwrap();
+    let output = bytes_of(serial.stdout.take().unwrap());
+    let s1 = children.add(serial);
+    let mut seen = Vec::new();
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&seen).contains("console-42-ok") {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the shell on the serial console did not answer; saw {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        stdin.write_all(b"\necho console-$((6*7))-ok\n").unwrap();
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Ok(b) = output.recv_timeout(Duration::from_millis(200)) {
+                seen.extend_from_slice(&b);
+            }
+        }
+    }
+    stdin.write_all(&[0x1d]).unwrap();
+    assert_eq!(
+        children.wait(s1, Duration::from_secs(10)),
+        Some(0),
+        "Ctrl-] ends the console"
+    );
+
+    // (2) The VNC proxy on a loopback port of the root namespace: real VNC authentication with
+    // the lab's one-time password, then a framebuffer that is not blank.
+    let mut vnc = reclab_host(&sb)
+        .args(["console", "--vnc", "erp", "client"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let vnc_lines = lines_of(vnc.stdout.take().unwrap());
+    let vnc_i = children.add(vnc);
+    let first = next_line_with(
+        &vnc_lines,
+        "VNC console on 127.0.0.1:",
+        Duration::from_secs(30),
+    );
+    let port: u16 = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    next_line_with(
+        &vnc_lines,
+        &format!("vncviewer 127.0.0.1::{port}"),
+        Duration::from_secs(5),
+    );
+    let pw_line = next_line_with(&vnc_lines, "one-time password:", Duration::from_secs(5));
+    assert_eq!(pw_line.trim(), format!("one-time password: {password}"));
+
+    let wrong = rfb_login(port, "wrong123").err();
+    assert!(wrong.is_some(), "a wrong password must be refused");
+    let mut s = rfb_login(port, &password).expect("the one-time password is accepted");
+    let (w, h, bpp, fb) = rfb_framebuffer(&mut s);
+    let differing = differing_pixels(bpp, &fb);
+    eprintln!("vnc framebuffer {w}x{h}x{bpp}: {differing} pixels differ from the first");
+    assert!(w >= 320 && h >= 200, "framebuffer {w}x{h}");
+    assert!(differing > 200, "the client's screen is blank over vnc");
+    drop(s);
+
+    // (3) reclab serve in the root namespace, on loopback, and a real headless Chromium.
+    let mut serve = reclab_host(&sb)
+        .args(["serve", "--listen", "127.0.0.1:0", "--novnc"])
+        .arg(&novnc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let serve_lines = lines_of(serve.stdout.take().unwrap());
+    let serve_i = children.add(serve);
+    let listening = next_line_with(
+        &serve_lines,
+        "listening on http://127.0.0.1:",
+        Duration::from_secs(30),
+    );
+    let base = listening.rsplit(' ').next().unwrap().to_string();
+    let printed = next_line_with(
+        &serve_lines,
+        &format!("lab erp run {run8}:"),
+        Duration::from_secs(5),
+    );
+    let link = printed.rsplit(' ').next().unwrap().to_string();
+    let out = reclab_host(&sb)
+        .args(["console", "--link", "erp", "--base", &base])
+        .output()
+        .unwrap();
+    check(&out, "reclab console --link");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        link,
+        "one token per lab"
+    );
+    let token = link.rsplit("token=").next().unwrap().to_string();
+
+    let shot = sb.state_dir.join("browser-console.png");
+    let seen = node(
+        &["visit", &link, "client", shot.to_str().unwrap()],
+        &node_path,
+    );
+    eprintln!("browser saw: {seen}");
+    assert_eq!(seen["labStatus"], 200);
+    assert_eq!(seen["labTitle"], "Restore lab erp");
+    assert_eq!(seen["vms"], serde_json::json!(["db", "app", "client"]));
+    assert_eq!(seen["consoleStatus"], "connected");
+    assert!(
+        seen["canvas"]["differing"].as_u64().unwrap() > 200,
+        "the noVNC canvas shows the client's screen: {}",
+        seen["canvas"]
+    );
+    assert!(
+        !png_is_blank(&std::fs::read(&shot).unwrap()),
+        "page screenshot is blank"
+    );
+    assert!(
+        seen["signed"]
+            .as_str()
+            .unwrap()
+            .contains("sign-off was recorded")
+    );
+    assert!(
+        seen["signoffs"][0]
+            .as_str()
+            .unwrap()
+            .contains("Ann Customer (client)")
+    );
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "no script errors in the page"
+    );
+
+    // The sign-off is in the run and in the lab's history.
+    let stored = reclab::signoff::load(&dir).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name, "Ann Customer");
+    assert_eq!(stored[0].vm.as_deref(), Some("client"));
+    let history = reclab::report::history_path(&sb.state_dir, "erp");
+    let in_history = reclab::signoff::history_signoffs(&history).unwrap();
+    assert_eq!(in_history, vec![(run8.clone(), stored[0].clone())]);
+
+    // A wrong token is refused.
+    let wrong_link = link.replace(&token, &"0".repeat(token.len()));
+    let refused = node(&["refused", &wrong_link], &node_path);
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["heading"], "Access refused");
+
+    // (4) The lab expires: open consoles close, new ones and the page are refused.
+    let mut ws = open_console_ws(&base, &run8, "client", &token);
+    let mut serial = reclab_host(&sb)
+        .args(["console", "erp", "client"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _keep_stdin_open = serial.stdin.take();
+    let s2 = children.add(serial);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut expired = dir.load_record().unwrap().unwrap();
+    expired.expires = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
+    dir.save_record(&expired).unwrap();
+
+    ws.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t = Instant::now();
+    let mut sink = Vec::new();
+    let _ = ws.read_to_end(&mut sink);
+    assert!(
+        t.elapsed() < Duration::from_secs(14),
+        "the browser console closed at expiry"
+    );
+    assert_eq!(
+        children.wait(vnc_i, Duration::from_secs(15)),
+        Some(2),
+        "the vnc proxy ends at expiry"
+    );
+    assert_eq!(
+        children.wait(s2, Duration::from_secs(15)),
+        Some(2),
+        "the serial console ends at expiry"
+    );
+    let out = reclab_host(&sb)
+        .args(["console", "erp", "client"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired at"));
+    let refused = node(&["refused", &link], &node_path);
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["heading"], "This lab has expired");
+    assert_eq!(
+        http_status(&base, &format!("/lab/{run8}?token={token}")),
+        403
+    );
+
+    // Stop the server (SIGTERM, by PID) and remove the lab.
+    unsafe {
+        libc::kill(children.0[serve_i].id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(children.wait(serve_i, Duration::from_secs(10)), Some(0));
+    check(&sb.reclab(&["down", &run8]), "reclab down");
+    sb.assert_nothing_left();
+}
