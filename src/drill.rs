@@ -78,8 +78,18 @@ pub fn run_checks(
 /// Write the report files, append the history line; returns the HTML path.
 pub fn publish(state_dir: &Path, rep: &DrillReport) -> Result<PathBuf> {
     let dir = report_dir(state_dir, &rep.lab, &rep.run);
+    let mut rep = rep.clone();
+    let run_dir = crate::journal::RunDir::new(state_dir, &crate::names::RunId(rep.run.clone()));
+    if let Ok(signoffs) = crate::signoff::load(&run_dir) {
+        rep.signoffs = signoffs;
+    }
+    let rep = &rep;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let files = report::write_report(&dir, rep)?;
+    // A lab that keeps running shows its latest report on its `reclab serve` page.
+    if run_dir.path.is_dir() {
+        report::write_report(&run_dir.path.join("report"), rep)?;
+    }
     let hist = report::history_path(state_dir, &rep.lab);
     report::append_history(&hist, &rep.summary(Some(&dir)))?;
     Ok(files.html)

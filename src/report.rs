@@ -101,6 +101,9 @@ pub struct DrillReport {
     /// Operational errors, one per failed phase, with their cause chains.
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Customers' sign-offs ("I saw my data") recorded on the lab's page.
+    #[serde(default)]
+    pub signoffs: Vec<crate::signoff::SignOff>,
 }
 
 /// What one VM was restored from.
@@ -198,6 +201,7 @@ impl DrillReport {
             data_age: None,
             result: DrillResult::Error,
             errors: Vec::new(),
+            signoffs: Vec::new(),
         }
     }
 
@@ -602,6 +606,23 @@ pub fn render_html(report: &DrillReport, screenshots: &BTreeMap<String, Vec<u8>>
         h.push_str("</ul>\n");
     }
 
+    if !report.signoffs.is_empty() {
+        h.push_str("<h2>Sign-off</h2><ul class=\"signoffs\">");
+        for so in &report.signoffs {
+            let _ = write!(
+                h,
+                "<li><b>{}</b> at {}{}: {}</li>",
+                esc(&so.name),
+                esc(&so.at.to_string()),
+                so.vm
+                    .as_deref()
+                    .map(|v| format!(" (vm {})", esc(v)))
+                    .unwrap_or_default(),
+                esc(&so.comment)
+            );
+        }
+        h.push_str("</ul>\n");
+    }
     h.push_str("<h2>Checks</h2><table><tr><th>result</th><th>check</th><th>vm</th><th>kind</th><th>time</th><th>expected / got</th></tr>\n");
     for c in &report.checks {
         let (class, pill) = match c.status {

@@ -83,6 +83,14 @@ pub fn record(
     let text = serde_json::to_string_pretty(&all).context("serializing the sign-offs")?;
     write_atomic(&dir.file(SIGNOFFS_FILE), text.as_bytes(), 0o600)
         .context("writing the sign-offs")?;
+    // The run's latest report carries the sign-offs too (JSON, JUnit, HTML rewritten).
+    let report_dir = crate::drill::report_dir(state_dir, lab, run8);
+    let json = report_dir.join("report.json");
+    if json.exists() {
+        let mut rep = crate::report::read_report(&json)?;
+        rep.signoffs = all.clone();
+        crate::report::write_report(&report_dir, &rep)?;
+    }
     append_signoff(
         &crate::report::history_path(state_dir, lab),
         lab,
