@@ -242,6 +242,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::BenchClone { src, dst, format } => {
+            let t = std::time::Instant::now();
+            let layers = reclab::image::chain(src, Some(format))?;
+            let top = layers
+                .first()
+                .with_context(|| format!("{} has no image layer", src.display()))?;
+            reclab::image::create_overlay(dst, top)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            println!("{}", serde_json::json!({ "ms": ms, "layers": layers.len() }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchPush {
+            domain,
+            file,
+            guest_path,
+        } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let hv = open_hv(&default_uri(&cli.connect))?;
+            let t = std::time::Instant::now();
+            reclab::agent::write_file(hv.as_ref(), domain, guest_path, &bytes, None)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            println!("{}", serde_json::json!({ "ms": ms, "bytes": bytes.len() }));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;
