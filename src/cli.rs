@@ -97,6 +97,14 @@ pub enum Command {
         #[arg(long, default_value = "qcow2")]
         format: String,
     },
+    /// Benchmark hook (`scripts/bench`): resolve and plan a lab without creating anything, and
+    /// print the generated domain and network XML and the overlays as JSON, so that a plain
+    /// script can start the very same VMs (the baseline of reclab's overhead).
+    #[command(hide = true)]
+    BenchPlan {
+        /// The lab file.
+        lab: PathBuf,
+    },
     /// Benchmark hook (`scripts/bench`): write FILE to GUEST_PATH in DOMAIN through the guest
     /// agent (`guest-file-write`, as injection without a data disk would); prints the time in ms.
     #[command(hide = true)]

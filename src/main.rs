@@ -253,6 +253,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::json!({ "ms": ms, "layers": layers.len() }));
             Ok(ExitCode::SUCCESS)
         }
+        Command::BenchPlan { lab } => {
+            let spec = load_spec(lab)?;
+            let hv = open_hv(&uri_for(&cli.connect, &spec))?;
+            let plan = lab::prepare(&spec, hv.as_ref(), &state_dir, None)?;
+            let v = serde_json::json!({
+                "run_dir": plan.run_dir,
+                "networks": plan.segments.iter().map(|s| serde_json::json!({
+                    "name": s.network, "bridge": s.bridge, "xml": s.network_xml,
+                })).collect::<Vec<_>>(),
+                "vms": plan.vms.iter().map(|v| serde_json::json!({
+                    "name": v.name, "domain": v.domain, "tier": v.tier, "xml": v.xml,
+                    "overlays": v.overlays.iter().map(|o| serde_json::json!({
+                        "path": o.path, "backing": o.backing.path, "format": o.backing.format,
+                        "virtual_size": o.backing.virtual_size,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchPush {
             domain,
             file,
