@@ -250,7 +250,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("{} has no image layer", src.display()))?;
             reclab::image::create_overlay(dst, top)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
-            println!("{}", serde_json::json!({ "ms": ms, "layers": layers.len() }));
+            println!(
+                "{}",
+                serde_json::json!({ "ms": ms, "layers": layers.len() })
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchPlan { lab } => {

@@ -44,9 +44,15 @@ impl Backup {
             ("INITRD", guests.join("initrd.img").display().to_string()),
             ("CMDLINE", meta["cmdline"].as_str().unwrap().to_string()),
             ("DISK", disk.display().to_string()),
-            ("MAC", meta["roles"]["db"]["mac"].as_str().unwrap().to_string()),
+            (
+                "MAC",
+                meta["roles"]["db"]["mac"].as_str().unwrap().to_string(),
+            ),
             ("NETWORK", "prod".into()),
-            ("SERIAL_LOG", dir.join("prod-db.serial.log").display().to_string()),
+            (
+                "SERIAL_LOG",
+                dir.join("prod-db.serial.log").display().to_string(),
+            ),
         ];
         let mut xml = template;
         for (key, value) in values {
@@ -106,7 +112,12 @@ fn stderr(o: &Output) -> String {
 /// `reclab up LAB` in the sandbox with extra environment, not waited for.
 fn spawn_up(sb: &Sandbox, lab: &Path, env: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(repo().join("scripts/sandbox"));
-    cmd.args(["exec", &sb.name, "env", &format!("RECLAB_CONNECT={}", sb.uri)]);
+    cmd.args([
+        "exec",
+        &sb.name,
+        "env",
+        &format!("RECLAB_CONNECT={}", sb.uri),
+    ]);
     for (k, v) in env {
         cmd.arg(format!("{k}={v}"));
     }
@@ -142,7 +153,10 @@ fn owner_pid(run_dir: &Path) -> Option<i32> {
 fn assert_clean(sb: &Sandbox, run_dir: &Path, backup: &Backup, fingerprint: &str, what: &str) {
     sb.assert_nothing_left();
     let procs = processes_mentioning(&run_dir.display().to_string());
-    assert!(procs.is_empty(), "{what}: processes of the run left: {procs:?}");
+    assert!(
+        procs.is_empty(),
+        "{what}: processes of the run left: {procs:?}"
+    );
     assert_eq!(
         backup.fingerprint(),
         fingerprint,
@@ -232,7 +246,10 @@ fn libvirtd_restarted_in_the_middle_of_a_drill() {
     assert_eq!(st[0]["vms"][0]["state"], "running", "{st}");
     let (rc, host) = guest_sh(&sb.hv(), &domain, "hostname");
     assert_eq!((rc, host.trim()), (0, "db"));
-    check(&sb.reclab(&["down", "restart"]), "reclab down after the restart");
+    check(
+        &sb.reclab(&["down", "restart"]),
+        "reclab down after the restart",
+    );
     assert_clean(&sb, &run_dir, &backup, &fingerprint, "restart while up");
 
     // While `up` waits for the guest agent: reclab either rides it out or fails and unwinds;
@@ -277,7 +294,14 @@ fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
     let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
     let blank = scratch.path().join("blank.qcow2");
     let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", blank.to_str().unwrap(), "256M"])
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            blank.to_str().unwrap(),
+            "256M",
+        ])
         .output()
         .unwrap();
     check(&out, "qemu-img create");
@@ -288,7 +312,10 @@ fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("vm db (reclab-"), "names the vm: {err}");
-    assert!(err.contains("not ready after 25s"), "says what timed out: {err}");
+    assert!(
+        err.contains("not ready after 25s"),
+        "says what timed out: {err}"
+    );
     assert!(err.contains("guest-ping"), "says what it waited for: {err}");
     let serial = err
         .split("last serial console lines: ")
@@ -326,7 +353,12 @@ fn a_full_state_disk_fails_cleanly_with_exit_code_2() {
         .arg("sh")
         .arg(state.path())
         .arg(repo().join("scripts/sandbox"))
-        .args(["exec", &sb.name, "env", &format!("RECLAB_CONNECT={}", sb.uri)])
+        .args([
+            "exec",
+            &sb.name,
+            "env",
+            &format!("RECLAB_CONNECT={}", sb.uri),
+        ])
         .arg(env!("CARGO_BIN_EXE_reclab"))
         .arg("--state-dir")
         .arg(state.path())

@@ -35,13 +35,19 @@ where
             rand_seed(round)
         };
         let config = Config {
-            cases: if seconds.is_some() { cases.max(1000) } else { cases },
+            cases: if seconds.is_some() {
+                cases.max(1000)
+            } else {
+                cases
+            },
             failure_persistence: None,
             max_shrink_iters: 4096,
             ..Config::default()
         };
-        let mut runner =
-            TestRunner::new_with_rng(config.clone(), TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+        let mut runner = TestRunner::new_with_rng(
+            config.clone(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+        );
         let result = runner.run(&strategy, |input| {
             check(input.as_ref()).map_err(TestCaseError::fail)
         });
@@ -108,14 +114,15 @@ enum Mutation {
 
 fn mutation(dictionary: &'static [&'static str]) -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        any::<usize>().prop_map(Mutation::DeleteLine),
-        any::<usize>().prop_map(Mutation::DuplicateLine),
-        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
-        3 => (any::<usize>(), prop::sample::select(dictionary)).prop_map(|(at, s)| Mutation::Insert(at, s.to_string())),
-        (any::<usize>(), "[ -~\n]{1,12}").prop_map(|(at, s)| Mutation::Insert(at, s)),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::ReplaceByte(at, b)),
-        (any::<usize>(), 1usize..64).prop_map(|(at, n)| Mutation::DeleteBytes(at, n)),
-        any::<usize>().prop_map(Mutation::Truncate),
+        1 => any::<usize>().prop_map(Mutation::DeleteLine),
+        1 => any::<usize>().prop_map(Mutation::DuplicateLine),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
+        3 => (any::<usize>(), prop::sample::select(dictionary))
+            .prop_map(|(at, s)| Mutation::Insert(at, s.to_string())),
+        1 => (any::<usize>(), "[ -~\n]{1,12}").prop_map(|(at, s)| Mutation::Insert(at, s)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(at, b)| Mutation::ReplaceByte(at, b)),
+        1 => (any::<usize>(), 1usize..64).prop_map(|(at, n)| Mutation::DeleteBytes(at, n)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
     ]
 }
 
@@ -217,9 +224,15 @@ const TOML_WORDS: &[&str] = &[
 
 fn generated_lab() -> impl Strategy<Value = String> {
     let name = "[a-z][a-z0-9-]{0,24}|[A-Z_ .]{1,4}|";
-    let vm = (name, prop::option::of(0i64..4), prop::collection::vec(name, 0..3)).prop_map(
-        |(n, tier, after)| {
-            let mut s = format!("[[vm]]\nname = {n:?}\nfrom = {{ domain = \"prod-{n}\", snapshot = \"nightly\" }}\n");
+    let vm = (
+        name,
+        prop::option::of(0i64..4),
+        prop::collection::vec(name, 0..3),
+    )
+        .prop_map(|(n, tier, after)| {
+            let mut s = format!(
+                "[[vm]]\nname = {n:?}\nfrom = {{ domain = \"prod-{n}\", snapshot = \"nightly\" }}\n"
+            );
             if let Some(t) = tier {
                 s.push_str(&format!("tier = {t}\n"));
             }
@@ -227,8 +240,7 @@ fn generated_lab() -> impl Strategy<Value = String> {
                 s.push_str(&format!("after = {after:?}\n"));
             }
             s
-        },
-    );
+        });
     (
         name,
         prop::collection::vec(vm, 0..5),
@@ -238,7 +250,9 @@ fn generated_lab() -> impl Strategy<Value = String> {
         .prop_map(|(lab, vms, services, cidr)| {
             let mut s = format!("name = {lab:?}\n[segment.lan]\n");
             if services {
-                s.push_str(&format!("[segment.lan.services]\naddress = {cidr:?}\ndhcp = true\n"));
+                s.push_str(&format!(
+                    "[segment.lan.services]\naddress = {cidr:?}\ndhcp = true\n"
+                ));
             }
             for v in vms {
                 s.push_str(&v);
@@ -255,7 +269,11 @@ fn the_lab_file_parser_never_panics_and_names_the_file() {
         fuzzing::lab_file,
     );
     fuzz("lab_file-generated", generated_lab(), fuzzing::lab_file);
-    fuzz("lab_file-bytes", prop::collection::vec(any::<u8>(), 0..256), fuzzing::lab_file);
+    fuzz(
+        "lab_file-bytes",
+        prop::collection::vec(any::<u8>(), 0..256),
+        fuzzing::lab_file,
+    );
 }
 
 // ------------------------------------------------------------------ the domain rewrite
@@ -355,7 +373,12 @@ fn device() -> impl Strategy<Value = String> {
         });
     let graphics = (
         prop::sample::select(vec!["vnc", "spice", "rdp", "sdl", "egl-headless"]),
-        prop::sample::select(vec!["", " listen='0.0.0.0'", " listen='127.0.0.1'", " port='5900' autoport='no'"]),
+        prop::sample::select(vec![
+            "",
+            " listen='0.0.0.0'",
+            " listen='127.0.0.1'",
+            " port='5900' autoport='no'",
+        ]),
         prop::sample::select(vec![
             "",
             "<listen type='address' address='0.0.0.0'/>",
@@ -364,10 +387,14 @@ fn device() -> impl Strategy<Value = String> {
             "<listen type='none'/><listen type='address' address='::'/>",
         ]),
     )
-        .prop_map(|(kind, attrs, listen)| format!("<graphics type='{kind}'{attrs}>{listen}</graphics>"));
+        .prop_map(|(kind, attrs, listen)| {
+            format!("<graphics type='{kind}'{attrs}>{listen}</graphics>")
+        });
     let chardev = (
         prop::sample::select(vec!["serial", "console", "channel", "parallel"]),
-        prop::sample::select(vec!["pty", "file", "tcp", "unix", "udp", "dev", "pipe", "null", "spicevmc"]),
+        prop::sample::select(vec![
+            "pty", "file", "tcp", "unix", "udp", "dev", "pipe", "null", "spicevmc",
+        ]),
         prop::bool::ANY,
     )
         .prop_map(|(dev, kind, log)| {
@@ -448,7 +475,7 @@ fn generated_domain() -> impl Strategy<Value = String> {
             }
             s.push_str(&format!("</os>{ws}<features><acpi/><hyperv><relaxed state='on'/><vpindex state='on'/><synic state='on'/></hyperv></features>{ws}<devices>"));
             for d in devices {
-                s.push_str(&ws);
+                s.push_str(ws);
                 s.push_str(&d);
             }
             s.push_str(&format!(
@@ -464,7 +491,11 @@ fn generated_domain() -> impl Strategy<Value = String> {
 
 #[test]
 fn the_domain_rewrite_never_keeps_a_forbidden_device_nor_loses_what_it_does_not_model() {
-    fuzz("domain_xml-generated", generated_domain(), fuzzing::domain_xml);
+    fuzz(
+        "domain_xml-generated",
+        generated_domain(),
+        fuzzing::domain_xml,
+    );
     fuzz(
         "domain_xml-mutated",
         mutated_corpus("domain_xml", XML_WORDS),
@@ -475,7 +506,8 @@ fn the_domain_rewrite_never_keeps_a_forbidden_device_nor_loses_what_it_does_not_
 /// The checks themselves must catch what they claim to catch.
 #[test]
 fn the_invariant_checks_catch_a_kept_host_device_and_a_lost_element() {
-    let broken = "<domain type='qemu'><name>x</name><devices><hostdev mode='subsystem'/></devices></domain>";
+    let broken =
+        "<domain type='qemu'><name>x</name><devices><hostdev mode='subsystem'/></devices></domain>";
     let nodes = fuzzing::nodes(broken).unwrap();
     assert_eq!(nodes.len(), 4);
     // Every seed of the corpus passes, and at least the golden inputs are really rewritten.
@@ -487,8 +519,28 @@ fn the_invariant_checks_catch_a_kept_host_device_and_a_lost_element() {
             rewritten += 1;
         }
     }
-    assert!(rewritten >= 5, "only {rewritten} seeds were accepted by the rewrite");
+    assert!(
+        rewritten >= 5,
+        "only {rewritten} seeds were accepted by the rewrite"
+    );
     for seed in fuzzing::corpus("lab_file") {
         fuzzing::lab_file(&seed).unwrap();
+    }
+}
+
+/// Replay one saved input: `RECLAB_FUZZ_REPLAY=FILE cargo test --test fuzz_props replay --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "replays the file named by RECLAB_FUZZ_REPLAY"]
+fn replay() {
+    let path = std::env::var("RECLAB_FUZZ_REPLAY").expect("RECLAB_FUZZ_REPLAY=FILE");
+    let input = std::fs::read(&path).unwrap();
+    let target = if path.contains("lab_file") {
+        fuzzing::lab_file
+    } else {
+        fuzzing::domain_xml
+    };
+    if let Err(e) = target(&input) {
+        panic!("{path}: {e}");
     }
 }

@@ -74,7 +74,7 @@ pub fn options(xml: &str) -> RewriteOpts {
         match reader.read_event() {
             Ok(Event::Start(e)) => {
                 depth += 1;
-                if e.local_name().as_ref() == b"disk" && in_disk == 0 {
+                if e.local_name().as_ref() == "disk" && in_disk == 0 {
                     in_disk = depth;
                 }
                 target_dev(&e, in_disk, &mut disks);
@@ -120,7 +120,7 @@ fn overlay(dev: &str) -> String {
 }
 
 fn target_dev(e: &BytesStart, in_disk: usize, disks: &mut BTreeMap<String, DiskPlan>) {
-    if in_disk == 0 || e.local_name().as_ref() != b"target" {
+    if in_disk == 0 || e.local_name().as_ref() != "target" {
         return;
     }
     let Some(dev) = attr_of(e, "dev") else {
@@ -141,10 +141,12 @@ fn target_dev(e: &BytesStart, in_disk: usize, disks: &mut BTreeMap<String, DiskP
 
 fn attr_of(e: &BytesStart, key: &str) -> Option<String> {
     e.attributes().flatten().find_map(|a| {
-        (a.key.as_ref() == key.as_bytes()).then(|| {
-            a.unescape_value()
+        (a.key.as_ref() == key).then(|| {
+            #[allow(deprecated)]
+            let value = a.unescape_value();
+            value
                 .map(|v| v.into_owned())
-                .unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
+                .unwrap_or_else(|_| a.value.to_string())
         })
     })
 }
@@ -203,8 +205,7 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
             .read_event()
             .map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
         match event {
-            Event::Start(e) | Event::Empty(_) if open.is_empty() && roots > 0 => {
-                let _ = e;
+            Event::Start(_) | Event::Empty(_) if open.is_empty() && roots > 0 => {
                 return Err("more than one root element".into());
             }
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -212,11 +213,12 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
                 let parent = open.last().map(|&i| &out[i]);
                 let mut path = parent.map(|p| p.path.clone()).unwrap_or_default();
                 let mut ns = parent.map(|p| p.ns.clone()).unwrap_or_default();
-                path.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                path.push(e.name().as_ref().to_string());
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
                     let a = a.map_err(|e| format!("attribute: {e}"))?;
-                    let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                    let key = a.key.as_ref().to_string();
+                    #[allow(deprecated)]
                     let value = a
                         .unescape_value()
                         .map_err(|e| format!("attribute {key}: {e}"))?
@@ -248,19 +250,19 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
             }
             Event::Text(t) => {
                 if let Some(&i) = open.last() {
-                    let raw = String::from_utf8_lossy(t.as_ref()).into_owned();
+                    let raw = t.as_ref().to_string();
                     out[i].text.push_str(raw.trim());
                 }
             }
             Event::CData(t) => {
                 if let Some(&i) = open.last() {
-                    out[i].text.push_str(&String::from_utf8_lossy(t.as_ref()));
+                    out[i].text.push_str(t.as_ref());
                 }
             }
             Event::GeneralRef(r) => {
                 if let Some(&i) = open.last() {
                     out[i].text.push('&');
-                    out[i].text.push_str(&String::from_utf8_lossy(r.as_ref()));
+                    out[i].text.push_str(r.as_ref());
                     out[i].text.push(';');
                 }
             }
@@ -349,15 +351,26 @@ pub fn domain_xml(data: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let out = &rewritten.xml;
-    let after = nodes(out).map_err(|e| format!("the rewrite produced malformed xml ({e}):\n{out}"))?;
-    let root = after.first().map(|n| n.name().to_string()).unwrap_or_default();
+    let after =
+        nodes(out).map_err(|e| format!("the rewrite produced malformed xml ({e}):\n{out}"))?;
+    let root = after
+        .first()
+        .map(|n| n.name().to_string())
+        .unwrap_or_default();
     if root != "domain" {
-        return Err(format!("the rewrite produced <{root}>, not <domain>:\n{out}"));
+        return Err(format!(
+            "the rewrite produced <{root}>, not <domain>:\n{out}"
+        ));
     }
+    // The type of the graphics device whose children are being read (document order).
+    let mut graphics = String::new();
     for n in &after {
         let p = n.below_root();
         let violation = match p.as_slice() {
-            ["devices", dev] => forbidden_device(local(dev), n),
+            ["devices", dev] => {
+                graphics = n.attr("type").unwrap_or_default().to_string();
+                forbidden_device(local(dev), n)
+            }
             ["devices", dev, "source"] if local(dev) == "interface" => {
                 let net = n.attr("network").unwrap_or_default();
                 (!LAB_NETWORKS.contains(&net))
@@ -367,11 +380,15 @@ pub fn domain_xml(data: &[u8]) -> Result<(), String> {
                 let file = n.attr("file");
                 let ok = file.is_some_and(|f| f.starts_with("/var/lib/reclab/runs/f00dcafe/"));
                 let cdrom = n.attrs.is_empty();
-                (!ok && !cdrom).then(|| format!("a disk source outside the overlays: {:?}", n.attrs))
+                (!ok && !cdrom)
+                    .then(|| format!("a disk source outside the overlays: {:?}", n.attrs))
             }
-            ["devices", dev, "listen"] if local(dev) == "graphics" => {
-                let ok = n.attr("type") == Some("address")
-                    && n.attr("address") == Some("127.0.0.1");
+            // Only VNC and SPICE listen on sockets (libvirt ignores listens of other types).
+            ["devices", dev, "listen"]
+                if local(dev) == "graphics" && (graphics == "vnc" || graphics == "spice") =>
+            {
+                let ok =
+                    n.attr("type") == Some("address") && n.attr("address") == Some("127.0.0.1");
                 (!ok).then(|| format!("a console listening on {:?}", n.attrs))
             }
             [c, ..] if local(c) == "commandline" && n.namespace() == Some(QEMU_NS) => {
@@ -417,8 +434,13 @@ fn forbidden_device(dev: &str, n: &Node) -> Option<String> {
         "hostdev" | "redirdev" | "filesystem" | "shmem" => Some(format!("a <{dev}>")),
         "interface" if kind != "network" => Some(format!("an interface of type '{kind}'")),
         "graphics" if kind == "rdp" => Some("rdp graphics".into()),
-        "graphics" if (kind == "vnc" || kind == "spice") && n.attr("listen") != Some("127.0.0.1") => {
-            Some(format!("{kind} graphics listening on {:?}", n.attr("listen")))
+        "graphics"
+            if (kind == "vnc" || kind == "spice") && n.attr("listen") != Some("127.0.0.1") =>
+        {
+            Some(format!(
+                "{kind} graphics listening on {:?}",
+                n.attr("listen")
+            ))
         }
         "input" if kind == "passthrough" || kind == "evdev" => Some(format!("a {kind} input")),
         "disk" if n.attr("type").is_some_and(|t| t != "file") => {
