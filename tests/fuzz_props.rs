@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 /// Run `check` on inputs from `strategy`: a fixed number of cases, or for
 /// `RECLAB_FUZZ_SECONDS` with a new seed per round.
-fn fuzz<S>(name: &str, strategy: S, check: fn(&[u8]) -> Result<(), String>)
+/// `share` is this strategy's part of the target's `RECLAB_FUZZ_SECONDS`.
+fn fuzz<S>(name: &str, share: f64, strategy: S, check: fn(&[u8]) -> Result<(), String>)
 where
     S: Strategy,
     S::Value: AsRef<[u8]>,
 {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let seconds = env("RECLAB_FUZZ_SECONDS");
+    let seconds = env("RECLAB_FUZZ_SECONDS").map(|s| (s as f64 * share).ceil() as u64);
     let cases = env("RECLAB_FUZZ_CASES").unwrap_or(256) as u32;
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     let mut round: u64 = 0;
@@ -265,12 +266,19 @@ fn generated_lab() -> impl Strategy<Value = String> {
 fn the_lab_file_parser_never_panics_and_names_the_file() {
     fuzz(
         "lab_file-mutated",
+        0.5,
         mutated_corpus("lab_file", TOML_WORDS),
         fuzzing::lab_file,
     );
-    fuzz("lab_file-generated", generated_lab(), fuzzing::lab_file);
+    fuzz(
+        "lab_file-generated",
+        0.25,
+        generated_lab(),
+        fuzzing::lab_file,
+    );
     fuzz(
         "lab_file-bytes",
+        0.25,
         prop::collection::vec(any::<u8>(), 0..256),
         fuzzing::lab_file,
     );
@@ -493,11 +501,13 @@ fn generated_domain() -> impl Strategy<Value = String> {
 fn the_domain_rewrite_never_keeps_a_forbidden_device_nor_loses_what_it_does_not_model() {
     fuzz(
         "domain_xml-generated",
+        0.5,
         generated_domain(),
         fuzzing::domain_xml,
     );
     fuzz(
         "domain_xml-mutated",
+        0.5,
         mutated_corpus("domain_xml", XML_WORDS),
         fuzzing::domain_xml,
     );
