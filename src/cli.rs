@@ -186,6 +186,37 @@ pub enum Command {
         #[arg(long, env = "RECLAB_NOVNC_DIR")]
         novnc: Option<PathBuf>,
     },
+    /// Benchmark hook (`scripts/bench`): clone SRC into a thin overlay DST through the code
+    /// path of `up` (read the backing chain, create the overlay); prints the time in ms.
+    #[command(hide = true)]
+    BenchClone {
+        /// Source image (production's, opened read-only).
+        src: PathBuf,
+        /// Overlay to create.
+        dst: PathBuf,
+        /// Declared format of the source.
+        #[arg(long, default_value = "qcow2")]
+        format: String,
+    },
+    /// Benchmark hook (`scripts/bench`): resolve and plan a lab without creating anything, and
+    /// print the generated domain and network XML and the overlays as JSON, so that a plain
+    /// script can start the very same VMs (the baseline of reclab's overhead).
+    #[command(hide = true)]
+    BenchPlan {
+        /// The lab file.
+        lab: PathBuf,
+    },
+    /// Benchmark hook (`scripts/bench`): write FILE to GUEST_PATH in DOMAIN through the guest
+    /// agent (`guest-file-write`, as injection without a data disk would); prints the time in ms.
+    #[command(hide = true)]
+    BenchPush {
+        /// libvirt domain name.
+        domain: String,
+        /// Host file to send.
+        file: PathBuf,
+        /// Destination path in the guest.
+        guest_path: String,
+    },
     /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
     Extend {
         /// Lab name or run id.

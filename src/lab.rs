@@ -240,9 +240,17 @@ fn execute(
     let fault_after: Option<usize> = std::env::var("RECLAB_FAULT_AFTER_STEP")
         .ok()
         .and_then(|v| v.parse().ok());
+    // Test hook: after step N (1-based), write `paused-after-step` into the run directory and
+    // sleep, so that a crash test can SIGKILL reclab at exactly that point (tests/e2e_crash.rs).
+    let pause_after: Option<usize> = std::env::var("RECLAB_PAUSE_AFTER_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (k, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
         let label = run_step(plan, hv, dir, step, &mut record, report, &mut injections)?;
+        if pause_after == Some(k + 1) {
+            pause_for_crash_test(dir, k + 1)?;
+        }
         if fault_after == Some(k + 1) {
             bail!(
                 "injected fault after step {} of {} ({step:?})",
@@ -261,6 +269,17 @@ fn execute(
     }
     record.state = RunState::Up;
     dir.save_record(&record)?;
+    Ok(())
+}
+
+/// The `RECLAB_PAUSE_AFTER_STEP` test hook: announce the step in the run directory, then
+/// wait to be killed (for at most ten minutes, so a forgotten test does not leave it forever).
+fn pause_for_crash_test(dir: &RunDir, step: usize) -> Result<()> {
+    let marker = dir.path.join("paused-after-step");
+    std::fs::write(&marker, step.to_string())
+        .with_context(|| format!("writing {}", marker.display()))?;
+    eprintln!("reclab: test hook: paused after step {step}");
+    std::thread::sleep(Duration::from_secs(600));
     Ok(())
 }
 

@@ -396,6 +396,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
             reclab::serve::run(&state_dir, &opts, opener)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::BenchClone { src, dst, format } => {
+            let t = std::time::Instant::now();
+            let layers = reclab::image::chain(src, Some(format))?;
+            let top = layers
+                .first()
+                .with_context(|| format!("{} has no image layer", src.display()))?;
+            reclab::image::create_overlay(dst, top)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            println!(
+                "{}",
+                serde_json::json!({ "ms": ms, "layers": layers.len() })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchPlan { lab } => {
+            let spec = load_spec(lab)?;
+            let hv = open_hv(&uri_for(&cli.connect, &spec))?;
+            let plan = lab::prepare(&spec, hv.as_ref(), &state_dir, &lab::UpOpts::default())?;
+            let v = serde_json::json!({
+                "run_dir": plan.run_dir,
+                "networks": plan.segments.iter().map(|s| serde_json::json!({
+                    "name": s.network, "bridge": s.bridge, "xml": s.network_xml,
+                })).collect::<Vec<_>>(),
+                "vms": plan.vms.iter().map(|v| serde_json::json!({
+                    "name": v.name, "domain": v.domain, "tier": v.tier, "xml": v.xml,
+                    "overlays": v.overlays.iter().map(|o| serde_json::json!({
+                        "path": o.path, "backing": o.backing.path, "format": o.backing.format,
+                        "virtual_size": o.backing.virtual_size,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchPush {
+            domain,
+            file,
+            guest_path,
+        } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let hv = open_hv(&default_uri(&cli.connect))?;
+            let t = std::time::Instant::now();
+            reclab::agent::write_file(hv.as_ref(), domain, guest_path, &bytes, None)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            println!("{}", serde_json::json!({ "ms": ms, "bytes": bytes.len() }));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
             let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;

@@ -560,9 +560,11 @@ pub fn load(path: &Path) -> Result<LabSpec, SpecError> {
                 file: path.to_path_buf(),
                 location: None,
                 field: String::new(),
-                message: format!(
-                    "cannot read the lab file: {err}; check the path and its permissions"
-                ),
+                message: if err.kind() == std::io::ErrorKind::InvalidData {
+                    "the lab file is not UTF-8 text; save it as UTF-8".to_string()
+                } else {
+                    format!("cannot read the lab file: {err}; check the path and its permissions")
+                },
             }],
         }),
     }

@@ -120,11 +120,30 @@ fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
     let Ok(pid) = text.trim().parse::<u32>() else {
         return Ok(());
     };
-    if !netns_pids(netns)?.contains(&pid) {
+    // The namespace handle under /run/netns is a bind mount that only the mount namespace
+    // which created it may see (e.g. when reclab runs under `ip netns exec`, whose mounts do
+    // not propagate back); then the daemon is recognised by its configuration file in the
+    // run's own directory instead.
+    let ours = netns_pids(netns)?.contains(&pid)
+        || pidfile
+            .parent()
+            .is_some_and(|dir| configured_from(pid, dir));
+    if !ours {
         return Ok(());
     }
     kill_and_wait(pid);
     Ok(())
+}
+
+/// Whether process `pid` was started with `--conf-file=` a file in `dir`.
+fn configured_from(pid: u32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = format!("--conf-file={}/", dir.display());
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg.starts_with(want.as_bytes()))
 }
 
 fn kill_and_wait(pid: u32) {
@@ -197,5 +216,34 @@ mod tests {
         std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
         // The namespace does not exist, so our own PID is not "inside" it: must survive.
         stop_process(&pidfile, "reclab-does-not-exist").unwrap();
+    }
+
+    #[test]
+    fn a_daemon_is_recognised_by_a_configuration_file_in_the_run_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conf = tmp.path().join("services-lan.conf");
+        // A stand-in daemon whose command line names the configuration file (the trailing
+        // `true` keeps the shell from exec'ing sleep, so its command line stays).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true", "sh"])
+            .arg(format!("--conf-file={}", conf.display()))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Until the child has exec'd, its command line is still this test's.
+        for _ in 0..200 {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with(b"sh\0") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let other = tempfile::tempdir().unwrap();
+        let from_other = configured_from(pid, other.path());
+        let from_run = configured_from(pid, tmp.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!from_other);
+        assert!(from_run);
     }
 }

@@ -310,6 +310,9 @@ pub fn rewrite_domain(xml: &str, opts: &RewriteOpts) -> Result<Rewritten> {
         "domainsnapshot" => snapshot_domain(doc, &style)?,
         other => bail!("expected a <domain> or <domainsnapshot> document, found <{other}>"),
     };
+    // New elements blend into the domain itself: a snapshot's layout can differ from that of
+    // the domain it embeds (and the rewrite of the result must not change it again).
+    let style = out.style();
     let mut cx = Cx {
         opts,
         style,

@@ -54,6 +54,25 @@ impl Style {
     }
 }
 
+/// Refuses a start tag whose attributes are not well-formed: broken syntax, a duplicate, a
+/// raw `<` or an undefined entity in a value. (Attributes are otherwise read leniently, so a
+/// malformed one would pass through unnoticed, or be skipped when the rewrite reads a device.)
+fn check_attributes(start: &BytesStart, position: u64) -> Result<()> {
+    let name = start.name().as_ref().to_string();
+    for a in start.attributes() {
+        let a =
+            a.with_context(|| format!("malformed attributes of <{name}> near byte {position}"))?;
+        let key = a.key.as_ref().to_string();
+        if a.value.contains('<') {
+            bail!("attribute {key} of <{name}> near byte {position} contains a raw '<'");
+        }
+        quick_xml::escape::unescape(&a.value).with_context(|| {
+            format!("attribute {key} of <{name}> near byte {position} has an undefined entity")
+        })?;
+    }
+    Ok(())
+}
+
 /// Parses a document into a tree, refusing anything that is not well-formed.
 pub(crate) fn parse(xml: &str) -> Result<Doc> {
     let mut reader = Reader::from_str(xml);
@@ -74,6 +93,7 @@ pub(crate) fn parse(xml: &str) -> Result<Doc> {
         let node = match event {
             Event::Eof => break,
             Event::Start(start) => {
+                check_attributes(&start, position)?;
                 stack.push(Elem {
                     start,
                     children: Vec::new(),
@@ -85,11 +105,14 @@ pub(crate) fn parse(xml: &str) -> Result<Doc> {
                 let elem = stack.pop().context("unbalanced end tag")?;
                 Node::Elem(elem)
             }
-            Event::Empty(start) => Node::Elem(Elem {
-                start,
-                children: Vec::new(),
-                empty: true,
-            }),
+            Event::Empty(start) => {
+                check_attributes(&start, position)?;
+                Node::Elem(Elem {
+                    start,
+                    children: Vec::new(),
+                    empty: true,
+                })
+            }
             other => Node::Other(other),
         };
         if let Some(parent) = stack.last_mut() {
@@ -586,6 +609,18 @@ mod tests {
         let xml = "<?xml version=\"1.0\"?>\n<!-- top -->\n<a x='1' y=\"it's\">\n  <b />\n  <c>t &amp; &#x41; <![CDATA[<raw>]]></c>\n  <?pi data?>\n  <d></d>\n</a>\n";
         let doc = parse(xml).unwrap();
         assert_eq!(doc.to_xml(), xml);
+    }
+
+    #[test]
+    fn malformed_attributes_are_refused_not_passed_through() {
+        for xml in [
+            "<a><input type='<b x='1'>tablet' bus='usb'/></a>",
+            "<a><graphics type='vnc' listen='0.0.0.0' listen='127.0.0.1'/></a>",
+            "<a><b x='&undefined;'/></a>",
+        ] {
+            let err = format!("{:#}", parse(xml).unwrap_err());
+            assert!(err.contains("near byte"), "{xml}: {err}");
+        }
     }
 
     #[test]

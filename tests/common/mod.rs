@@ -170,6 +170,9 @@ impl Sandbox {
                 String::from_utf8_lossy(&self.exec(&[prog, "-w", "-S"]).stdout).into_owned();
             assert!(!rules.contains("reclab:"), "{prog} rules left:\n{rules}");
         }
+        // QEMU names its overlay and dnsmasq its configuration, both in the run directory.
+        let procs = processes_mentioning(&self.state_dir.display().to_string());
+        assert!(procs.is_empty(), "processes of a run left: {procs:?}");
         let runs = self.state_dir.join("runs");
         let left: Vec<_> = std::fs::read_dir(&runs)
             .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -269,6 +272,26 @@ impl Estate {
     pub fn dumps_dir(&self) -> PathBuf {
         PathBuf::from(self.json["dumps"]["dir"].as_str().unwrap())
     }
+}
+
+/// Processes (other than this one) whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
 }
 
 /// sha256 of a whole file (hex).

@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""reclab benchmarks, each next to the alternative a user would pick, in one run.
+
+Run through scripts/bench (it builds the release binary and sets RECLAB_BIN). Every figure is
+the median of several runs; each row has its baseline, the ratio and, where the issues set
+one, a target with pass/fail.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+REPO = os.environ.get("RECLAB_REPO", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECLAB = os.environ.get("RECLAB_BIN", os.path.join(REPO, "target/release/reclab"))
+DEV_DIR = os.environ.get("RECLAB_DEV_DIR", "/var/tmp/reclab-dev").rstrip("/")
+SANDBOX_CMD = os.path.join(REPO, "scripts/sandbox")
+ESTATE_CMD = os.path.join(REPO, "scripts/estate")
+SANDBOX = "bench"
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    print(f"bench: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(args, check=True, **kw):
+    """Run a command; return (seconds, CompletedProcess, max RSS of the child in KiB)."""
+    t = time.monotonic()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    out, err = p.communicate()
+    took = time.monotonic() - t
+    # communicate() reaped the child; its rusage is folded into RUSAGE_CHILDREN, so the RSS is
+    # taken with wait4 instead where it matters (see run_rss).
+    cp = subprocess.CompletedProcess(args, p.returncode, out, err)
+    if check and p.returncode != 0:
+        die(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{err.strip()[-2000:]}")
+    return took, cp
+
+
+def vm_hwm_kib(pid, comm):
+    """Peak resident set (VmHWM, KiB) of PID if it currently runs COMM, else 0."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return 0
+    if fields.get("Name", "").strip() != comm:
+        return 0
+    return int(fields.get("VmHWM", "0 kB").split()[0])
+
+
+def run_rss(args, check=True, comm="reclab"):
+    """Run a command with its output in temporary files; return (seconds, stdout, stderr,
+    exit code, peak RSS in KiB of the process once it runs COMM). The command may exec COMM
+    (scripts/sandbox exec does): VmHWM is polled every 20 ms, so only its own memory counts,
+    not that of the helpers it runs (qemu-img, ip)."""
+    import threading
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.monotonic()
+        p = subprocess.Popen(args, stdout=out, stderr=err)
+        peak = [0]
+        done = threading.Event()
+
+        def poll():
+            while not done.is_set():
+                peak[0] = max(peak[0], vm_hwm_kib(p.pid, comm))
+                time.sleep(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        done.set()
+        poller.join()
+        took = time.monotonic() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read(), err.read()
+    if check and p.returncode != 0:
+        die(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{e.strip()[-3000:]}")
+    return took, o, e, p.returncode, peak[0]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt_s(x):
+    if x is None:
+        return "-"
+    if x < 1:
+        return f"{x * 1000:.0f} ms"
+    return f"{x:.2f} s"
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, name, value, unit, baseline_name, baseline, ratio=None, target=None,
+            passed=None, runs=None, note=""):
+        # Ratio: baseline ÷ reclab, so above 1 means reclab is that many times faster.
+        if ratio is None and value and baseline is not None:
+            ratio = baseline / value
+        self.rows.append({
+            "measurement": name, "value": value, "unit": unit, "baseline": baseline_name,
+            "baseline_value": baseline, "ratio": ratio, "target": target, "pass": passed,
+            "runs": runs, "note": note,
+        })
+        log(f"{name}: {self.cell(value, unit)} vs {baseline_name} {self.cell(baseline, unit)}")
+
+    @staticmethod
+    def cell(v, unit):
+        if v is None:
+            return "-"
+        if unit == "s":
+            return fmt_s(v)
+        if unit == "MiB":
+            return f"{v:.1f} MiB"
+        return f"{v} {unit}"
+
+    def markdown(self):
+        lines = ["| measurement | reclab | baseline | baseline ÷ reclab | target | result |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for r in self.rows:
+            base = r["baseline"]
+            if r["baseline_value"] is not None:
+                base = f"{base}: {self.cell(r['baseline_value'], r['unit'])}"
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}×"
+            result = {True: "pass", False: "FAIL", None: "-"}[r["pass"]]
+            name = r["measurement"] + (f" ({r['note']})" if r["note"] else "")
+            lines.append(f"| {name} | {self.cell(r['value'], r['unit'])} | {base} | {ratio} "
+                         f"| {r['target'] or '-'} | {result} |")
+        return "\n".join(lines)
+
+
+def machine():
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
+    libvirt = subprocess.run(["libvirtd", "--version"], capture_output=True, text=True)
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem / GIB, 1),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "os": platform.freedesktop_os_release().get("PRETTY_NAME", "?")
+        if hasattr(platform, "freedesktop_os_release") else "?",
+        "qemu": qemu.stdout.splitlines()[0] if qemu.returncode == 0 else "?",
+        "libvirt": libvirt.stdout.strip() or "?",
+        "accel": "TCG (software emulation; nested KVM is not usable here)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+# ---------------------------------------------------------------- clone
+
+def make_source(path, size, random_data):
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return
+    tmp = path + ".tmp"
+    if random_data:
+        log(f"creating {path}: {size // MIB} MiB of random data (once, reused)")
+        run(["sh", "-c", f"head -c {size} /dev/urandom > '{tmp}' && sync '{tmp}'"])
+    else:
+        log(f"creating {path}: {size // GIB} GiB sparse (once, reused)")
+        run(["truncate", "-s", str(size), tmp])
+    os.rename(tmp, path)
+
+
+def timed_clone(args, dst):
+    """Time one clone command plus fsync of its result (so copies are not measured into the
+    page cache), then delete the result."""
+    t = time.monotonic()
+    run(args)
+    run(["sync", dst])
+    took = time.monotonic() - t
+    os.unlink(dst)
+    return took
+
+
+def bench_clone(table, opts, work):
+    bench_dir = os.path.join(DEV_DIR, "bench")
+    os.makedirs(bench_dir, exist_ok=True)
+    src4 = os.path.join(bench_dir, "src-4g.raw")
+    src10m = os.path.join(bench_dir, "src-10m.raw")
+    src20g = os.path.join(bench_dir, "src-20g-sparse.raw")
+    make_source(src4, 4 * GIB, True)
+    make_source(src10m, 10 * MIB, True)
+    make_source(src20g, 20 * GIB, False)
+    dst = os.path.join(work, "clone.qcow2")
+
+    def reclab_clone(src):
+        return timed_clone([RECLAB, "bench-clone", "--format", "raw", src, dst], dst)
+
+    reclab4 = [reclab_clone(src4) for _ in range(opts.runs)]
+    floor = [timed_clone(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b",
+                          src4, dst, str(4 * GIB)], dst) for _ in range(opts.runs)]
+    copy = [timed_clone(["cp", "--sparse=never", src4, dst], dst) for _ in range(opts.slow_runs)]
+    convert = [timed_clone(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", src4, dst], dst)
+               for _ in range(opts.slow_runs)]
+    r = median(reclab4)
+    table.add("clone a 4 GiB disk full of data", r, "s", "full copy (cp --sparse=never)",
+              median(copy), runs=opts.slow_runs)
+    table.add("clone a 4 GiB disk full of data", r, "s",
+              "virt-clone's way (qemu-img convert -O qcow2)", median(convert), runs=opts.slow_runs)
+    table.add("clone a 4 GiB disk full of data", r, "s", "floor: bare qemu-img create -b",
+              median(floor), runs=opts.runs)
+    small = [reclab_clone(src10m) for _ in range(opts.runs)]
+    big = [reclab_clone(src20g) for _ in range(opts.runs)]
+    ratio = median(small) / median(big)
+    table.add("clone a 20 GiB sparse disk", median(big), "s", "reclab cloning a 10 MiB disk",
+              median(small), ratio=ratio, target="same cost (ratio 0.67–1.5)",
+              passed=0.67 <= ratio <= 1.5, runs=opts.runs)
+
+
+# ---------------------------------------------------------------- injection (host side)
+
+def bench_inject_host(table, opts, work):
+    bench_dir = os.path.join(DEV_DIR, "bench")
+    dump_dir = os.path.join(bench_dir, "dump-1g")
+    os.makedirs(dump_dir, exist_ok=True)
+    dump = os.path.join(dump_dir, "dump.sql")
+    make_source(dump, GIB, True)
+    img = os.path.join(work, "data.img")
+    size = GIB + 96 * MIB
+
+    def build():
+        t = time.monotonic()
+        run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "RECLABDATA", "-d", dump_dir, img,
+             str(size // 1024) + "k"])
+        run(["sync", img])
+        return time.monotonic() - t
+
+    builds = [build() for _ in range(opts.slow_runs)]
+    cps = [timed_clone(["cp", dump, os.path.join(work, "dump.copy")],
+                       os.path.join(work, "dump.copy")) for _ in range(opts.slow_runs)]
+    table.add("inject a 1 GiB dump: build the data disk", median(builds), "s",
+              "cp of the same bytes on the same disk", median(cps), runs=opts.slow_runs,
+              note="mke2fs -d directly: src/datadisk.rs is not on main yet")
+    return img  # kept for the guest-side rows
+
+
+# ---------------------------------------------------------------- the lab
+
+class Lab:
+    def __init__(self, opts, work):
+        self.opts = opts
+        self.work = work
+        self.state = os.path.join(work, "state")
+        os.makedirs(self.state, exist_ok=True)
+        self.uri = None
+
+    def start(self):
+        _, cp = run([SANDBOX_CMD, "start", SANDBOX])
+        self.uri = cp.stdout.strip()
+        log("creating the demo estate in sandbox 'bench' (takes a minute or two)")
+        run([ESTATE_CMD, "create", SANDBOX])
+        self.lab = os.path.join(self.work, "erp.toml")
+        shutil.copy(os.path.join(REPO, "examples/erp.toml"), self.lab)
+        # Production's guests idle on the same 2 cores; paused, they add no noise to the lab
+        # timings (the lab clones their frozen backup images either way).
+        for role in ("db", "app", "client"):
+            self.virsh("suspend", f"prod-{role}", check=False)
+
+    def stop(self):
+        run(self.reclab_cmd("gc"), check=False)
+        run([ESTATE_CMD, "destroy", SANDBOX], check=False)
+        run([SANDBOX_CMD, "stop", SANDBOX], check=False)
+
+    def reclab_cmd(self, *args):
+        return [SANDBOX_CMD, "exec", SANDBOX, "env", f"RECLAB_CONNECT={self.uri}", RECLAB,
+                "--state-dir", self.state, *args]
+
+    def virsh(self, *args, check=True):
+        return run(["virsh", "-q", "-c", self.uri, *args], check=check)[1]
+
+    def reclab_up(self):
+        took, out, _, _, rss = run_rss(self.reclab_cmd("up", "--json", self.lab))
+        return took, json.loads(out), rss
+
+    def reclab_down(self, run_id):
+        took, _, _, _, rss = run_rss(self.reclab_cmd("down", run_id))
+        return took, rss
+
+    def plan(self):
+        _, cp = run(self.reclab_cmd("bench-plan", self.lab))
+        return json.loads(cp.stdout)
+
+    def plain_up(self, plan):
+        """What a plain script does: overlays, network, then per tier define + start + ping."""
+        t = time.monotonic()
+        os.makedirs(plan["run_dir"], exist_ok=True)
+        xmls = []
+        for vm in plan["vms"]:
+            for o in vm["overlays"]:
+                run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", o["format"], "-b",
+                     o["backing"], o["path"], str(o["virtual_size"])])
+        for n in plan["networks"]:
+            path = os.path.join(plan["run_dir"], n["name"] + ".net.xml")
+            with open(path, "w") as f:
+                f.write(n["xml"])
+            self.virsh("net-create", path)
+        tiers = sorted({vm["tier"] for vm in plan["vms"]})
+        for tier in tiers:
+            vms = [vm for vm in plan["vms"] if vm["tier"] == tier]
+            for vm in vms:
+                path = os.path.join(plan["run_dir"], vm["domain"] + ".xml")
+                with open(path, "w") as f:
+                    f.write(vm["xml"])
+                xmls.append(path)
+                self.virsh("define", path)
+                self.virsh("start", vm["domain"])
+            for vm in vms:
+                deadline = time.monotonic() + 300
+                while True:
+                    cp = self.virsh("qemu-agent-command", vm["domain"], "--timeout", "1",
+                                    '{"execute":"guest-ping"}', check=False)
+                    if cp.returncode == 0:
+                        break
+                    if time.monotonic() > deadline:
+                        die(f"plain script: {vm['domain']} never answered guest-ping")
+                    time.sleep(0.25)
+        return time.monotonic() - t
+
+    def plain_down(self, plan):
+        """What a plain script does to clean up: destroy + undefine each VM, the network, the
+        files (in sequence, as a simple script would)."""
+        t = time.monotonic()
+        for vm in plan["vms"]:
+            self.virsh("destroy", vm["domain"], check=False)
+            self.virsh("undefine", vm["domain"], check=False)
+        for n in plan["networks"]:
+            self.virsh("net-destroy", n["name"], check=False)
+        shutil.rmtree(plan["run_dir"], ignore_errors=True)
+        return time.monotonic() - t
+
+
+def bench_lab(table, opts, work, data_img):
+    lab = Lab(opts, work)
+    lab.start()
+    ups, downs, plain_ups, plain_downs, rss = [], [], [], [], []
+    timings = []
+    guest = {}
+    try:
+        for i in range(opts.slow_runs):
+            log(f"lab run {i + 1}/{opts.slow_runs}: reclab up")
+            took, report, peak = lab.reclab_up()
+            ups.append(took)
+            rss.append(peak)
+            timings.append(report["timings_ms"])
+            if i == 0:
+                guest = bench_inject_guest(lab, report, data_img, work)
+            log(f"lab run {i + 1}/{opts.slow_runs}: reclab down")
+            took, peak = lab.reclab_down(report["run"])
+            downs.append(took)
+            rss.append(peak)
+            log(f"lab run {i + 1}/{opts.slow_runs}: plain script")
+            plan = lab.plan()
+            plain_ups.append(lab.plain_up(plan))
+            plain_downs.append(lab.plain_down(plan))
+    finally:
+        if not opts.keep:
+            lab.stop()
+    up, plain = median(ups), median(plain_ups)
+    overhead = up - plain
+    table.add("3-VM demo lab up (to every VM ready)", up, "s",
+              "plain script: virsh define + start + guest-ping loop, same tiers", plain,
+              runs=opts.slow_runs)
+    table.add("reclab's overhead for the 3-VM lab (up minus plain script)", overhead, "s",
+              "-", None, target="< 1 s", passed=overhead < 1.0, runs=opts.slow_runs)
+    down = median(downs)
+    table.add("teardown of the 3-VM lab (reclab down)", down, "s",
+              "plain script: virsh destroy + undefine, net-destroy, rm", median(plain_downs),
+              target="< 3 s", passed=down < 3.0,
+              runs=opts.slow_runs)
+    peak = max(rss) / 1024
+    table.add("peak memory of reclab during a 3-VM drill (up + down)", peak, "MiB",
+              "-", None, runs=len(rss), note="VmHWM of the reclab process")
+    if guest:
+        table.add("inject a 1 GiB dump: data disk hot-plugged, guest mounts and reads it all",
+                  guest["disk_read"], "s",
+                  f"guest-file-write (extrapolated ×128 from {guest['push_8m']:.2f} s for 8 MiB)",
+                  guest["push_1g"], runs=1)
+    return {"up_timings_ms": timings, "plain_up": plain_ups, "reclab_up": ups}
+
+
+def bench_inject_guest(lab, report, data_img, work):
+    """In a lab VM: 8 MiB through guest-file-write (reclab's agent code), and the 1 GiB data
+    disk hot-plugged and read in the guest."""
+    db = next(v for v in report["vms"] if v["name"] == "db")["domain"]
+    blob = os.path.join(work, "push-8m.bin")
+    with open(blob, "wb") as f:
+        f.write(os.urandom(8 * MIB))
+    _, cp = run(lab.reclab_cmd("bench-push", db, blob, "/root/push-8m.bin"))
+    push_8m = json.loads(cp.stdout)["ms"] / 1000
+    run(lab.reclab_cmd("exec", report["run"], "db", "--", "rm -f /root/push-8m.bin"))
+    if data_img is None:
+        return {"push_8m": push_8m, "push_1g": push_8m * 128, "disk_read": None}
+    t = time.monotonic()
+    lab.virsh("attach-disk", db, data_img, "vdb", "--targetbus", "virtio", "--subdriver",
+              "raw", "--mode", "readonly", "--live")
+    script = ("i=0; while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
+              "mkdir -p /mnt/data && mount -o ro /dev/vdb /mnt/data && "
+              "cat /mnt/data/dump.sql > /dev/null && umount /mnt/data")
+    run(lab.reclab_cmd("exec", "--timeout", "900", report["run"], "db", "--", script))
+    disk_read = time.monotonic() - t
+    lab.virsh("detach-disk", db, "vdb", "--live", check=False)
+    return {"push_8m": push_8m, "push_1g": push_8m * 128, "disk_read": disk_read}
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Measure reclab side by side with the alternatives, in one run: medians of "
+                    "several runs, each with its baseline and ratio. Prints one table.")
+    ap.add_argument("--runs", type=int, default=5, help="runs of fast items (default 5)")
+    ap.add_argument("--slow-runs", type=int, default=3,
+                    help="runs of slow items: full copies, lab up/down (default 3)")
+    ap.add_argument("--only", default="clone,inject,lab,points",
+                    help="comma-separated subset of clone,inject,lab,points")
+    ap.add_argument("--json", help="write the results as JSON to this file")
+    ap.add_argument("--md", help="write the table and the machine as Markdown to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the bench sandbox and estate")
+    opts = ap.parse_args()
+    only = set(opts.only.split(","))
+    if not os.access(RECLAB, os.X_OK):
+        die(f"{RECLAB} is not an executable reclab: run through scripts/bench (it builds it)")
+    table = Table()
+    extra = {}
+    work = tempfile.mkdtemp(prefix="bench-", dir=DEV_DIR)
+    try:
+        if "clone" in only:
+            bench_clone(table, opts, work)
+        data_img = bench_inject_host(table, opts, work) if "inject" in only else None
+        if "lab" in only:
+            extra = bench_lab(table, opts, work, data_img)
+        if "points" in only:
+            table.add("choose a restore point among 100 000 dump files", None, "s", "-", None,
+                      note="TODO: reclab::points is not on main yet")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    m = machine()
+    head = (f"{m['nproc']} vCPU, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}, "
+            f"{m['qemu']}, {m['libvirt']}, {m['accel']}")
+    print(f"reclab bench, {m['date']}\nmachine: {head}\n")
+    print(table.markdown())
+    result = {"machine": m, "rows": table.rows, "details": extra}
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(result, f, indent=2)
+    if opts.md:
+        with open(opts.md, "w") as f:
+            f.write(f"Measured {m['date']} on: {head}; CPU {m['cpu']}.\n\n{table.markdown()}\n")
+    failed = [r for r in table.rows if r["pass"] is False]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+//! Crash safety against a real libvirtd, QEMU and qemu-guest-agent: reclab killed with
+//! SIGKILL after every journaled step of `up`, libvirtd restarted in the middle of a drill, a
+//! guest that never answers, and a full state disk. After each, nothing of the run may be left
+//! and production's image must be byte for byte what it was.
+//!
+//! To keep CI time down the labs have one VM, and production is not the whole demo estate
+//! but what a backup tool restores: a domain XML and a copy of the `db` guest image.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// A restored backup of the `db` VM: domain XML plus image, in a temporary directory.
+struct Backup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    xml: PathBuf,
+    image: PathBuf,
+}
+
+impl Backup {
+    /// `image` overrides the disk (for a guest that cannot boot).
+    fn restore(image: Option<&Path>) -> Backup {
+        let tmp = tempfile::tempdir_in(dev_dir()).unwrap();
+        let dir = tmp.path().to_path_buf();
+        let guests = dev_dir().join("guests");
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(guests.join("guests.json"))
+                .expect("guest images missing: run scripts/build-guests"),
+        )
+        .unwrap();
+        let disk = dir.join("prod-db.qcow2");
+        std::fs::copy(image.unwrap_or(&guests.join("db.qcow2")), &disk).unwrap();
+        let template = std::fs::read_to_string(repo().join("templates/estate-domain.xml")).unwrap();
+        let values = [
+            ("NAME", "prod-db".to_string()),
+            ("ROLE", "db".into()),
+            ("HOSTNAME", "db".into()),
+            ("ASSET_ID", "ERP-PROD-DB-101".into()),
+            ("KERNEL", guests.join("vmlinuz").display().to_string()),
+            ("INITRD", guests.join("initrd.img").display().to_string()),
+            ("CMDLINE", meta["cmdline"].as_str().unwrap().to_string()),
+            ("DISK", disk.display().to_string()),
+            (
+                "MAC",
+                meta["roles"]["db"]["mac"].as_str().unwrap().to_string(),
+            ),
+            ("NETWORK", "prod".into()),
+            (
+                "SERIAL_LOG",
+                dir.join("prod-db.serial.log").display().to_string(),
+            ),
+        ];
+        let mut xml = template;
+        for (key, value) in values {
+            xml = xml.replace(&format!("@{key}@"), &value);
+        }
+        let xml_path = dir.join("prod-db.xml");
+        std::fs::write(&xml_path, xml).unwrap();
+        Backup {
+            _tmp: tmp,
+            dir,
+            xml: xml_path,
+            image: disk,
+        }
+    }
+
+    /// A one-VM lab of this backup with lab services (so a namespace, a veth and dnsmasq are
+    /// among what a crash can leave behind).
+    fn lab(&self, name: &str, ready_timeout: &str) -> PathBuf {
+        let lab = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &lab,
+            format!(
+                r#"name = "{name}"
+accel = "tcg"
+[segment.lan]
+production = ["prod"]
+hosts = {{ "db.prod.example" = "10.20.0.10" }}
+[segment.lan.services]
+address = "10.20.0.1/24"
+dns = true
+[[vm]]
+name = "db"
+from = {{ xml = "{}", disks = {{ vda = "{}" }} }}
+ready = {{ timeout = "{ready_timeout}" }}
+"#,
+                self.xml.display(),
+                self.image.display()
+            ),
+        )
+        .unwrap();
+        lab
+    }
+
+    fn fingerprint(&self) -> String {
+        sha256_file(&self.image)
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `reclab up LAB` in the sandbox with extra environment, not waited for.
+fn spawn_up(sb: &Sandbox, lab: &Path, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(repo().join("scripts/sandbox"));
+    cmd.args([
+        "exec",
+        &sb.name,
+        "env",
+        &format!("RECLAB_CONNECT={}", sb.uri),
+    ]);
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_reclab"))
+        .arg("--state-dir")
+        .arg(&sb.state_dir)
+        .args(["up", lab.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reclab up")
+}
+
+/// The only run directory of the sandbox's state dir, once it exists.
+fn the_run_dir(sb: &Sandbox) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sb.state_dir.join("runs"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(dirs.len() <= 1, "several runs at once: {dirs:?}");
+    dirs.pop()
+}
+
+fn owner_pid(run_dir: &Path) -> Option<i32> {
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).ok()?).ok()?;
+    Some(rec["owner_pid"].as_u64()? as i32)
+}
+
+/// Everything the crash tests promise after a cleanup: no trace of the run anywhere and
+/// production unchanged.
+fn assert_clean(sb: &Sandbox, run_dir: &Path, backup: &Backup, fingerprint: &str, what: &str) {
+    sb.assert_nothing_left();
+    let procs = processes_mentioning(&run_dir.display().to_string());
+    assert!(
+        procs.is_empty(),
+        "{what}: processes of the run left: {procs:?}"
+    );
+    assert_eq!(
+        backup.fingerprint(),
+        fingerprint,
+        "{what}: production image changed"
+    );
+}
+
+#[test]
+fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
+    if !e2e("sigkill_after_every_step_of_up_then_gc_leaves_nothing") {
+        return;
+    }
+    let sb = Sandbox::start("crash-kill");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("kill", "3m");
+    let out = sb.reclab(&["check", "--json", lab.to_str().unwrap()]);
+    check(&out, "reclab check");
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let steps: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert!(steps.len() >= 7, "{steps:?}");
+
+    for (k, step) in steps.iter().enumerate().map(|(i, s)| (i + 1, s)) {
+        let what = format!("killed after step {k} ({step})");
+        let mut child = spawn_up(&sb, &lab, &[("RECLAB_PAUSE_AFTER_STEP", k.to_string())]);
+        let run_dir = wait_for(&what, Duration::from_secs(180), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what}: reclab up ended early ({status})");
+            }
+            let dir = the_run_dir(&sb)?;
+            let paused = std::fs::read_to_string(dir.join("paused-after-step")).ok()?;
+            assert_eq!(paused.trim(), k.to_string());
+            Some(dir)
+        });
+        sb.remember_run(&run_dir.file_name().unwrap().to_string_lossy());
+        let pid = owner_pid(&run_dir).expect("run.json names its reclab process");
+        // SAFETY: kill(2) of the reclab process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "{what}");
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{what}: {status}");
+
+        let out = sb.reclab(&["gc"]);
+        check(&out, &format!("reclab gc ({what})"));
+        assert!(
+            stdout(&out).contains("orphaned: its reclab process"),
+            "{what}: gc output: {}",
+            stdout(&out)
+        );
+        assert_clean(&sb, &run_dir, &backup, &fingerprint, &what);
+    }
+}
+
+#[test]
+fn libvirtd_restarted_in_the_middle_of_a_drill() {
+    if !e2e("libvirtd_restarted_in_the_middle_of_a_drill") {
+        return;
+    }
+    let sb = Sandbox::start("crash-lvd");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("restart", "3m");
+    let restart = || {
+        let out = Command::new(repo().join("scripts/sandbox"))
+            .args(["restart-daemon", &sb.name])
+            .output()
+            .unwrap();
+        check(&out, "scripts/sandbox restart-daemon");
+    };
+
+    // While the lab is up: the guest keeps running, reclab still sees it, and down removes it.
+    let out = sb.reclab(&["up", "--json", lab.to_str().unwrap()]);
+    check(&out, "reclab up");
+    let up: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run = up["run"].as_str().unwrap().to_string();
+    sb.remember_run(&run);
+    let run_dir = sb.state_dir.join("runs").join(&run);
+    let domain = up["vms"][0]["domain"].as_str().unwrap().to_string();
+    restart();
+    let out = sb.reclab(&["status", "--json", "restart"]);
+    check(&out, "reclab status after the restart");
+    let st: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(st[0]["vms"][0]["state"], "running", "{st}");
+    let (rc, host) = guest_sh(&sb.hv(), &domain, "hostname");
+    assert_eq!((rc, host.trim()), (0, "db"));
+    check(
+        &sb.reclab(&["down", "restart"]),
+        "reclab down after the restart",
+    );
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "restart while up");
+
+    // While `up` waits for the guest agent: reclab either rides it out or fails and unwinds;
+    // whatever is left, gc and down remove it.
+    let mut child = spawn_up(&sb, &lab, &[]);
+    let run_dir = wait_for("a booting run", Duration::from_secs(120), || {
+        let dir = the_run_dir(&sb)?;
+        let journal = std::fs::read_to_string(dir.join("journal.jsonl")).ok()?;
+        journal.contains("\"kind\":\"domain\"").then_some(dir)
+    });
+    sb.remember_run(&run_dir.file_name().unwrap().to_string_lossy());
+    restart();
+    wait_for("reclab up to end", Duration::from_secs(240), || {
+        child.try_wait().unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(2),
+        "up across a libvirtd restart must succeed or fail cleanly: {code:?}\n{}",
+        stderr(&out)
+    );
+    if code == Some(2) {
+        assert!(
+            stderr(&out).contains("reclab: error:"),
+            "a failure is explained: {}",
+            stderr(&out)
+        );
+    }
+    check(&sb.reclab(&["gc"]), "reclab gc");
+    check(&sb.reclab(&["down", "restart"]), "reclab down");
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "restart during up");
+}
+
+#[test]
+fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
+    if !e2e("a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing") {
+        return;
+    }
+    let sb = Sandbox::start("crash-mute");
+    // A blank disk: the kernel boots, finds no root file system, and no agent ever starts.
+    let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
+    let blank = scratch.path().join("blank.qcow2");
+    let out = Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            blank.to_str().unwrap(),
+            "256M",
+        ])
+        .output()
+        .unwrap();
+    check(&out, "qemu-img create");
+    let backup = Backup::restore(Some(&blank));
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("mute", "25s");
+    let out = sb.reclab(&["up", lab.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("vm db (reclab-"), "names the vm: {err}");
+    assert!(
+        err.contains("not ready after 25s"),
+        "says what timed out: {err}"
+    );
+    assert!(err.contains("guest-ping"), "says what it waited for: {err}");
+    let serial = err
+        .split("last serial console lines: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("shows the console: {err}"));
+    assert!(
+        serial.contains("cannot mount /dev/vda"),
+        "the console lines are the guest's own: {serial}"
+    );
+    let run_dir = the_run_dir(&sb).map(|d| d.display().to_string());
+    assert_eq!(run_dir, None, "the failed run removed its directory");
+    sb.assert_nothing_left();
+    assert_eq!(backup.fingerprint(), fingerprint);
+}
+
+#[test]
+fn a_full_state_disk_fails_cleanly_with_exit_code_2() {
+    if !e2e("a_full_state_disk_fails_cleanly_with_exit_code_2") {
+        return;
+    }
+    let sb = Sandbox::start("crash-full");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("full", "3m");
+    // The state directory is a 64 KiB tmpfs mounted in a private mount namespace, so nothing
+    // outside this one reclab process ever sees it: the run record and journal fit, the first
+    // overlay does not.
+    let state = tempfile::tempdir_in(dev_dir()).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-euc"])
+        .arg(
+            r#"mount -t tmpfs -o size=64k,mode=0700 reclab-full "$1"; shift
+               exec "$@""#,
+        )
+        .arg("sh")
+        .arg(state.path())
+        .arg(repo().join("scripts/sandbox"))
+        .args([
+            "exec",
+            &sb.name,
+            "env",
+            &format!("RECLAB_CONNECT={}", sb.uri),
+        ])
+        .arg(env!("CARGO_BIN_EXE_reclab"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["up", lab.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No space left on device"), "says why: {err}");
+    assert!(
+        err.contains("removing what was created"),
+        "unwinds what it did: {err}"
+    );
+    assert!(
+        !err.contains("could not remove"),
+        "unwinding removed everything: {err}"
+    );
+    sb.assert_nothing_left();
+    let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the tmpfs never leaked out: {left:?}");
+    assert_eq!(backup.fingerprint(), fingerprint);
+}
