@@ -420,6 +420,14 @@ fn run_step(
                     .with_context(|| format!("vm {}: starting domain {}", vm.name, vm.domain))?;
             }
             type Ready = (Result<Duration>, Option<crate::inject::PlannedInjection>);
+            // A spinner while the guests boot (hidden when stderr is not a terminal).
+            let spinner = indicatif::ProgressBar::new_spinner();
+            spinner.set_message(format!(
+                "tier {}: waiting for {}",
+                tier + 1,
+                names.join(", ")
+            ));
+            spinner.enable_steady_tick(Duration::from_millis(120));
             let results: Vec<Ready> = std::thread::scope(|sc| {
                 let hs: Vec<_> = vms
                     .iter()
@@ -445,6 +453,7 @@ fn run_step(
                     .map(|h| h.join().expect("ready thread panicked"))
                     .collect()
             });
+            spinner.finish_and_clear();
             let mut first_error = None;
             let mut readies = Vec::new();
             for (k, (r, inj)) in results.into_iter().enumerate() {

@@ -154,6 +154,32 @@ pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sign_off_goes_into_the_runs_report() {
+        let state = tempfile::tempdir().unwrap();
+        let run = crate::names::RunId("0123abcd0123abcd0123abcd0123abcd".into());
+        let dir = RunDir::new(state.path(), &run);
+        dir.create().unwrap();
+        let report_dir = crate::drill::report_dir(state.path(), "erp", "0123abcd");
+        let rep = crate::report::DrillReport::new("erp", "0123abcd", Timestamp::now(), None);
+        crate::report::write_report(&report_dir, &rep).unwrap();
+        let so = SignOff {
+            name: "Ada Customer".into(),
+            comment: "invoices of last week are all there".into(),
+            at: Timestamp::now(),
+            vm: Some("client".into()),
+        };
+        record(state.path(), &dir, "erp", "0123abcd", &so).unwrap();
+        let back = crate::report::read_report(&report_dir.join("report.json")).unwrap();
+        assert_eq!(back.signoffs, vec![so]);
+        let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+        assert!(
+            html.contains("Ada Customer") && html.contains("Sign-off"),
+            "{html}"
+        );
+    }
+
     use super::*;
 
     #[test]
