@@ -139,11 +139,18 @@ fn demo_estate_boots_serves_invoices_and_has_verifiable_backups() {
     );
     for pid in pids.split_whitespace() {
         // A zombie holds no resources: only its parent has yet to reap it.
-        wait_for(&format!("process {pid} to end"), Duration::from_secs(10), || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
-            matches!(state, None | Some("Z")).then_some(())
-        });
+        wait_for(
+            &format!("process {pid} to end"),
+            Duration::from_secs(10),
+            || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                matches!(state, None | Some("Z")).then_some(())
+            },
+        );
     }
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(&format!("sandbox/{name}")), "mount left");
