@@ -77,7 +77,7 @@ fn lab_lifecycle_on_the_demo_estate() {
         .unwrap();
 
     // check resolves every source without creating anything.
-    let lab1 = write_lab(tmp.path(), "erp", &example_as("erp"));
+    let lab1 = write_lab(&estate.dir, "erp", &example_as("erp"));
     let out = sb.reclab(&["check", lab1.to_str().unwrap()]);
     check(&out, "reclab check");
     assert!(
@@ -97,6 +97,11 @@ fn lab_lifecycle_on_the_demo_estate() {
 
     // The 3-VM lab comes up, tiers in order, on the production addresses.
     let a = up(&sb, &lab1);
+    // Without --at the newest dump is restored into db on top of the nightly image.
+    let restored = a["injections"][0]["manifest"]["rows"]["invoices"]
+        .as_u64()
+        .unwrap();
+    assert!(restored > at_snapshot, "the dump is newer than the image");
     let tiers: Vec<(String, u64)> = a["vms"]
         .as_array()
         .unwrap()
@@ -142,8 +147,8 @@ fn lab_lifecycle_on_the_demo_estate() {
     assert_eq!(rc, 0, "lab app reaches lab db by ip");
     assert_eq!(by_name, by_ip);
     assert!(
-        by_name.contains(&format!("invoices={at_snapshot} ")),
-        "lab data is the backup's: {by_name}"
+        by_name.contains(&format!("invoices={restored} ")),
+        "lab data is the restored latest dump's ({restored} invoices), not production's: {by_name}"
     );
     let (_, mac) = guest_sh(&hv, &db1, "cat /sys/class/net/eth0/address");
     assert_eq!(mac.trim(), "52:54:00:20:00:10", "production MAC kept");
@@ -155,7 +160,7 @@ fn lab_lifecycle_on_the_demo_estate() {
     assert_ne!(rc, 0, "lab db must not reach 10.99.0.1");
 
     // A second lab with identical IPs and MACs runs side by side; each app sees only its db.
-    let lab2 = write_lab(tmp.path(), "erp2", &example_as("erp2"));
+    let lab2 = write_lab(&estate.dir, "erp2", &example_as("erp2"));
     let b = up(&sb, &lab2);
     let app2 = domain_of(&b, "app");
     let db2 = domain_of(&b, "db");
@@ -226,7 +231,7 @@ fn lab_lifecycle_on_the_demo_estate() {
     assert_eq!(sums_before, sums_after, "production images unchanged");
 
     // kill -9 of reclab in the middle of `up`, then gc: nothing left.
-    let lab3 = write_lab(tmp.path(), "erp3", &example_as("erp3"));
+    let lab3 = write_lab(&estate.dir, "erp3", &example_as("erp3"));
     let mut child = std::process::Command::new(repo().join("scripts/sandbox"))
         .args([
             "exec",
