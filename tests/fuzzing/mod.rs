@@ -152,9 +152,9 @@ fn attr_of(e: &BytesStart, key: &str) -> Option<String> {
 }
 
 /// An element of a parsed document, flattened: its path of names from the root, attributes
-/// (without namespace declarations), direct text (its words in sorted order: the rewrite may
-/// move or merge stray text of a mixed-content element around the devices it removes or adds),
-/// and the namespaces in scope.
+/// (without namespace declarations), direct text (its characters in sorted order: the rewrite
+/// may move or merge stray text of a mixed-content element around the devices it removes or
+/// adds), and the namespaces in scope.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub path: Vec<String>,
@@ -254,8 +254,14 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
             }
             Event::Text(t) => {
                 if let Some(&i) = open.last() {
-                    // Text next to a removed device merges with its neighbour: compare words.
-                    fragments[i].extend(t.as_ref().split_whitespace().map(String::from));
+                    // Text on both sides of a removed device merges into one: compare the
+                    // characters, not how they are split.
+                    fragments[i].extend(
+                        t.as_ref()
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .map(String::from),
+                    );
                 }
             }
             Event::CData(t) => {
