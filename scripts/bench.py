@@ -392,7 +392,18 @@ def bench_lab(table, opts, work, data_img):
               "plain script: virsh define + start + guest-ping loop, same tiers", plain,
               runs=opts.slow_runs)
     table.add("reclab's overhead for the 3-VM lab (up minus plain script)", overhead, "s",
-              "-", None, target="< 1 s", passed=overhead < 1.0, runs=opts.slow_runs)
+              "-", None, target="< 1 s", passed=overhead < 1.0, runs=opts.slow_runs,
+              note="difference of medians; boot times vary by ±1 s per tier under TCG")
+    # reclab's own accounting: wall time minus the boot tiers (starting the domains and
+    # waiting for their agents), i.e. everything except the guests' boot.
+    own = []
+    for took, steps in zip(ups, timings):
+        boot = sum(ms for label, ms in steps if label.startswith("boot tier")) / 1000
+        own.append(took - boot)
+    table.add("reclab's own time in up, outside the guests' boot", median(own), "s", "-", None,
+              target="< 1 s", passed=median(own) < 1.0, runs=opts.slow_runs,
+              note="wall time minus its boot tiers: resolve, plan, clone, network, services, "
+                   "isolation checks, process start")
     down = median(downs)
     table.add("teardown of the 3-VM lab (reclab down)", down, "s",
               "plain script: virsh destroy + undefine, net-destroy, rm", median(plain_downs),

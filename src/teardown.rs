@@ -50,6 +50,13 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
 
 /// Undo one resource; already gone is success.
 pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
+    let t = std::time::Instant::now();
+    let result = undo_one(hv, r);
+    tracing::debug!(resource = %r.describe(), ms = t.elapsed().as_millis() as u64, "undone");
+    result
+}
+
+fn undo_one(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
     match r {
         Resource::Domain { name } => {
             let hv = hv.context("no hypervisor connection to remove a domain")?;
