@@ -72,8 +72,15 @@ fn undo_one(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
         }
         Resource::Process { pidfile, netns } => stop_process(pidfile, netns)?,
         Resource::Link { name } => {
-            if Path::new("/sys/class/net").join(name).exists() {
-                sys::run("ip", &["link", "del", name])?;
+            let link = Path::new("/sys/class/net").join(name);
+            if link.exists()
+                && let Err(e) = sys::run("ip", &["link", "del", name])
+            {
+                // A veth also goes away by itself, asynchronously, when the namespace holding
+                // its peer is freed (its last process ended): gone in the meantime is success.
+                if link.exists() {
+                    return Err(e);
+                }
             }
         }
         Resource::Netns { name } => remove_netns(name)?,
