@@ -280,8 +280,17 @@ class Lab:
         self.uri = cp.stdout.strip()
         log("creating the demo estate in sandbox 'bench' (takes a minute or two)")
         run([ESTATE_CMD, "create", SANDBOX])
+        # The demo lab, ready when the guest agents answer (as the plain script checks): its
+        # extra TCP readiness probes wait for the guests' web servers, not for reclab.
         self.lab = os.path.join(self.work, "erp.toml")
-        shutil.copy(os.path.join(REPO, "examples/erp.toml"), self.lab)
+        with open(os.path.join(REPO, "examples/erp.toml")) as f:
+            text = f.read()
+        text = re.sub(r"(?m)^ready = \{ tcp = \d+ \}\n", "", text)
+        text = re.sub(r", tcp = \d+ \}", " }", text)
+        if "tcp =" in text:
+            die("could not drop the tcp readiness probes from examples/erp.toml")
+        with open(self.lab, "w") as f:
+            f.write(text)
         # Production's guests idle on the same 2 cores; paused, they add no noise to the lab
         # timings (the lab clones their frozen backup images either way).
         for role in ("db", "app", "client"):
@@ -387,12 +396,24 @@ def bench_lab(table, opts, work, data_img):
         if not opts.keep:
             lab.stop()
     up, plain = median(ups), median(plain_ups)
-    overhead = up - plain
+    # Paired: each reclab run is followed by a plain-script run of the same lab.
+    overhead = median([u - p for u, p in zip(ups, plain_ups)])
     table.add("3-VM demo lab up (to every VM ready)", up, "s",
               "plain script: virsh define + start + guest-ping loop, same tiers", plain,
               runs=opts.slow_runs)
     table.add("reclab's overhead for the 3-VM lab (up minus plain script)", overhead, "s",
-              "-", None, target="< 1 s", passed=overhead < 1.0, runs=opts.slow_runs)
+              "-", None, target="< 1 s", passed=overhead < 1.0, runs=opts.slow_runs,
+              note="median of paired differences; a TCG boot varies by ±1 s per tier")
+    # reclab's own accounting: wall time minus the boot tiers (starting the domains and
+    # waiting for their agents), i.e. everything except the guests' boot.
+    own = []
+    for took, steps in zip(ups, timings):
+        boot = sum(ms for label, ms in steps if label.startswith("boot tier")) / 1000
+        own.append(took - boot)
+    table.add("reclab's own time in up, outside the guests' boot", median(own), "s", "-", None,
+              target="< 1 s", passed=median(own) < 1.0, runs=opts.slow_runs,
+              note="wall time minus its boot tiers: resolve, plan, clone, network, services, "
+                   "isolation checks, process start")
     down = median(downs)
     table.add("teardown of the 3-VM lab (reclab down)", down, "s",
               "plain script: virsh destroy + undefine, net-destroy, rm", median(plain_downs),

@@ -42,9 +42,19 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether a process with this PID and start time is alive.
+/// Whether a process with this PID and start time is alive. A zombie is not: it has exited,
+/// and only waits for its parent (or an init that may never reap it) to collect its status.
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    process_start_time(pid) == Some(start_time)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let start = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
+    !matches!(state, "Z" | "X" | "x") && start == Some(start_time)
 }
 
 #[cfg(test)]
@@ -63,6 +73,26 @@ mod tests {
         let t = process_start_time(me).expect("own stat");
         assert!(process_alive(me, t));
         assert!(!process_alive(me, t + 1));
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start_time(pid).expect("child stat");
+        // Not reaped yet: once `true` has exited, it is a zombie until `wait`.
+        for _ in 0..500 {
+            if !process_alive(pid, start) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !process_alive(pid, start),
+            "an exited, unreaped child counts as dead"
+        );
+        assert!(process_start_time(pid).is_some(), "it is still a zombie");
+        child.wait().unwrap();
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
 
 /// Undo one resource; already gone is success.
 pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
+    let t = std::time::Instant::now();
+    let result = undo_one(hv, r);
+    tracing::debug!(resource = %r.describe(), ms = t.elapsed().as_millis() as u64, "undone");
+    result
+}
+
+fn undo_one(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
     match r {
         Resource::Domain { name } => {
             let hv = hv.context("no hypervisor connection to remove a domain")?;
@@ -65,8 +72,15 @@ pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
         }
         Resource::Process { pidfile, netns } => stop_process(pidfile, netns)?,
         Resource::Link { name } => {
-            if Path::new("/sys/class/net").join(name).exists() {
-                sys::run("ip", &["link", "del", name])?;
+            let link = Path::new("/sys/class/net").join(name);
+            if link.exists()
+                && let Err(e) = sys::run("ip", &["link", "del", name])
+            {
+                // A veth also goes away by itself, asynchronously, when the namespace holding
+                // its peer is freed (its last process ended): gone in the meantime is success.
+                if link.exists() {
+                    return Err(e);
+                }
             }
         }
         Resource::Netns { name } => remove_netns(name)?,

