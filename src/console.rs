@@ -11,13 +11,13 @@ use jiff::Timestamp;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hv::{ConsoleStream, Hypervisor};
-use crate::journal::{RunDir, RunRecord, VmRecord};
+use crate::journal::{RunDir, RunRecord};
 
 /// The key that detaches from a serial console: Ctrl-] (like `virsh console` and telnet).
 pub const ESCAPE: u8 = 0x1d;
@@ -29,31 +29,7 @@ const LEASE_RECHECK: Duration = Duration::from_secs(5);
 /// The name of the file in a run directory that holds its access token.
 pub const TOKEN_FILE: &str = "access-token";
 
-/// Find exactly one run by lab name or run id; errors name the way out.
-pub fn find_run(state_dir: &Path, which: &str) -> Result<(RunDir, RunRecord)> {
-    let runs = crate::lab::find_runs(state_dir, Some(which))?;
-    let mut with_record: Vec<(RunDir, RunRecord)> = runs
-        .into_iter()
-        .filter_map(|(d, r)| r.map(|r| (d, r)))
-        .collect();
-    match with_record.len() {
-        0 => bail!("no running lab {which:?}; see `reclab status`"),
-        1 => Ok(with_record.remove(0)),
-        _ => bail!("{which:?} names several runs; give a run id (see `reclab status`)"),
-    }
-}
-
-/// The VM `name` of a run; the error lists the lab's VMs.
-pub fn find_vm<'a>(rec: &'a RunRecord, name: &str) -> Result<&'a VmRecord> {
-    rec.vms.iter().find(|v| v.name == name).with_context(|| {
-        let names: Vec<&str> = rec.vms.iter().map(|v| v.name.as_str()).collect();
-        format!(
-            "lab {} has no vm {name:?}; its vms: {}",
-            rec.lab,
-            names.join(", ")
-        )
-    })
-}
+pub use crate::lab::{find_run, find_vm};
 
 /// When the run expires.
 pub fn expires(rec: &RunRecord) -> Result<Timestamp> {

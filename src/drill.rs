@@ -4,7 +4,7 @@
 //! Reports outlive their lab: they go to `STATE/labs/<lab>/reports/<run8>/` (JSON, JUnit, HTML
 //! with screenshots, terminal summary), and every drill appends a line to the lab's history.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -155,12 +155,7 @@ pub fn verify_running(
     which: &str,
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<(DrillReport, PathBuf)> {
-    let runs = lab::find_runs(state_dir, Some(which))?;
-    let rec = match runs.as_slice() {
-        [(_, Some(rec))] => rec.clone(),
-        [] => bail!("no running lab {which:?}; see `reclab status`"),
-        _ => bail!("{which:?} names several runs; give a run id (see `reclab status`)"),
-    };
+    let (_, rec) = lab::find_run(state_dir, which)?;
     let spec = spec::load(&rec.lab_file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let hv = open(&rec.uri)?;
     let started = Timestamp::now();

@@ -697,6 +697,32 @@ pub fn find_runs(
     Ok(out)
 }
 
+/// Find exactly one run by lab name or run id; errors name the way out.
+pub fn find_run(state_dir: &Path, which: &str) -> Result<(RunDir, RunRecord)> {
+    let runs = find_runs(state_dir, Some(which))?;
+    let mut with_record: Vec<(RunDir, RunRecord)> = runs
+        .into_iter()
+        .filter_map(|(d, r)| r.map(|r| (d, r)))
+        .collect();
+    match with_record.len() {
+        0 => bail!("no running lab {which:?}; see `reclab status`"),
+        1 => Ok(with_record.remove(0)),
+        _ => bail!("{which:?} names several runs; give a run id (see `reclab status`)"),
+    }
+}
+
+/// The VM `name` of a run; the error lists the lab's VMs.
+pub fn find_vm<'a>(rec: &'a RunRecord, name: &str) -> Result<&'a VmRecord> {
+    rec.vms.iter().find(|v| v.name == name).with_context(|| {
+        let names: Vec<&str> = rec.vms.iter().map(|v| v.name.as_str()).collect();
+        format!(
+            "lab {} has no vm {name:?}; its vms: {}",
+            rec.lab,
+            names.join(", ")
+        )
+    })
+}
+
 /// Tear down runs; returns how many were removed.
 pub fn down(
     state_dir: &Path,

@@ -312,22 +312,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
             command,
         } => {
-            let runs = lab::find_runs(&state_dir, Some(lab))?;
-            let rec = match runs.as_slice() {
-                [(_, Some(rec))] => rec.clone(),
-                [] => anyhow::bail!("no running lab {lab:?}; see `reclab status`"),
-                _ => {
-                    anyhow::bail!("{lab:?} names several runs; give a run id (see `reclab status`)")
-                }
-            };
-            let vmrec = rec.vms.iter().find(|v| &v.name == vm).with_context(|| {
-                let names: Vec<&str> = rec.vms.iter().map(|v| v.name.as_str()).collect();
-                format!(
-                    "lab {} has no vm {vm:?}; its vms: {}",
-                    rec.lab,
-                    names.join(", ")
-                )
-            })?;
+            let (_, rec) = lab::find_run(&state_dir, lab)?;
+            let vmrec = lab::find_vm(&rec, vm)?;
             let hv = reopen(&rec.uri)?;
             let out = reclab::agent::sh(
                 hv.as_ref(),

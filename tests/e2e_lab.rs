@@ -56,7 +56,6 @@ fn lab_lifecycle_on_the_demo_estate() {
     let mut sb = Sandbox::start("lab");
     let estate = sb.create_estate(&[]);
     let hv = sb.hv();
-    let tmp = tempfile::tempdir().unwrap();
     // An address of the hypervisor that is outside the lab, which no lab VM may reach.
     // (A veth pair inside the sandbox: this kernel has no dummy links.)
     for args in [

@@ -50,7 +50,7 @@ fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
 }
 
 #[test]
-#[ignore = "needs a private libvirtd: set RECLAB_TEST_LIBVIRT_URI"]
+#[ignore = "needs a private libvirtd: scripts/test starts one and sets RECLAB_TEST_LIBVIRT_URI"]
 fn screenshot_of_an_idle_seabios_vm_is_a_non_blank_png() {
     let hv = real_hv();
     let name = "reclab-hvtest-bios";
@@ -123,7 +123,7 @@ fn test_bytes(len: usize) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs a private libvirtd and the test guests: set RECLAB_TEST_LIBVIRT_URI"]
+#[ignore = "needs a private libvirtd and the test guests: scripts/test starts one and sets RECLAB_TEST_LIBVIRT_URI"]
 fn guest_agent_exec_and_file_transfer_on_a_real_guest() {
     let hv = real_hv();
     let guests = guests_dir();
