@@ -158,6 +158,22 @@ fn lab_lifecycle_on_the_demo_estate() {
     let (rc, _) = guest_sh(&hv, &db1, "ping -c 1 -W 2 10.99.0.1");
     assert_ne!(rc, 0, "lab db must not reach 10.99.0.1");
 
+    // `reclab exec` runs a command in a lab VM through its agent; `reclab verify` runs the
+    // lab file's checks on the running lab and writes a report.
+    let out = sb.reclab(&["exec", "erp", "db", "--", "hostname"]);
+    check(&out, "reclab exec");
+    assert_eq!(stdout(&out).trim(), "db");
+    let out = sb.reclab(&["exec", "erp", "nosuchvm", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("its vms: db, app, client"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sb.reclab(&["verify", "erp"]);
+    check(&out, "reclab verify");
+    assert!(stdout(&out).contains("VERIFIED"), "{}", stdout(&out));
+
     // A second lab with identical IPs and MACs runs side by side; each app sees only its db.
     let lab2 = write_lab(&estate.dir, "erp2", &example_as("erp2"));
     let b = up(&sb, &lab2);
