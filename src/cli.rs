@@ -217,6 +217,19 @@ pub enum Command {
         /// Destination path in the guest.
         guest_path: String,
     },
+    /// Benchmark hook (`scripts/bench`): build a data disk IMAGE holding FILES through the code
+    /// path of injection (`reclab::datadisk`); prints the time in ms.
+    #[command(hide = true)]
+    BenchDatadisk {
+        /// The image to write.
+        image: PathBuf,
+        /// The files to put on it.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// ext4 or iso.
+        #[arg(long, default_value = "ext4")]
+        format: String,
+    },
     /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
     Extend {
         /// Lab name or run id.
