@@ -304,13 +304,20 @@ class Lab:
         run([ESTATE_CMD, "create", SANDBOX])
         # The demo lab, ready when the guest agents answer (as the plain script checks): its
         # extra TCP readiness probes wait for the guests' web servers, not for reclab.
-        self.lab = os.path.join(self.work, "erp.toml")
+        # The lab file's paths are relative to it: put it next to the estate's backups/.
+        self.lab = os.path.join(DEV_DIR, "estate", SANDBOX, "bench-erp.toml")
         with open(os.path.join(REPO, "examples/erp.toml")) as f:
             text = f.read()
         text = re.sub(r"(?m)^ready = \{ tcp = \d+ \}\n", "", text)
         text = re.sub(r", tcp = \d+ \}", " }", text)
         if "tcp =" in text:
             die("could not drop the tcp readiness probes from examples/erp.toml")
+        # Without its dumps: these rows time the VMs' life cycle against a plain script that
+        # does no restore; injection has rows of its own. (Checks are not run by `up`.)
+        text, n = re.subn(r"(?ms)^\[vm\.dumps\]\n.*?(?=^\[)", "", text)
+        text, m = re.subn(r"(?ms)^\[\[check\]\]\n.*?(?=^\[|\Z)", "", text)
+        if n != 1 or m == 0:
+            die("could not drop the dumps and checks from examples/erp.toml")
         with open(self.lab, "w") as f:
             f.write(text)
         # Production's guests idle on the same 2 cores; paused, they add no noise to the lab
@@ -319,6 +326,11 @@ class Lab:
             self.virsh("suspend", f"prod-{role}", check=False)
 
     def stop(self):
+        # Labs first (their lab-services namespaces live outside the sandbox, and gc keeps a
+        # lab that is still running), then the estate, then the daemon.
+        runs = os.path.join(self.state, "runs")
+        for run_id in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+            run(self.reclab_cmd("down", run_id), check=False)
         run(self.reclab_cmd("gc"), check=False)
         run([ESTATE_CMD, "destroy", SANDBOX], check=False)
         run([SANDBOX_CMD, "stop", SANDBOX], check=False)
@@ -465,14 +477,17 @@ def bench_inject_guest(lab, report, data_img, work):
     if data_img is None:
         return {"push_8m": push_8m, "push_1g": push_8m * 128, "disk_read": None}
     t = time.monotonic()
-    lab.virsh("attach-disk", db, data_img, "vdb", "--targetbus", "virtio", "--subdriver",
-              "raw", "--mode", "readonly", "--live")
-    script = ("i=0; while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
-              "mkdir -p /mnt/data && mount -o ro /dev/vdb /mnt/data && "
+    # vdb is the lab's own data disk (the injected dump); the guest finds this one by serial.
+    lab.virsh("attach-disk", db, data_img, "vdz", "--targetbus", "virtio", "--subdriver",
+              "raw", "--mode", "readonly", "--serial", "bench-data", "--live")
+    script = ("dev=; i=0; while [ -z \"$dev\" ] && [ $i -lt 100 ]; do "
+              "for s in /sys/block/vd*/serial; do [ \"$(cat $s)\" = bench-data ] && "
+              "dev=$(basename $(dirname $s)); done; [ -n \"$dev\" ] || sleep 0.1; i=$((i+1)); "
+              "done; [ -n \"$dev\" ] && mkdir -p /mnt/data && mount -o ro /dev/$dev /mnt/data && "
               "cat /mnt/data/dump.sql > /dev/null && umount /mnt/data")
     run(lab.reclab_cmd("exec", "--timeout", "900", report["run"], "db", "--", script))
     disk_read = time.monotonic() - t
-    lab.virsh("detach-disk", db, "vdb", "--live", check=False)
+    lab.virsh("detach-disk", db, "vdz", "--live", check=False)
     return {"push_8m": push_8m, "push_1g": push_8m * 128, "disk_read": disk_read}
 
 
