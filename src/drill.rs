@@ -130,6 +130,7 @@ fn restore_points(rec: &RunRecord) -> Vec<report::VmRestore> {
                 bytes: Some(r.bytes),
                 taken_at: r.dump.time.parse().ok(),
                 manifest: r.manifest.clone(),
+                attach: Some(r.attach.to_string()),
             }),
         })
         .collect()

@@ -106,12 +106,17 @@ pub fn disk_xml(image: &Path, target: &str) -> String {
     )
 }
 
-/// Add the data disk to a lab domain XML, before `</devices>`. Pure.
-pub fn add_disk(domain_xml: &str, image: &Path, used_targets: &[String]) -> Result<String> {
-    let target = ('b'..='z')
+/// The first virtio disk target the domain does not use. Pure.
+pub fn free_target(used_targets: &[String]) -> Result<String> {
+    ('b'..='z')
         .map(|c| format!("vd{c}"))
         .find(|t| !used_targets.contains(t))
-        .context("no free virtio disk target for the data disk")?;
+        .context("no free virtio disk target for the data disk")
+}
+
+/// Add the data disk to a lab domain XML, before `</devices>`. Pure.
+pub fn add_disk(domain_xml: &str, image: &Path, used_targets: &[String]) -> Result<String> {
+    let target = free_target(used_targets)?;
     let at = domain_xml
         .rfind("</devices>")
         .context("lab domain XML has no </devices>")?;
@@ -167,12 +172,24 @@ pub fn mount_script(mount: &str, format: DiskFormat) -> String {
     )
 }
 
-/// Mount, verify and restore inside the guest; fills the record. `domain` is the lab domain.
-pub fn inject_in_guest(hv: &dyn Hypervisor, domain: &str, p: &mut PlannedInjection) -> Result<()> {
+/// Mount, verify and restore inside the guest; fills the record. `domain` is the lab domain;
+/// `hotplug` the data disk's `<disk>` element if it is to be plugged in now (`attach =
+/// "hotplug"`), after the agent check.
+pub fn inject_in_guest(
+    hv: &dyn Hypervisor,
+    domain: &str,
+    hotplug: Option<&str>,
+    p: &mut PlannedInjection,
+) -> Result<()> {
     let vm = p.vm.clone();
     agent::require(hv, domain, &["guest-exec", "guest-exec-status"])
         .with_context(|| format!("vm {vm}: cannot restore the dump through the guest agent"))?;
     let t = Instant::now();
+    if let Some(disk) = hotplug {
+        hv.attach_disk(domain, disk, true).with_context(|| {
+            format!("vm {vm}: hot-plugging the data disk into the running domain {domain}")
+        })?;
+    }
     let script = mount_script(&p.dumps.mount, p.dumps.format);
     // The disk may still be settling right after boot: retry the mount for a while.
     let mut last = None;
@@ -264,6 +281,22 @@ mod tests {
         assert!(out.contains("<readonly/>"));
         assert!(out.contains("<serial>reclab-data</serial>"));
         assert!(out.find("reclab-data").unwrap() < out.find("</devices>").unwrap());
+    }
+
+    #[test]
+    fn a_hotplugged_data_disk_takes_the_first_free_target() {
+        assert_eq!(free_target(&["vda".into(), "vdb".into()]).unwrap(), "vdc");
+        let all: Vec<String> = ('a'..='z').map(|c| format!("vd{c}")).collect();
+        assert!(
+            free_target(&all)
+                .unwrap_err()
+                .to_string()
+                .contains("no free virtio disk target")
+        );
+        let xml = disk_xml(Path::new("/run/x/db-data.img"), "vdc");
+        assert!(xml.contains("<target dev='vdc' bus='virtio'/>"), "{xml}");
+        assert!(xml.contains("<readonly/>") && xml.contains("<serial>reclab-data</serial>"));
+        assert!(xml.contains("<source file='/run/x/db-data.img'/>"), "{xml}");
     }
 
     #[test]

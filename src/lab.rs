@@ -441,7 +441,12 @@ fn run_step(
                                         "{}: restoring {} in the guest",
                                         vm.name, p.record.dump.name
                                     ));
-                                    crate::inject::inject_in_guest(hv, &vm.domain, p)?;
+                                    crate::inject::inject_in_guest(
+                                        hv,
+                                        &vm.domain,
+                                        vm.hotplug_disk.as_deref(),
+                                        p,
+                                    )?;
                                 }
                                 Ok(d)
                             });

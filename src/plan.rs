@@ -80,6 +80,9 @@ pub struct VmPlan {
     pub ready_tcp: Option<u16>,
     /// The read-only data disk carrying this VM's dumps, if it gets any.
     pub data_disk: Option<PathBuf>,
+    /// With `dumps.attach = "hotplug"`: the data disk's `<disk>` element, plugged into the
+    /// running domain once its agent answers (otherwise the disk is in `xml`).
+    pub hotplug_disk: Option<String>,
 }
 
 /// A unit of work of `up`, in order. Its undo is the resources it journals first.
@@ -354,13 +357,22 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         let injection = i.injections.iter().find(|p| p.vm == vm.name);
         let data_disk =
             injection.map(|p| crate::inject::image_path(i.run_dir, &vm.name, p.dumps.format));
-        let xml = match &data_disk {
-            Some(img) => {
-                let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
-                crate::inject::add_disk(&rewritten.xml, img, &used)
-                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?
+        let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
+        let (xml, hotplug_disk) = match (&data_disk, injection) {
+            (Some(img), Some(p)) if p.dumps.attach == crate::spec::DiskAttach::Hotplug => {
+                let target = crate::inject::free_target(&used)
+                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?;
+                (
+                    rewritten.xml.clone(),
+                    Some(crate::inject::disk_xml(img, &target)),
+                )
             }
-            None => rewritten.xml.clone(),
+            (Some(img), _) => (
+                crate::inject::add_disk(&rewritten.xml, img, &used)
+                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?,
+                None,
+            ),
+            (None, _) => (rewritten.xml.clone(), None),
         };
         let macs: Vec<String> = res
             .facts
@@ -384,6 +396,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             ready_timeout: vm.ready.timeout,
             ready_tcp: vm.ready.tcp,
             data_disk,
+            hotplug_disk,
         });
     }
 

@@ -802,7 +802,35 @@ pub fn read_sha256sums(path: &Path, file: &str) -> Result<Expected> {
 
 /// Streams a file through sha256.
 pub fn sha256_file(path: &Path) -> Result<FileDigest> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // Non-blocking open, so that a FIFO named like a dump does not hang the drill; it is then
+    // refused with everything else that is not a regular file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("reading the type of {}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a named pipe"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        bail!(
+            "{} is {what}, not a dump file; remove it from the dump directory or narrow the pattern",
+            path.display()
+        );
+    }
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -1359,6 +1387,28 @@ mod tests {
         write(&sums, b"garbage\n");
         let err = read_sha256sums(&sums, "erp.sql").unwrap_err().to_string();
         assert!(err.contains("has no line for dump erp.sql"), "{err}");
+    }
+
+    #[test]
+    fn a_pipe_or_directory_named_like_a_dump_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("erp-20261126-1300.sql");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = format!("{:#}", verify_dump(&fifo, &[]).unwrap_err());
+        assert!(err.contains("is a named pipe, not a dump file"), "{err}");
+        let sub = dir.path().join("erp-20261126-1400.sql");
+        std::fs::create_dir(&sub).unwrap();
+        let err = format!("{:#}", verify_dump(&sub, &[]).unwrap_err());
+        assert!(err.contains("is a directory, not a dump file"), "{err}");
+        let dangling = dir.path().join("erp-20261126-1500.sql");
+        std::os::unix::fs::symlink(dir.path().join("gone.sql"), &dangling).unwrap();
+        let err = format!("{:#}", verify_dump(&dangling, &[]).unwrap_err());
+        assert!(
+            err.starts_with(&format!("verifying dump {}: opening", dangling.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct RestoredDump {
     /// The dump's manifest as read (rows, max invoice number, ...).
     #[serde(default)]
     pub manifest: Option<serde_json::Value>,
+    /// How the data disk reached the VM: `boot` (in the domain from the start) or `hotplug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
 }
 
 /// One phase of a drill (`resolve`, `up`, `inject`, `verify`, `report`, `down`).
@@ -988,6 +991,7 @@ mod tests {
                     bytes: Some(18_432),
                     taken_at: Some(ts("2026-01-31T07:00:00Z")),
                     manifest: Some(serde_json::json!({ "rows": { "invoices": 100 } })),
+                    attach: Some("boot".into()),
                 }),
             },
             VmRestore {

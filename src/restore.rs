@@ -771,6 +771,9 @@ pub struct InjectionRecord {
     pub data_disk: Option<crate::datadisk::DataDisk>,
     /// Where the guest mounted the data disk.
     pub mount: String,
+    /// When the data disk was attached (from boot, or hot-plugged once the agent answered).
+    #[serde(default)]
+    pub attach: crate::spec::DiskAttach,
     pub restore_as: Option<String>,
     pub commands: Vec<CommandRecord>,
     pub durations: InjectionDurations,
@@ -817,6 +820,7 @@ impl InjectionRecord {
             max_skew_seconds: max_skew.map(|d| d.as_secs()),
             data_disk: None,
             mount: dumps.mount.clone(),
+            attach: dumps.attach,
             restore_as: dumps.restore_as.clone(),
             commands: Vec::new(),
             durations: InjectionDurations::default(),

@@ -162,8 +162,9 @@
 //! | `sha256sums` | none | A `sha256sum`-style file in `dir` listing the dumps, such as `"SHA256SUMS"`. With `manifest` too, both must agree with the dump. |
 //! | `restore` | `[]` | Shell commands run in the guest (`/bin/sh -c`, through the guest agent) after the dump was verified there, in order; the first failure stops the restore. Placeholders: `{dump}` the dump's path in the guest, `{dir}` the mount point, `{file}` the dump's file name, `{manifest}` the manifest's path in the guest (needs `manifest`), `{as}` the value of `restore_as`. Values are shell-quoted where needed; `{{` and `}}` are literal braces. |
 //! | `restore_as` | none | A second database name or path, for restoring the dump next to the database that came with the VM image so that checks can compare the two. Commands refer to it as `{as}`, and at least one must. |
-//! | `format` | `"ext4"` | The data disk's file system: `"ext4"` (built with `mke2fs -d`) or `"iso"` (ISO 9660 with Rock Ridge and Joliet, built with `xorriso`, for guests without ext4). |
+//! | `format` | `"ext4"` | The data disk's file system: `"ext4"` (built without root mounts: `mke2fs` and `debugfs` lay out the files, the bytes are copied straight in at the speed of `cp`) or `"iso"` (ISO 9660 with Rock Ridge and Joliet, built with `xorriso`, for guests without ext4). |
 //! | `mount` | `"/mnt/reclab"` | Where the guest mounts the data disk (read-only). |
+//! | `attach` | `"boot"` | When the data disk is attached: `"boot"` (in the lab domain from the start) or `"hotplug"` (plugged in once the guest agent answers, so the guest boots with exactly production's disks). |
 //! | `timeout` | `"5m"` | Bound for each restore command. |
 //!
 //! ## Durations
@@ -313,6 +314,9 @@ pub struct DumpsSpec {
     pub format: DiskFormat,
     /// Where the guest mounts the data disk.
     pub mount: String,
+    /// When the data disk is attached: in the domain from boot, or hot-plugged once the
+    /// guest's agent answers.
+    pub attach: DiskAttach,
     /// Bound for each restore command.
     pub timeout: Duration,
 }
@@ -331,7 +335,7 @@ pub enum DumpTime {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
-    /// ext4 made with `mke2fs -d` (no root mount needed).
+    /// ext4, laid out by `mke2fs -d` and `debugfs`, the data copied in (no root mount needed).
     Ext4,
     /// ISO 9660 with Rock Ridge and Joliet (`xorriso`), for guests without ext4.
     Iso,
@@ -342,6 +346,27 @@ impl fmt::Display for DiskFormat {
         f.write_str(match self {
             DiskFormat::Ext4 => "ext4",
             DiskFormat::Iso => "iso",
+        })
+    }
+}
+
+/// When a data disk is attached to its lab VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskAttach {
+    /// Part of the lab domain's XML from the start (cold-plugged).
+    #[default]
+    Boot,
+    /// Hot-plugged once the guest's agent answers: the guest boots with exactly the disks of
+    /// production, for guests whose boot an extra disk would disturb.
+    Hotplug,
+}
+
+impl fmt::Display for DiskAttach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiskAttach::Boot => "boot",
+            DiskAttach::Hotplug => "hotplug",
         })
     }
 }
@@ -659,6 +684,7 @@ struct WireDumps {
     restore_as: Option<Text>,
     format: Option<Text>,
     mount: Option<Text>,
+    attach: Option<Text>,
     timeout: Option<Text>,
 }
 
@@ -2247,6 +2273,24 @@ fn validate_dumps(
         }
     };
 
+    let attach = match &dumps.attach {
+        None => Some(DiskAttach::Boot),
+        Some(text) => match text.get_ref().as_str() {
+            "boot" => Some(DiskAttach::Boot),
+            "hotplug" => Some(DiskAttach::Hotplug),
+            other => {
+                report.at(
+                    text.span(),
+                    format!("{field}.attach"),
+                    format!(
+                        "unknown attach mode {other:?}; use \"boot\" (the default: the disk is there from boot) or \"hotplug\" (plugged in once the guest agent answers)"
+                    ),
+                );
+                None
+            }
+        },
+    };
+
     let timeout = match &dumps.timeout {
         None => Some(DEFAULT_RESTORE_TIMEOUT),
         Some(t) => duration_field(report, t, &format!("{field}.timeout")),
@@ -2265,6 +2309,7 @@ fn validate_dumps(
         restore_as,
         format: format?,
         mount: mount?,
+        attach: attach?,
         timeout: timeout?,
     })
 }

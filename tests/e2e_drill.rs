@@ -85,6 +85,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     assert_eq!(rep["result"], "verified");
     let rp = &rep["restore_points"][0];
     assert_eq!(rp["vm"], "db");
+    assert_eq!(rp["dump"]["attach"], "boot");
     let chosen = rp["dump"]["file"].as_str().unwrap().to_string();
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(estate.dumps_dir().join(format!("{chosen}.manifest.json")))
@@ -141,13 +142,31 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     );
     sb.assert_nothing_left();
 
-    // A missing invoice number: the sequence check names it.
+    // A missing invoice number: the sequence check names it. This lab hot-plugs the data disk
+    // once the agent answers (attach = "hotplug") instead of booting with it.
+    let hotplug = lab_file(&estate, "erp-hotplug", |t| {
+        let out = t.replace(
+            "sha256sums = \"SHA256SUMS\"\n",
+            "sha256sums = \"SHA256SUMS\"\nattach = \"hotplug\"\n",
+        );
+        assert!(
+            out.contains("attach = \"hotplug\""),
+            "examples/erp.toml changed"
+        );
+        out
+    });
     let d = regenerate_dumps(&estate, &["missing-invoice"]);
     let defect = &d["defects"][0];
     let missing = defect["details"]["invoice_no"].as_u64().unwrap();
     let at = just_after(defect["file"].as_str().unwrap());
-    let (code, rep, out) = drill(&sb, &lab, &at);
+    let (code, rep, out) = drill(&sb, &hotplug, &at);
     assert_eq!(code, 1, "missing invoice: {}", stderr(&out));
+    assert_eq!(rep["restore_points"][0]["dump"]["attach"], "hotplug");
+    assert_eq!(
+        check_result(&rep, "invoice-count-matches-the-dump-manifest")["status"],
+        "pass",
+        "the hot-plugged dump was restored"
+    );
     let seq = check_result(&rep, "invoice-numbers-without-gaps");
     assert_eq!(seq["status"], "fail");
     assert!(
@@ -205,8 +224,34 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     );
     sb.assert_nothing_left();
 
+    // An unreadable dump: a copy of the dump directory (as symbolic links) whose newest dump
+    // points nowhere, as when a backup store is half gone.
+    let unreadable = estate.dir.join("backups/unreadable");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    let mut newest = String::new();
+    for entry in std::fs::read_dir(estate.dumps_dir()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("erp-") && name.ends_with(".sql") && name > newest {
+            newest = name.clone();
+        }
+        std::os::unix::fs::symlink(estate.dumps_dir().join(&name), unreadable.join(&name)).unwrap();
+    }
+    std::fs::remove_file(unreadable.join(&newest)).unwrap();
+    std::os::unix::fs::symlink(
+        "/nonexistent/backup-store/dump.sql",
+        unreadable.join(&newest),
+    )
+    .unwrap();
+
     // Bad --at and dump sources: clear messages, exit code 2, nothing created.
     let cases: Vec<(PathBuf, &str, &str)> = vec![
+        (
+            lab_file(&estate, "unreadable", |t| {
+                t.replace("dir = \"backups/dumps\"", "dir = \"backups/unreadable\"")
+            }),
+            "latest",
+            newest.as_str(),
+        ),
         (lab.clone(), "next week", "--at"),
         (lab.clone(), "2099-01-01T00:00:00Z", "future"),
         (lab.clone(), "2001-01-01T00:00:00Z", "before"),

@@ -90,6 +90,7 @@ fn drill(dir: &Path) -> DrillReport {
             bytes: Some(18_432),
             taken_at: Some(ts("2026-01-31T07:00:00Z")),
             manifest: None,
+            attach: None,
         }),
     }];
     report.phases = ["up", "inject", "verify"]
