@@ -208,20 +208,16 @@ fn make_ext4(staging: &Path, image: &Path, content: u64, files: usize) -> Result
     let mut size = ext4_size(content, files);
     // A size estimate that proves too small gets one more try at twice the size.
     for attempt in 0..2 {
-        let output = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", LABEL, "-m", "0"])
-            .args(["-O", "^has_journal", "-E", "root_owner=0:0", "-d"])
-            .arg(staging)
-            .arg(image)
-            .arg(format!("{}k", size / 1024))
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                    "mke2fs is not installed; install e2fsprogs (apt-get install e2fsprogs) to build ext4 data disks"
-                ),
-                _ => anyhow::anyhow!("running mke2fs: {err}"),
-            })?;
+        let output = e2fsprogs(
+            Command::new("mke2fs")
+                .args([
+                    "-q", "-F", "-t", "ext4", "-b", "4096", "-L", LABEL, "-m", "0",
+                ])
+                .args(["-O", "^has_journal", "-E", "root_owner=0:0", "-d"])
+                .arg(staging)
+                .arg(image)
+                .arg(format!("{}k", size / 1024)),
+        )?;
         if output.status.success() {
             return Ok(());
         }
@@ -246,6 +242,20 @@ fn make_ext4(staging: &Path, image: &Path, content: u64, files: usize) -> Result
         );
     }
     unreachable!("the loop returns or fails")
+}
+
+/// Runs an e2fsprogs tool in the C locale; a missing tool says which package to install.
+fn e2fsprogs(command: &mut Command) -> Result<std::process::Output> {
+    let tool = command.get_program().to_string_lossy().into_owned();
+    command
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "{tool} is not installed; install e2fsprogs (apt-get install e2fsprogs) to build ext4 data disks"
+            ),
+            _ => anyhow::anyhow!("running {tool}: {err}"),
+        })
 }
 
 /// A file whose data `fill_ext4` places into the image.
@@ -322,19 +332,13 @@ fn debugfs(image: &Path, commands: &[String]) -> Result<Vec<String>> {
         }
         script.flush().context("writing a debugfs script")?;
     }
-    let output = Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(script.path())
-        .arg(image)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|err| match err.kind() {
-            std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                "debugfs is not installed; install e2fsprogs (apt-get install e2fsprogs) to build ext4 data disks"
-            ),
-            _ => anyhow::anyhow!("running debugfs: {err}"),
-        })?;
+    let output = e2fsprogs(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(script.path())
+            .arg(image),
+    )?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let complaints: Vec<&str> = stderr
         .lines()
@@ -452,12 +456,7 @@ fn fill_ext4(image: &Path, files: &[Placed]) -> Result<()> {
 
     // The metadata is final now; check it before the data goes in (e2fsck flushes the image
     // file when it opens it, which would cost a write-back of all the data afterwards).
-    let check = Command::new("e2fsck")
-        .args(["-f", "-n"])
-        .arg(image)
-        .env("LC_ALL", "C")
-        .output()
-        .context("running e2fsck on the data disk")?;
+    let check = e2fsprogs(Command::new("e2fsck").args(["-f", "-n"]).arg(image))?;
     if !check.status.success() {
         bail!(
             "the data disk {} failed e2fsck once its files were allocated: {}",
