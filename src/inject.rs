@@ -35,14 +35,14 @@ pub struct PlannedInjection {
 }
 
 /// Choose every VM's restore point for `when` and verify the chosen dumps on the host. Reads
-/// only. `now` bounds `--at`.
+/// only. `now` bounds `--at`. Returns every VM's choice and the injections of those with dumps.
 pub fn choose_injections(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
     when: &When,
     now: jiff::Timestamp,
     tz: &jiff::tz::TimeZone,
-) -> Result<Vec<PlannedInjection>> {
+) -> Result<(Vec<restore::Choice>, Vec<PlannedInjection>)> {
     let points = restore::lab_points(spec, Some(hv))?;
     let choices = restore::choose(&points, when, now, spec.max_skew, tz)
         .map_err(|e| anyhow::anyhow!("no restore point for --at {:?}:\n{e}", when.text))?;
@@ -92,7 +92,7 @@ pub fn choose_injections(
             record,
         });
     }
-    Ok(out)
+    Ok((choices, out))
 }
 
 /// The data disk's `<disk>` element for the lab domain: read-only, raw, virtio, with a serial

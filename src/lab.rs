@@ -80,17 +80,23 @@ pub fn prepare(
     state_dir: &Path,
     opts: &UpOpts,
 ) -> Result<Plan> {
-    let resolved = resolve::resolve(spec, hv)?;
     let now = crate::when::now_in(opts.tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
     let tz = now.time_zone().clone();
     let when = crate::when::parse_when(opts.at.as_deref().unwrap_or("latest"), &now)
         .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
-    let wants_points = opts.at.is_some() || spec.vms.iter().any(|v| v.dumps.is_some());
-    let injections = if wants_points {
+    let patterns = spec.vms.iter().any(|v| {
+        matches!(&v.source, crate::spec::VmSource::Domain { snapshot, .. } if snapshot.contains('*'))
+    });
+    let wants_points = opts.at.is_some() || patterns || spec.vms.iter().any(|v| v.dumps.is_some());
+    let (choices, injections) = if wants_points {
         crate::inject::choose_injections(spec, hv, &when, now.timestamp(), &tz)?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
+    // Snapshot patterns become the snapshot chosen for the moment.
+    let chosen = crate::restore::with_chosen_snapshots(spec, &choices);
+    let spec = &chosen;
+    let resolved = resolve::resolve(spec, hv)?;
     let run = RunId::new();
     let run_dir = RunDir::new(state_dir, &run).path;
     let passwords: Vec<String> = spec.vms.iter().map(|_| random_password()).collect();

@@ -91,6 +91,42 @@ pub fn snapshot_creation_time(xml: &str) -> Result<Timestamp> {
 }
 
 /// The image points of a VM: its snapshot (needs the hypervisor) or its backup files.
+/// Whether snapshot `name` is meant by `pattern`: the same name, or, where the pattern has
+/// `*` (any run of characters), a match of the whole name.
+pub fn snapshot_matches(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return pattern == name;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The lab file as a chosen restore point makes it: every VM cloned from a snapshot pattern
+/// (`snapshot = "nightly-*"`) gets the snapshot chosen for it. Pure.
+pub fn with_chosen_snapshots(spec: &LabSpec, choices: &[Choice]) -> LabSpec {
+    let mut out = spec.clone();
+    for vm in &mut out.vms {
+        if let VmSource::Domain { snapshot, .. } = &mut vm.source
+            && snapshot.contains('*')
+            && let Some(choice) = choices.iter().find(|c| c.vm == vm.name)
+        {
+            *snapshot = choice.image.name.clone();
+        }
+    }
+    out
+}
+
 pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<ImagePoint>> {
     match &vm.source {
         VmSource::Domain { domain, snapshot } => {
@@ -103,10 +139,20 @@ pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<Imag
             let names = hv
                 .list_snapshots(domain)
                 .with_context(|| format!("vm {}: listing the snapshots of {domain}", vm.name))?;
-            if !names.iter().any(|n| n == snapshot) {
+            // A name with `*` is a pattern: every matching snapshot is an image point.
+            let chosen: Vec<&String> = names
+                .iter()
+                .filter(|n| snapshot_matches(snapshot, n))
+                .collect();
+            if chosen.is_empty() {
                 bail!(
-                    "vm {}: domain {domain} has no snapshot {snapshot}; it has: {}",
+                    "vm {}: domain {domain} has no snapshot {}{snapshot}; it has: {}",
                     vm.name,
+                    if snapshot.contains('*') {
+                        "matching "
+                    } else {
+                        ""
+                    },
                     if names.is_empty() {
                         "none".to_string()
                     } else {
@@ -114,17 +160,22 @@ pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<Imag
                     }
                 );
             }
-            let xml = hv.snapshot_xml(domain, snapshot).with_context(|| {
-                format!("vm {}: reading snapshot {snapshot} of {domain}", vm.name)
-            })?;
-            let time = snapshot_creation_time(&xml).with_context(|| {
-                format!("vm {}: reading snapshot {snapshot} of {domain}", vm.name)
-            })?;
-            Ok(vec![ImagePoint {
-                name: snapshot.clone(),
-                time,
-                source: format!("snapshot {domain}/{snapshot}"),
-            }])
+            chosen
+                .into_iter()
+                .map(|name| {
+                    let xml = hv.snapshot_xml(domain, name).with_context(|| {
+                        format!("vm {}: reading snapshot {name} of {domain}", vm.name)
+                    })?;
+                    let time = snapshot_creation_time(&xml).with_context(|| {
+                        format!("vm {}: reading snapshot {name} of {domain}", vm.name)
+                    })?;
+                    Ok(ImagePoint {
+                        name: name.clone(),
+                        time,
+                        source: format!("snapshot {domain}/{name}"),
+                    })
+                })
+                .collect()
         }
         VmSource::Files { disks, .. } => {
             let mut newest: Option<Timestamp> = None;
@@ -937,6 +988,69 @@ mod tests {
         let mut out = Vec::new();
         let result = run_points(spec, Some(&estate.hv), Some(at), &now(), json, &mut out);
         (String::from_utf8(out).unwrap(), result)
+    }
+
+    #[test]
+    fn snapshot_patterns_match_whole_names() {
+        assert!(snapshot_matches("nightly", "nightly"));
+        assert!(!snapshot_matches("nightly", "nightly-2"));
+        assert!(snapshot_matches("nightly-*", "nightly-20261126"));
+        assert!(snapshot_matches("*", "anything"));
+        assert!(snapshot_matches("n*-*-db", "nightly-26-db"));
+        assert!(!snapshot_matches("n*-*-db", "nightly-26-app"));
+        assert!(!snapshot_matches("nightly-*", "weekly-20261126"));
+        assert!(!snapshot_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn a_snapshot_pattern_offers_every_matching_snapshot_and_the_moment_picks_one() {
+        let estate = estate();
+        // A second nightly a day earlier, and a snapshot the pattern does not mean.
+        for (name, time) in [("nightly-1125", 1795572000), ("manual", 1795660000)] {
+            estate
+                .hv
+                .add_snapshot(
+                    "prod-db",
+                    name,
+                    &format!("<domainsnapshot><name>{name}</name><creationTime>{time}</creationTime></domainsnapshot>"),
+                )
+                .unwrap();
+        }
+        let mut spec = lab(&estate, "");
+        if let VmSource::Domain { snapshot, .. } = &mut spec.vms[0].source {
+            *snapshot = "nightly*".into();
+        }
+        let points = lab_points(&spec, Some(&estate.hv)).unwrap();
+        let names: Vec<&str> = points[0].images.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["nightly-1125", "nightly"],
+            "oldest first, manual left out"
+        );
+
+        let pick = |at: &str| {
+            let when = crate::when::parse_when(at, &now()).unwrap();
+            let choices = choose(&points, &when, now().timestamp(), None, &TimeZone::UTC).unwrap();
+            let chosen = with_chosen_snapshots(&spec, &choices);
+            match &chosen.vms[0].source {
+                VmSource::Domain { snapshot, .. } => snapshot.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // 2026-11-26T02:00Z is the newest nightly; at 01:00 the one of the day before counts.
+        assert_eq!(pick("latest"), "nightly");
+        assert_eq!(pick("2026-11-26T01:00:00Z"), "nightly-1125");
+
+        if let VmSource::Domain { snapshot, .. } = &mut spec.vms[0].source {
+            *snapshot = "weekly-*".into();
+        }
+        let err = format!("{:#}", lab_points(&spec, Some(&estate.hv)).unwrap_err());
+        assert!(
+            err.contains(
+                "has no snapshot matching weekly-*; it has: nightly, nightly-1125, manual"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@
 //! **`from`**, either:
 //! - `{ domain = "prod-db", snapshot = "nightly" }`: a libvirt domain on the `connect` host and
 //!   one of its external disk-only snapshots; the lab clones the snapshot's frozen backing files,
-//!   so production keeps running. Both keys are required.
+//!   so production keeps running. Both keys are required. The snapshot may be a pattern with `*`
+//!   (`snapshot = "nightly-*"`): every matching snapshot is then an image restore point and
+//!   `--at` picks the newest one at or before the moment (`latest`: the newest).
 //! - `{ xml = "backups/db.xml", disks = { vda = "backups/db.qcow2" } }`: a domain XML file and
 //!   one image per disk target (qcow2 or raw), as a backup tool restores them. Paths are relative
 //!   to the lab file's directory; `disks` needs at least one entry.

@@ -328,6 +328,65 @@ restore = ["true"]
     );
     sb.assert_nothing_left();
 
+    // A snapshot pattern: every matching snapshot of prod-db is an image point; "2h ago"
+    // still picks the nightly of the night before, latest picks the snapshot taken now, and
+    // the lab really boots from it.
+    check(
+        &sb.exec(&[
+            "virsh",
+            "snapshot-create-as",
+            "prod-db",
+            "nightly-now",
+            "--disk-only",
+            "--atomic",
+        ]),
+        "second snapshot of prod-db",
+    );
+    let pattern = estate.dir.join("pattern.toml");
+    std::fs::write(
+        &pattern,
+        r#"name = "pattern"
+accel = "tcg"
+[segment.lan]
+production = ["prod"]
+[[vm]]
+name = "db"
+from = { domain = "prod-db", snapshot = "nightly*" }
+ready = { timeout = "3m" }
+[vm.dumps]
+dir = "backups/dumps"
+pattern = "erp-%Y%m%d-%H%M.sql"
+restore = ["test -s {dump}"]
+"#,
+    )
+    .unwrap();
+    let out = sb.reclab(&[
+        "points",
+        "--json",
+        "--at",
+        "2h ago",
+        pattern.to_str().unwrap(),
+    ]);
+    check(&out, "reclab points on a snapshot pattern");
+    let points: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let images: Vec<&str> = points["vms"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(images, ["nightly", "nightly-now"], "{points}");
+    assert_eq!(points["at"]["choices"][0]["image"], "nightly", "{points}");
+    let out = sb.reclab(&["up", "--json", pattern.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let up: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(up["injections"][0]["image"]["name"], "nightly-now", "{up}");
+    check(
+        &sb.reclab(&["down", up["run"].as_str().unwrap()]),
+        "reclab down",
+    );
+    sb.assert_nothing_left();
+
     // The estate with a wrong app version in its backup: the http check fails.
     drop(hv);
     drop(sb);
