@@ -9,9 +9,10 @@
 //!   blocks, the root directory owned by root, label `RECLAB`; the size is the content plus
 //!   slack. Then `debugfs` allocates each file's blocks (`fallocate`, marked written) and sets
 //!   its size, and the bytes go straight into the image at those blocks with `copy_file_range`,
-//!   as fast as `cp` (`mke2fs -d` copying them itself writes block by block, about 7x slower).
-//!   `e2fsck -fn` checks the file system before the data goes in. A name debugfs cannot take (a `"`, `\` or control
-//!   character) falls back to `mke2fs -d` copying the files.
+//!   as fast as `cp` (`mke2fs -d` copying them itself writes block by block, about 5x slower);
+//!   holes in a sparse dump are skipped, so they stay holes in the image. `e2fsck -fn` checks
+//!   the file system before the data goes in. A name debugfs cannot take (a `"`, `\` or
+//!   control character) falls back to `mke2fs -d` copying the files.
 //! - **iso**: ISO 9660 with Rock Ridge and Joliet, level 3 (files above 4 GiB), label
 //!   `RECLAB`, built with `xorriso` (Debian package `xorriso`) or else `genisoimage`.
 //!
@@ -474,7 +475,7 @@ fn fill_ext4(image: &Path, files: &[Placed]) -> Result<()> {
         for e in extents {
             let from = e.logical * BLOCK;
             let len = (e.len * BLOCK).min(f.bytes - from);
-            copy_range(&source, from, &target, e.physical * BLOCK, len).with_context(|| {
+            copy_data(&source, from, &target, e.physical * BLOCK, len).with_context(|| {
                 format!(
                     "copying {} into data disk {}",
                     f.source.display(),
@@ -485,6 +486,46 @@ fn fill_ext4(image: &Path, files: &[Placed]) -> Result<()> {
     }
     drop(target);
 
+    Ok(())
+}
+
+/// Copies the data of `len` bytes of `source` at `from` to `target` at `to`, skipping the
+/// source's holes (`SEEK_DATA`/`SEEK_HOLE`): the image is new, so what is not written reads as
+/// zeros and a sparse dump stays sparse on the disk, as with `mke2fs -d`.
+fn copy_data(
+    source: &std::fs::File,
+    from: u64,
+    target: &std::fs::File,
+    to: u64,
+    len: u64,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let seek = |pos: u64, whence: libc::c_int| -> std::io::Result<u64> {
+        // SAFETY: lseek on an open descriptor; no memory is passed.
+        let r = unsafe { libc::lseek(source.as_raw_fd(), pos as libc::off_t, whence) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r as u64)
+        }
+    };
+    let end = from + len;
+    let mut pos = from;
+    while pos < end {
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Ok(data) => data,
+            // No data after pos: the rest is a hole.
+            Err(err) if err.raw_os_error() == Some(libc::ENXIO) => break,
+            // A file system without SEEK_DATA: copy everything.
+            Err(_) => return copy_range(source, pos, target, to + (pos - from), end - pos),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(data, libc::SEEK_HOLE).unwrap_or(end).min(end);
+        copy_range(source, data, target, to + (data - from), hole - data)?;
+        pos = hole;
+    }
     Ok(())
 }
 
@@ -703,6 +744,48 @@ mod tests {
         assert!(disk.bytes >= 40 << 20 && disk.bytes <= ext4_size(40 << 20, 2));
         let listing = debugfs(&image, "ls -l /");
         assert!(listing.contains(&(40u64 << 20).to_string()), "{listing}");
+        fsck_clean(&image);
+    }
+
+    #[test]
+    fn a_sparse_dump_stays_sparse_and_its_data_lands_where_it_belongs() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("sparse.sql");
+        let file = std::fs::File::create(&dump).unwrap();
+        file.set_len(64 << 20).unwrap();
+        // Data at the start, in the middle (not block-aligned) and at the very end.
+        file.write_all_at(b"BEGIN;", 0).unwrap();
+        file.write_all_at(&noise(10_000, 5), (30 << 20) + 123)
+            .unwrap();
+        file.write_all_at(b"COMMIT;", (64 << 20) - 7).unwrap();
+        drop(file);
+        let image = dir.path().join("data.img");
+        build_data_disk(
+            &[DataDiskFile {
+                name: "sparse.sql".into(),
+                source: dump.clone(),
+                sha256: None,
+            }],
+            DiskFormat::Ext4,
+            &image,
+        )
+        .unwrap();
+        fsck_clean(&image);
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /sparse.sql"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout == std::fs::read(&dump).unwrap(),
+            "content differs"
+        );
+        let used = std::fs::metadata(&image).unwrap().blocks() * 512;
+        assert!(
+            used < 16 << 20,
+            "the image uses {used} bytes for 64 MiB mostly holes"
+        );
     }
 
     #[test]
