@@ -633,14 +633,18 @@ fn make_iso(staging: &Path, image: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn debugfs(image: &Path, request: &str) -> String {
+    fn debugfs_bytes(image: &Path, request: &str) -> Vec<u8> {
         let output = Command::new("debugfs")
             .args(["-R", request])
             .arg(image)
             .output()
             .expect("debugfs (e2fsprogs) is needed for this test");
         assert!(output.status.success(), "debugfs {request}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
+        output.stdout
+    }
+
+    fn debugfs(image: &Path, request: &str) -> String {
+        String::from_utf8(debugfs_bytes(image, request)).unwrap()
     }
 
     fn dump_files(dir: &Path) -> Vec<DataDiskFile> {
@@ -772,15 +776,8 @@ mod tests {
         )
         .unwrap();
         fsck_clean(&image);
-        let out = Command::new("debugfs")
-            .args(["-R", "cat /sparse.sql"])
-            .arg(&image)
-            .output()
-            .unwrap();
-        assert!(
-            out.stdout == std::fs::read(&dump).unwrap(),
-            "content differs"
-        );
+        let out = debugfs_bytes(&image, "cat /sparse.sql");
+        assert!(out == std::fs::read(&dump).unwrap(), "content differs");
         let used = std::fs::metadata(&image).unwrap().blocks() * 512;
         assert!(
             used < 16 << 20,
@@ -898,15 +895,8 @@ mod tests {
         assert!(extents.len() > 2, "{extents:?}");
         assert!(extents.iter().all(|e| !e.uninit), "{extents:?}");
         assert!(covers(&extents, bytes.len().div_ceil(4096) as u64));
-        let out = Command::new("debugfs")
-            .args(["-R", "cat /erp-20261126-1300.sql"])
-            .arg(&image)
-            .output()
-            .unwrap();
-        assert!(
-            out.stdout == bytes,
-            "the dump on the disk differs from the source"
-        );
+        let out = debugfs_bytes(&image, "cat /erp-20261126-1300.sql");
+        assert!(out == bytes, "the dump on the disk differs from the source");
         assert_eq!(
             debugfs(&image, "cat /erp-20261126-1300.sql.manifest.json"),
             "{}"
@@ -966,12 +956,8 @@ mod tests {
         )
         .unwrap();
         fsck_clean(&image);
-        let out = Command::new("debugfs")
-            .args(["-R", "cat \"/erp 2026-11-26 13:00.sql\""])
-            .arg(&image)
-            .output()
-            .unwrap();
-        assert!(out.stdout == std::fs::read(&spaced).unwrap());
+        let out = debugfs_bytes(&image, "cat \"/erp 2026-11-26 13:00.sql\"");
+        assert!(out == std::fs::read(&spaced).unwrap());
         assert_eq!(debugfs(&image, "cat /empty.sql"), "");
     }
 

@@ -3,9 +3,10 @@
 //! Host side, before anything is created: pick the restore point for `--at`
 //! ([`choose_injections`]) and verify each chosen dump against its manifest / `SHA256SUMS`, so a
 //! corrupt dump stops the drill naming the file before any restore. Then the plan puts a
-//! read-only data disk (ext4, built at the speed of `cp`, or ISO) holding the dump, its manifest and a
-//! `SHA256SUMS` into the lab domain (cold-plugged, serial `reclab-data`). Guest side, once the
-//! VM's agent answers ([`inject_in_guest`]): check the agent allows `guest-exec`, find and mount
+//! read-only data disk (ext4, built at the speed of `cp`, or ISO) holding the dump, its
+//! manifest and a `SHA256SUMS` into the lab domain (cold-plugged, serial `reclab-data`; or,
+//! with `attach = "hotplug"`, plugged in once the agent answers). Guest side, once the VM's
+//! agent answers ([`inject_in_guest`]): check the agent allows `guest-exec`, find and mount
 //! the disk read-only, verify the checksums inside the guest, run the restore commands one by
 //! one (each bounded, output capped); the first failure stops with its exit code and the end of
 //! its output.

@@ -23,6 +23,54 @@ fn lab_file(estate: &Estate, name: &str, edit: impl Fn(String) -> String) -> Pat
     p
 }
 
+/// An external disk-only snapshot of a production domain, taken now.
+fn snapshot_now(sb: &Sandbox, domain: &str, name: &str) {
+    check(
+        &sb.exec(&[
+            "virsh",
+            "snapshot-create-as",
+            domain,
+            name,
+            "--disk-only",
+            "--atomic",
+        ]),
+        &format!("snapshot {name} of {domain}"),
+    );
+}
+
+/// A lab of one VM cloned from `domain`'s `snapshot`, restoring the estate's dumps with
+/// `restore`.
+fn one_vm_lab(
+    estate: &Estate,
+    lab: &str,
+    vm: &str,
+    domain: &str,
+    snapshot: &str,
+    restore: &str,
+) -> PathBuf {
+    let p = estate.dir.join(format!("{lab}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"name = "{lab}"
+accel = "tcg"
+[segment.lan]
+production = ["prod"]
+[[vm]]
+name = "{vm}"
+from = {{ domain = "{domain}", snapshot = "{snapshot}" }}
+ready = {{ timeout = "3m" }}
+[vm.dumps]
+dir = "backups/dumps"
+pattern = "erp-%Y%m%d-%H%M.sql"
+restore = ["{restore}"]
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
 /// Rewrite the estate's dump set with these planted defects; returns defects.json.
 fn regenerate_dumps(estate: &Estate, defects: &[&str]) -> serde_json::Value {
     let dir = estate.dumps_dir();
@@ -290,35 +338,8 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
         "sed -i 's|/usr/sbin/qemu-ga -m|/usr/sbin/qemu-ga -b guest-exec,guest-exec-status -m|' /usr/lib/reclab/qemu-ga-run && grep -q -e '-b guest-exec' /usr/lib/reclab/qemu-ga-run && sync",
     );
     assert_eq!(rc, 0);
-    check(
-        &sb.exec(&[
-            "virsh",
-            "snapshot-create-as",
-            "prod-app",
-            "noexec",
-            "--disk-only",
-            "--atomic",
-        ]),
-        "snapshot of prod-app",
-    );
-    let noexec = estate.dir.join("noexec.toml");
-    std::fs::write(
-        &noexec,
-        r#"name = "noexec"
-accel = "tcg"
-[segment.lan]
-production = ["prod"]
-[[vm]]
-name = "app"
-from = { domain = "prod-app", snapshot = "noexec" }
-ready = { timeout = "3m" }
-[vm.dumps]
-dir = "backups/dumps"
-pattern = "erp-%Y%m%d-%H%M.sql"
-restore = ["true"]
-"#,
-    )
-    .unwrap();
+    snapshot_now(&sb, "prod-app", "noexec");
+    let noexec = one_vm_lab(&estate, "noexec", "app", "prod-app", "noexec", "true");
     let out = sb.reclab(&["up", noexec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -331,35 +352,15 @@ restore = ["true"]
     // A snapshot pattern: every matching snapshot of prod-db is an image point; "2h ago"
     // still picks the nightly of the night before, latest picks the snapshot taken now, and
     // the lab really boots from it.
-    check(
-        &sb.exec(&[
-            "virsh",
-            "snapshot-create-as",
-            "prod-db",
-            "nightly-now",
-            "--disk-only",
-            "--atomic",
-        ]),
-        "second snapshot of prod-db",
+    snapshot_now(&sb, "prod-db", "nightly-now");
+    let pattern = one_vm_lab(
+        &estate,
+        "pattern",
+        "db",
+        "prod-db",
+        "nightly*",
+        "test -s {dump}",
     );
-    let pattern = estate.dir.join("pattern.toml");
-    std::fs::write(
-        &pattern,
-        r#"name = "pattern"
-accel = "tcg"
-[segment.lan]
-production = ["prod"]
-[[vm]]
-name = "db"
-from = { domain = "prod-db", snapshot = "nightly*" }
-ready = { timeout = "3m" }
-[vm.dumps]
-dir = "backups/dumps"
-pattern = "erp-%Y%m%d-%H%M.sql"
-restore = ["test -s {dump}"]
-"#,
-    )
-    .unwrap();
     let out = sb.reclab(&[
         "points",
         "--json",
