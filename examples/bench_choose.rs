@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let mut chosen = None;
     for _ in 0..5 {
         let began = Instant::now();
-        chosen = reclab::points::bench_choose(dir, pattern, at)?;
+        chosen = reclab::restore::dumps::bench_choose(dir, pattern, at)?;
         best = best.min(began.elapsed().as_secs_f64() * 1000.0);
     }
     println!(

@@ -6,10 +6,13 @@ use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;
 
-use reclab::cli::{Cli, Command};
+use reclab::app::cli::{Cli, Command};
+use reclab::drill;
 use reclab::hv::Hypervisor;
 use reclab::hv::libvirt::LibvirtHv;
-use reclab::{drill, lab, report, spec};
+use reclab::lab;
+use reclab::report;
+use reclab::spec;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -57,7 +60,7 @@ fn default_uri(cli_uri: &Option<String>) -> String {
 }
 
 fn parse_ttl(s: &str) -> Result<std::time::Duration> {
-    reclab::duration::parse_duration(s)
+    reclab::base::duration::parse_duration(s)
         .map_err(|e| anyhow::anyhow!("--ttl {s:?}: {e}; write e.g. 2h, 30m, 1h30m"))
 }
 
@@ -132,8 +135,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Points { lab, at, tz, json } => {
             let spec = load_spec(lab)?;
-            let now =
-                reclab::when::now_in(tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+            let now = reclab::base::when::now_in(tz.as_deref())
+                .map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
             // Only snapshot sources need the hypervisor; backup files are dated on disk.
             let needs_hv = spec
                 .vms
@@ -282,7 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_report(&rep, &html, *json)?;
             // Notifications and metrics never change the drill's result.
             let dir = html.parent().map(|p| p.to_path_buf());
-            let after = reclab::notify::after_drill(
+            let after = reclab::ops::notify::after_drill(
                 &spec,
                 &rep.summary(dir.as_deref()),
                 metrics_file.as_deref(),
@@ -315,7 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (_, rec) = lab::find_run(&state_dir, lab)?;
             let vmrec = lab::find_vm(&rec, vm)?;
             let hv = reopen(&rec.uri)?;
-            let out = reclab::agent::sh(
+            let out = reclab::hv::agent::sh(
                 hv.as_ref(),
                 &vmrec.domain,
                 &command.join(" "),
@@ -332,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Extend { .. }
         | Command::Schedule { .. }
         | Command::Listen { .. }
-        | Command::Metrics { .. } => reclab::ops_cmd::run(&cli, &reopen),
+        | Command::Metrics { .. } => reclab::app::ops_cmd::run(&cli, &reopen),
         Command::Console {
             lab,
             vm,
@@ -341,27 +344,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             link,
             base,
         } => {
-            let (dir, rec) = reclab::console::find_run(&state_dir, lab)?;
-            reclab::console::ensure_alive(&rec, jiff::Timestamp::now())?;
+            let (dir, rec) = reclab::access::console::find_run(&state_dir, lab)?;
+            reclab::access::console::ensure_alive(&rec, jiff::Timestamp::now())?;
             if *link {
-                let token = reclab::console::access_token(&dir)?;
+                let token = reclab::access::console::access_token(&dir)?;
                 println!(
                     "{}",
-                    reclab::console::lab_link(base, rec.run_id.short(), &token)
+                    reclab::access::console::lab_link(base, rec.run_id.short(), &token)
                 );
                 return Ok(ExitCode::SUCCESS);
             }
             let vm = vm.as_deref().context("give the vm whose console to open")?;
-            reclab::console::find_vm(&rec, vm)?;
+            reclab::access::console::find_vm(&rec, vm)?;
             if !*vnc {
                 // The serial console is a non-blocking libvirt stream: it needs the event loop.
                 reclab::hv::libvirt::start_event_loop()?;
             }
             let hv = reopen(&rec.uri)?;
             if *vnc {
-                reclab::console::serve_vnc(hv.as_ref(), &dir, &rec, vm, *port)?;
+                reclab::access::console::serve_vnc(hv.as_ref(), &dir, &rec, vm, *port)?;
             } else {
-                reclab::console::attach_serial(hv.as_ref(), &dir, &rec, vm)?;
+                reclab::access::console::attach_serial(hv.as_ref(), &dir, &rec, vm)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -371,24 +374,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tls_key,
             novnc,
         } => {
-            let opener: reclab::serve::Opener = std::sync::Arc::new(|uri: &str| {
+            let opener: reclab::access::serve::Opener = std::sync::Arc::new(|uri: &str| {
                 Ok(std::sync::Arc::new(LibvirtHv::open(uri)?) as std::sync::Arc<dyn Hypervisor>)
             });
-            let opts = reclab::serve::ServeOpts {
+            let opts = reclab::access::serve::ServeOpts {
                 listen: *listen,
                 tls: tls_cert.clone().zip(tls_key.clone()),
                 novnc: novnc.clone(),
             };
-            reclab::serve::run(&state_dir, &opts, opener)?;
+            reclab::access::serve::run(&state_dir, &opts, opener)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchClone { src, dst, format } => {
             let t = std::time::Instant::now();
-            let layers = reclab::image::chain(src, Some(format))?;
+            let layers = reclab::lab::image::chain(src, Some(format))?;
             let top = layers
                 .first()
                 .with_context(|| format!("{} has no image layer", src.display()))?;
-            reclab::image::create_overlay(dst, top)?;
+            reclab::lab::image::create_overlay(dst, top)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             println!(
                 "{}",
@@ -425,7 +428,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let hv = open_hv(&default_uri(&cli.connect))?;
             let t = std::time::Instant::now();
-            reclab::agent::write_file(hv.as_ref(), domain, guest_path, &bytes, None)?;
+            reclab::hv::agent::write_file(hv.as_ref(), domain, guest_path, &bytes, None)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             println!("{}", serde_json::json!({ "ms": ms, "bytes": bytes.len() }));
             Ok(ExitCode::SUCCESS)
@@ -440,9 +443,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "iso" => reclab::spec::DiskFormat::Iso,
                 other => anyhow::bail!("--format {other:?}: use ext4 or iso"),
             };
-            let files: Vec<reclab::datadisk::DataDiskFile> = files
+            let files: Vec<reclab::restore::datadisk::DataDiskFile> = files
                 .iter()
-                .map(|f| reclab::datadisk::DataDiskFile {
+                .map(|f| reclab::restore::datadisk::DataDiskFile {
                     name: f
                         .file_name()
                         .map(|n| n.to_string_lossy().into_owned())
@@ -453,7 +456,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect();
             let t = std::time::Instant::now();
-            let disk = reclab::datadisk::build_data_disk(&files, format, image)?;
+            let disk = reclab::restore::datadisk::build_data_disk(&files, format, image)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             println!("{}", serde_json::json!({ "ms": ms, "bytes": disk.bytes }));
             Ok(ExitCode::SUCCESS)

@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use reclab::journal::RunDir;
+use reclab::lab::journal::RunDir;
 
 /// Children killed (by PID) when the test ends, also when it panics.
 #[derive(Default)]
@@ -484,12 +484,12 @@ fn consoles_for_people_on_a_real_lab() {
     );
 
     // The sign-off is in the run and in the lab's history.
-    let stored = reclab::signoff::load(&dir).unwrap();
+    let stored = reclab::report::signoff::load(&dir).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].name, "Ann Customer");
     assert_eq!(stored[0].vm.as_deref(), Some("client"));
     let history = reclab::report::history_path(&sb.state_dir, "erp");
-    let in_history = reclab::signoff::history_signoffs(&history).unwrap();
+    let in_history = reclab::report::signoff::history_signoffs(&history).unwrap();
     assert_eq!(in_history, vec![(run8.clone(), stored[0].clone())]);
 
     // A wrong token is refused.

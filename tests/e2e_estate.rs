@@ -23,7 +23,7 @@ fn demo_estate_boots_serves_invoices_and_has_verifiable_backups() {
             Some(DomState::Running),
             "{dom}"
         );
-        reclab::agent::ping(&hv, &dom, Duration::from_secs(5)).expect("agent answers");
+        reclab::hv::agent::ping(&hv, &dom, Duration::from_secs(5)).expect("agent answers");
         let (_, host) = guest_sh(&hv, &dom, "hostname");
         assert_eq!(host.trim(), role, "identity on its own disk");
     }

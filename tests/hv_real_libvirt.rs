@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use reclab::agent::{self, ExecOpts};
+use reclab::hv::agent::{self, ExecOpts};
 use reclab::hv::libvirt::LibvirtHv;
 use reclab::hv::{DomState, Hypervisor};
 use sha2::{Digest, Sha256};

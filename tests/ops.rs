@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use reclab::notify;
+use reclab::ops::notify;
 use reclab::report::{DrillResult, HISTORY_SCHEMA, Summary};
 use reclab::spec::{EmailSpec, MqttSpec, NotifySpec, WebhookSpec};
 
@@ -684,7 +684,7 @@ fn metrics_command_writes_every_labs_latest_drill() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let samples = reclab::metrics::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let samples = reclab::ops::metrics::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let get = |m: &str, lab: &str| {
         samples
             .iter()
@@ -887,9 +887,9 @@ fn listen_rejects_requests_beyond_its_queue() {
 }
 
 /// A run directory with a `run.json` of lab `erp` that expires at `expires`.
-fn fake_run(state: &Path, expires: Timestamp) -> reclab::journal::RunDir {
-    use reclab::journal::{RunDir, RunRecord, RunState, VmRecord};
-    let run = reclab::names::RunId::new();
+fn fake_run(state: &Path, expires: Timestamp) -> reclab::lab::journal::RunDir {
+    use reclab::lab::journal::{RunDir, RunRecord, RunState, VmRecord};
+    let run = reclab::base::names::RunId::new();
     let dir = RunDir::new(state, &run);
     dir.create().unwrap();
     dir.save_record(&RunRecord {
@@ -934,7 +934,8 @@ fn extend_moves_the_expiry_in_run_json_and_reports_metadata_it_could_not_update(
         Ok(Box::new(reclab::hv::fake::FakeHv::new()))
     };
     let done =
-        reclab::expiry::extend(state.path(), "erp", Duration::from_secs(7200), now, &open).unwrap();
+        reclab::ops::expiry::extend(state.path(), "erp", Duration::from_secs(7200), now, &open)
+            .unwrap();
     let want = expires + SignedDuration::from_secs(7200);
     assert_eq!(done.new_expires, want.to_string());
     assert_eq!(done.old_expires, expires.to_string());

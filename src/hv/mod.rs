@@ -1,6 +1,8 @@
 //! The hypervisor boundary. Only `hv::libvirt` imports `virt`; everything else in reclab
 //! talks to the [`Hypervisor`] trait. Calls block; callers run them on worker threads.
 
+pub mod agent;
+
 pub mod fake;
 pub mod libvirt;
 pub mod ppm;

@@ -1,6 +1,8 @@
 //! XML reclab reads and writes: the surgical rewrite of production domain XML and the lab
 //! network definitions.
 
+pub mod facts;
+
 pub mod domain;
 pub mod network;
 mod tree;

@@ -303,7 +303,7 @@ pub fn sha256_file(p: &Path) -> String {
 
 /// Run a shell command in a domain through its guest agent; returns (exit code, stdout).
 pub fn guest_sh(hv: &dyn Hypervisor, domain: &str, script: &str) -> (i32, String) {
-    let out = reclab::agent::sh(hv, domain, script, Duration::from_secs(60))
+    let out = reclab::hv::agent::sh(hv, domain, script, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("agent exec in {domain}: {e:#}"));
     (
         out.exit_code,

@@ -7,9 +7,9 @@
 use anyhow::{Context, Result};
 use std::path::Path;
 
+use crate::base::sys;
 use crate::hv::Hypervisor;
-use crate::journal::{Resource, RunDir};
-use crate::sys;
+use crate::lab::journal::{Resource, RunDir};
 
 /// Remove every resource in the run's journal, then the run directory itself.
 /// Returns the resources that could not be removed, with the reason.
@@ -204,7 +204,7 @@ pub fn remove_netns(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::RunId;
+    use crate::base::names::RunId;
 
     #[test]
     fn files_and_dirs_are_removed_and_a_second_teardown_is_a_no_op() {

@@ -31,9 +31,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{self, ExecOpts, ExecOutput};
-use crate::duration::format_duration;
+use crate::base::duration::format_duration;
 use crate::hv::Hypervisor;
+use crate::hv::agent::{self, ExecOpts, ExecOutput};
 use crate::spec::{CheckKind, CheckSpec, DEFAULT_CHECK_TIMEOUT, JsonExpectation};
 
 /// Bytes kept of each of a command's stdout and stderr.
@@ -425,7 +425,7 @@ fn evaluate(
                     ctx.screenshot_dir.display()
                 )
             })?;
-            crate::journal::write_atomic(&path, &png, 0o644)
+            crate::lab::journal::write_atomic(&path, &png, 0o644)
                 .with_context(|| format!("saving the screenshot {}", path.display()))?;
             result.screenshot = Some(path);
             eval_blank_png(&png)

@@ -12,13 +12,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::image::Layer;
-use crate::inspect::DomainFacts;
-use crate::journal::Resource;
-use crate::names::{self, RunId};
-use crate::services::ServicesPlan;
+use crate::base::names::{self, RunId};
+use crate::lab::image::Layer;
+use crate::lab::journal::Resource;
+use crate::lab::services::ServicesPlan;
 use crate::spec::{Accel, LabSpec};
 use crate::xml;
+use crate::xml::facts::DomainFacts;
 
 /// A source disk of a VM with its read-only backing chain (top first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
     pub vms: Vec<VmPlan>,
     /// Dumps going into VMs, chosen and verified on the host before planning.
-    pub injections: Vec<crate::inject::PlannedInjection>,
+    pub injections: Vec<crate::restore::inject::PlannedInjection>,
     pub steps: Vec<Step>,
 }
 
@@ -154,7 +154,7 @@ impl Plan {
                     name: self.segments[*segment].network.clone(),
                 }]
             }
-            Step::HardenBridge { segment } => crate::services::hardening_rules(
+            Step::HardenBridge { segment } => crate::lab::services::hardening_rules(
                 &self.segments[*segment].bridge,
                 &names::firewall_tag(&self.run),
             ),
@@ -198,7 +198,7 @@ pub struct PlanInputs<'a> {
     /// One console password per VM (≤ 8 characters: libvirt's VNC limit), in spec order.
     pub passwords: &'a [String],
     /// Chosen and host-verified dumps per VM.
-    pub injections: &'a [crate::inject::PlannedInjection],
+    pub injections: &'a [crate::restore::inject::PlannedInjection],
 }
 
 /// Decide everything. Pure.
@@ -355,20 +355,20 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
             .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
         let injection = i.injections.iter().find(|p| p.vm == vm.name);
-        let data_disk =
-            injection.map(|p| crate::inject::image_path(i.run_dir, &vm.name, p.dumps.format));
+        let data_disk = injection
+            .map(|p| crate::restore::inject::image_path(i.run_dir, &vm.name, p.dumps.format));
         let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
         let (xml, hotplug_disk) = match (&data_disk, injection) {
             (Some(img), Some(p)) if p.dumps.attach == crate::spec::DiskAttach::Hotplug => {
-                let target = crate::inject::free_target(&used)
+                let target = crate::restore::inject::free_target(&used)
                     .with_context(|| format!("vm {}: adding the data disk", vm.name))?;
                 (
                     rewritten.xml.clone(),
-                    Some(crate::inject::disk_xml(img, &target)),
+                    Some(crate::restore::inject::disk_xml(img, &target)),
                 )
             }
             (Some(img), _) => (
-                crate::inject::add_disk(&rewritten.xml, img, &used)
+                crate::restore::inject::add_disk(&rewritten.xml, img, &used)
                     .with_context(|| format!("vm {}: adding the data disk", vm.name))?,
                 None,
             ),

@@ -21,6 +21,8 @@
 //! Rendering is pure (`render_*`); only [`write_report`], [`append_history`] and [`history`]
 //! touch the disk.
 
+pub mod signoff;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,8 +34,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::format_duration;
-use crate::journal::write_atomic;
+use crate::base::duration::format_duration;
+use crate::lab::journal::write_atomic;
 use crate::verify::{CheckResult, Status};
 
 /// The JSON report's schema identifier.
@@ -103,7 +105,7 @@ pub struct DrillReport {
     pub errors: Vec<String>,
     /// Customers' sign-offs ("I saw my data") recorded on the lab's page.
     #[serde(default)]
-    pub signoffs: Vec<crate::signoff::SignOff>,
+    pub signoffs: Vec<crate::report::signoff::SignOff>,
 }
 
 /// What one VM was restored from.

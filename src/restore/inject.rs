@@ -15,12 +15,12 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent;
-use crate::datadisk::{DataDiskFile, build_data_disk};
+use crate::base::when::When;
 use crate::hv::Hypervisor;
+use crate::hv::agent;
+use crate::restore::datadisk::{DataDiskFile, build_data_disk};
 use crate::restore::{self, CommandRecord, InjectionRecord};
 use crate::spec::{DiskFormat, DumpsSpec, LabSpec};
-use crate::when::When;
 
 /// Serial of the data disk, how the guest finds it.
 pub const DISK_SERIAL: &str = "reclab-data";
@@ -74,7 +74,7 @@ pub fn choose_injections(
             source: dumps.dir.join(&dump.file),
             sha256: Some(digest.sha256.clone()),
         }];
-        if let Some(m) = crate::points::manifest_path(dumps, &dump.file)
+        if let Some(m) = crate::restore::dumps::manifest_path(dumps, &dump.file)
             && let Some(name) = m.file_name()
         {
             files.push(DataDiskFile {
@@ -83,7 +83,7 @@ pub fn choose_injections(
                 sha256: None,
             });
         }
-        let commands = crate::points::restore_commands(dumps, &dump.file)
+        let commands = crate::restore::dumps::restore_commands(dumps, &dump.file)
             .with_context(|| format!("vm {}: restore commands", vm.name))?;
         out.push(PlannedInjection {
             vm: vm.name.clone(),
@@ -148,7 +148,7 @@ fn tail(out: &agent::ExecOutput) -> String {
     if !err.trim().is_empty() {
         text.push_str(&err);
     }
-    let lines = crate::sys::tail(&text, 10);
+    let lines = crate::base::sys::tail(&text, 10);
     if lines.len() > OUTPUT_TAIL {
         lines[lines.len() - OUTPUT_TAIL..].to_string()
     } else {
@@ -168,8 +168,8 @@ pub fn mount_script(mount: &str, format: DiskFormat) -> String {
          [ -n \"$dev\" ] || dev=$(findfs LABEL={label} 2>/dev/null || blkid -L {label} 2>/dev/null); \
          [ -n \"$dev\" ] || {{ echo 'reclab data disk not found in the guest' >&2; exit 3; }}; \
          mkdir -p {m} && {{ mountpoint -q {m} || mount -o ro -t {fstype} \"$dev\" {m}; }}",
-        label = crate::datadisk::LABEL,
-        m = crate::points::sh_quote(mount),
+        label = crate::restore::datadisk::LABEL,
+        m = crate::restore::dumps::sh_quote(mount),
     )
 }
 
@@ -215,8 +215,8 @@ pub fn inject_in_guest(
     let t = Instant::now();
     let verify = format!(
         "cd {} && sha256sum -c {}",
-        crate::points::sh_quote(&p.dumps.mount),
-        crate::datadisk::SUMS
+        crate::restore::dumps::sh_quote(&p.dumps.mount),
+        crate::restore::datadisk::SUMS
     );
     let out = agent::sh(hv, domain, &verify, p.dumps.timeout)
         .with_context(|| format!("vm {vm}: verifying the dump checksums in the guest"))?;

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::hv::Hypervisor;
-use crate::image;
-use crate::inspect::{self, DiskInfo};
-use crate::plan::{ResolvedDisk, ResolvedVm};
+use crate::lab::image;
+use crate::lab::plan::{ResolvedDisk, ResolvedVm};
 use crate::spec::{LabSpec, VmSource};
+use crate::xml::facts::{self, DiskInfo};
 
 /// Resolve every VM of the lab.
 pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
@@ -62,7 +62,7 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
                 (text, format!("file {}", xml.display()), disks.clone())
             }
         };
-        let facts = inspect::facts(&xml).with_context(|| format!("vm {}: {origin}", vm.name))?;
+        let facts = facts::facts(&xml).with_context(|| format!("vm {}: {origin}", vm.name))?;
         let mut disks = Vec::new();
         for d in facts.disks.iter().filter(|d| d.device == "disk") {
             let path = disk_path(&vm.name, &origin, d, &overrides)?;
@@ -148,7 +148,7 @@ fn open_for_writing(hv: &dyn Hypervisor) -> Result<BTreeMap<PathBuf, String>> {
         let Ok(xml) = hv.domain_xml(&d.name, false) else {
             continue;
         };
-        let Ok(f) = inspect::facts(&xml) else {
+        let Ok(f) = facts::facts(&xml) else {
             continue;
         };
         for disk in f.disks.iter().filter(|x| !x.readonly) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::hv::Hypervisor;
-use crate::journal::RunRecord;
+use crate::lab::journal::RunRecord;
 use crate::lab::{self, UpOpts};
 use crate::report::{self, DrillReport, Phase};
 use crate::spec::{self, LabSpec};
@@ -63,7 +63,7 @@ pub fn run_checks(
         let has_screen = |vm: &str| {
             hv.domain_xml(&domain_of(vm), false)
                 .ok()
-                .and_then(|x| crate::inspect::facts(&x).ok())
+                .and_then(|x| crate::xml::facts::facts(&x).ok())
                 .is_some_and(|f| !f.graphics.is_empty())
         };
         verify::default_checks(&names, &has_screen)
@@ -79,8 +79,9 @@ pub fn run_checks(
 pub fn publish(state_dir: &Path, rep: &DrillReport) -> Result<PathBuf> {
     let dir = report_dir(state_dir, &rep.lab, &rep.run);
     let mut rep = rep.clone();
-    let run_dir = crate::journal::RunDir::new(state_dir, &crate::names::RunId(rep.run.clone()));
-    if let Ok(signoffs) = crate::signoff::load(&run_dir) {
+    let run_dir =
+        crate::lab::journal::RunDir::new(state_dir, &crate::base::names::RunId(rep.run.clone()));
+    if let Ok(signoffs) = crate::report::signoff::load(&run_dir) {
         rep.signoffs = signoffs;
     }
     let rep = &rep;
@@ -106,10 +107,10 @@ fn phase(rep: &mut DrillReport, name: &str, started: Timestamp, t: Instant, ok: 
 
 /// The moment `--at` asks for (`None` for latest).
 fn requested_moment(at: Option<&str>, tz: Option<&str>) -> Option<Timestamp> {
-    let now = crate::when::now_in(tz).ok()?;
-    match crate::when::parse_when(at?, &now).ok()?.at {
-        crate::when::At::Moment(t) => Some(t),
-        crate::when::At::Latest => None,
+    let now = crate::base::when::now_in(tz).ok()?;
+    match crate::base::when::parse_when(at?, &now).ok()?.at {
+        crate::base::when::At::Moment(t) => Some(t),
+        crate::base::when::At::Latest => None,
     }
 }
 

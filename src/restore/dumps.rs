@@ -651,7 +651,7 @@ pub fn describe<T: Timed>(points: &[&T], tz: &TimeZone) -> String {
     }
     points
         .iter()
-        .map(|p| format!("{} ({})", p.label(), crate::when::show(p.time(), tz)))
+        .map(|p| format!("{} ({})", p.label(), crate::base::when::show(p.time(), tz)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -6,9 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{Cli, Command, ScheduleCommand};
+use crate::app::cli::{Cli, Command, ScheduleCommand};
 use crate::hv::Hypervisor;
-use crate::{expiry, listen, metrics, report, schedule, spec};
+use crate::ops::expiry;
+use crate::ops::listen;
+use crate::ops::metrics;
+use crate::ops::schedule;
+use crate::report;
+use crate::spec;
 
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
@@ -22,7 +27,7 @@ pub fn run(cli: &Cli, open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>) -> Res
             duration,
             json,
         } => {
-            let by = crate::duration::parse_duration(duration)
+            let by = crate::base::duration::parse_duration(duration)
                 .map_err(|e| anyhow::anyhow!("extend by {duration:?}: {e}"))?;
             let done = expiry::extend(&cli.state_dir, lab, by, jiff::Timestamp::now(), open)?;
             if *json {

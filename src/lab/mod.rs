@@ -6,22 +6,25 @@
 //!        ──down / gc / failure──▶ teardown (journal replayed in reverse, idempotent)
 //! ```
 
+pub mod image;
+pub mod journal;
+pub mod plan;
+pub mod resolve;
+pub mod services;
+pub mod teardown;
+
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::agent;
+use crate::base::names::{self, RunId};
+use crate::base::sys;
+use crate::hv::agent;
 use crate::hv::{DomState, Hypervisor};
-use crate::image;
-use crate::journal::{Resource, RunDir, RunRecord, RunState, SegmentRecord, VmRecord};
-use crate::names::{self, RunId};
-use crate::plan::{self, Plan, PlanInputs, Step};
-use crate::resolve;
-use crate::services;
+use crate::lab::journal::{Resource, RunDir, RunRecord, RunState, SegmentRecord, VmRecord};
+use crate::lab::plan::{Plan, PlanInputs, Step};
 use crate::spec::LabSpec;
-use crate::sys;
-use crate::teardown;
 use crate::xml;
 
 /// Options of `up`.
@@ -80,16 +83,17 @@ pub fn prepare(
     state_dir: &Path,
     opts: &UpOpts,
 ) -> Result<Plan> {
-    let now = crate::when::now_in(opts.tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    let now =
+        crate::base::when::now_in(opts.tz.as_deref()).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
     let tz = now.time_zone().clone();
-    let when = crate::when::parse_when(opts.at.as_deref().unwrap_or("latest"), &now)
+    let when = crate::base::when::parse_when(opts.at.as_deref().unwrap_or("latest"), &now)
         .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
     let patterns = spec.vms.iter().any(|v| {
         matches!(&v.source, crate::spec::VmSource::Domain { snapshot, .. } if snapshot.contains('*'))
     });
     let wants_points = opts.at.is_some() || patterns || spec.vms.iter().any(|v| v.dumps.is_some());
     let (choices, injections) = if wants_points {
-        crate::inject::choose_injections(spec, hv, &when, now.timestamp(), &tz)?
+        crate::restore::inject::choose_injections(spec, hv, &when, now.timestamp(), &tz)?
     } else {
         (Vec::new(), Vec::new())
     };
@@ -194,7 +198,7 @@ fn execute(
     plan: &Plan,
     hv: &dyn Hypervisor,
     dir: &RunDir,
-    fingerprints: Vec<crate::journal::Fingerprint>,
+    fingerprints: Vec<crate::lab::journal::Fingerprint>,
     report: &mut UpReport,
 ) -> Result<()> {
     let me = std::process::id();
@@ -300,7 +304,7 @@ fn run_step(
     step: &Step,
     record: &mut RunRecord,
     report: &mut UpReport,
-    injections: &mut [crate::inject::PlannedInjection],
+    injections: &mut [crate::restore::inject::PlannedInjection],
 ) -> Result<Option<String>> {
     for r in plan.resources(step) {
         // Firewall rules and services journal themselves next to each command.
@@ -342,7 +346,7 @@ fn run_step(
                 .find(|v| v.name == p.vm)
                 .expect("planned vm");
             let image = vm.data_disk.clone().expect("planned data disk");
-            crate::inject::build_disk(p, &image)?;
+            crate::restore::inject::build_disk(p, &image)?;
             progress(format!(
                 "{}: restore point {} ({}) + dump {} ({}), skew {}",
                 p.vm,
@@ -425,7 +429,10 @@ fn run_step(
                 hv.create_domain(&vm.xml)
                     .with_context(|| format!("vm {}: starting domain {}", vm.name, vm.domain))?;
             }
-            type Ready = (Result<Duration>, Option<crate::inject::PlannedInjection>);
+            type Ready = (
+                Result<Duration>,
+                Option<crate::restore::inject::PlannedInjection>,
+            );
             // A spinner while the guests boot (hidden when stderr is not a terminal).
             let spinner = indicatif::ProgressBar::new_spinner();
             spinner.set_message(format!(
@@ -447,7 +454,7 @@ fn run_step(
                                         "{}: restoring {} in the guest",
                                         vm.name, p.record.dump.name
                                     ));
-                                    crate::inject::inject_in_guest(
+                                    crate::restore::inject::inject_in_guest(
                                         hv,
                                         &vm.domain,
                                         vm.hotplug_disk.as_deref(),
@@ -602,7 +609,7 @@ pub fn verify_isolation(rec: &RunRecord, hv: &dyn Hypervisor) -> Result<Vec<Stri
     for vm in &rec.vms {
         if let Ok(f) = hv
             .domain_xml(&vm.domain, false)
-            .and_then(|x| crate::inspect::facts(&x))
+            .and_then(|x| crate::xml::facts::facts(&x))
         {
             ours.extend(f.interfaces.into_iter().filter_map(|i| i.target));
         }
@@ -843,7 +850,7 @@ pub fn status(
                     let console = hv
                         .domain_xml(&vm.domain, false)
                         .ok()
-                        .and_then(|x| crate::inspect::facts(&x).ok())
+                        .and_then(|x| crate::xml::facts::facts(&x).ok())
                         .and_then(|f| f.graphics.iter().find_map(|g| g.endpoint()));
                     (st.to_string(), console)
                 }

@@ -44,10 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::console::{self, Lease};
+use crate::access::console::{self, Lease};
 use crate::hv::{DomState, Hypervisor};
-use crate::journal::{RunDir, RunRecord};
-use crate::signoff::{self, SignOff};
+use crate::lab::journal::{RunDir, RunRecord};
+use crate::report::signoff::{self, SignOff};
 
 /// Opens (or reuses) a hypervisor connection for a run's URI.
 pub type Opener = Arc<dyn Fn(&str) -> Result<Arc<dyn Hypervisor>> + Send + Sync>;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hv::{ConsoleStream, Hypervisor};
-use crate::journal::{RunDir, RunRecord};
+use crate::lab::journal::{RunDir, RunRecord};
 
 /// The key that detaches from a serial console: Ctrl-] (like `virsh console` and telnet).
 pub const ESCAPE: u8 = 0x1d;
@@ -299,7 +299,7 @@ pub fn has_serial(domain_xml: &str) -> bool {
 
 /// Whether the domain's XML has a VNC graphics device.
 pub fn has_vnc(domain_xml: &str) -> bool {
-    crate::inspect::facts(domain_xml)
+    crate::xml::facts::facts(domain_xml)
         .map(|f| f.graphics.iter().any(|g| g.kind == "vnc"))
         .unwrap_or(false)
 }

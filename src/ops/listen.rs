@@ -209,7 +209,7 @@ pub fn run(opts: &ListenOpts) -> Result<()> {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     let (client, mut connection) =
-        rumqttc::Client::new(crate::notify::mqtt_options(&opts.mqtt, &id)?, 64);
+        rumqttc::Client::new(crate::ops::notify::mqtt_options(&opts.mqtt, &id)?, 64);
     let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
 
     let publish = {

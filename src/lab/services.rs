@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::journal::{Resource, RunDir};
-use crate::sys;
+use crate::base::sys;
+use crate::lab::journal::{Resource, RunDir};
 
 /// Everything needed to start one segment's lab services. Built by `plan`.
 #[derive(Debug, Clone, PartialEq, Eq)]

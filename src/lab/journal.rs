@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::names::RunId;
+use crate::base::names::RunId;
 
 /// Something reclab creates, with enough information to remove it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use crate::journal::{RunDir, write_atomic};
+use crate::lab::journal::{RunDir, write_atomic};
 
 /// The file in a run directory that holds its sign-offs.
 pub const SIGNOFFS_FILE: &str = "signoffs.json";
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn a_sign_off_goes_into_the_runs_report() {
         let state = tempfile::tempdir().unwrap();
-        let run = crate::names::RunId("0123abcd0123abcd0123abcd0123abcd".into());
+        let run = crate::base::names::RunId("0123abcd0123abcd0123abcd0123abcd".into());
         let dir = RunDir::new(state.path(), &run);
         dir.create().unwrap();
         let report_dir = crate::drill::report_dir(state.path(), "erp", "0123abcd");

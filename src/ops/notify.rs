@@ -401,7 +401,7 @@ pub fn after_drill(
         .map(Path::to_path_buf)
         .or_else(|| spec.metrics.as_ref().map(|m| m.textfile.clone()));
     let metrics_error = metrics_file.as_deref().and_then(|path| {
-        crate::metrics::update(path, summary)
+        crate::ops::metrics::update(path, summary)
             .err()
             .map(|e| format!("{e:#}"))
     });

@@ -13,8 +13,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::hv::Hypervisor;
-use crate::journal::RunState;
 use crate::lab::find_runs;
+use crate::lab::journal::RunState;
 use crate::xml::domain::{LabMetadata, RECLAB_NS, RECLAB_PREFIX, parse_lab_metadata};
 
 /// What `extend` did.

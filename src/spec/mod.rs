@@ -188,8 +188,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::duration::parse_duration;
-use crate::points::{NamePattern, expand, uses};
+use crate::base::duration::parse_duration;
+use crate::restore::dumps::{NamePattern, expand, uses};
 
 mod checks;
 mod ops;
@@ -2570,7 +2570,7 @@ mod tests {
 
     #[test]
     fn the_example_in_the_reference_is_a_valid_lab() {
-        let example: String = include_str!("spec.rs")
+        let example: String = include_str!("mod.rs")
             .lines()
             .skip_while(|line| *line != "//! ```toml")
             .skip(1)

@@ -11,6 +11,10 @@
 //! A lab names one snapshot per VM, so a VM has one image point today; the code handles a
 //! list, so a future `snapshot = "nightly-*"` needs no other change here.
 
+pub mod datadisk;
+pub mod dumps;
+pub mod inject;
+
 use std::fmt;
 use std::io::Write;
 use std::time::Duration;
@@ -22,13 +26,13 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::format_duration;
+use crate::base::duration::format_duration;
+use crate::base::when::{At, When, parse_when, rfc3339, show};
 use crate::hv::Hypervisor;
-use crate::points::{
+use crate::restore::dumps::{
     DumpPoint, DumpScan, Timed, describe, nearest, scan_dumps, select, show_skew, skew, skew_ok,
 };
 use crate::spec::{LabSpec, VmSource, VmSpec};
-use crate::when::{At, When, parse_when, rfc3339, show};
 
 /// One VM image a lab can clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -819,7 +823,7 @@ pub struct InjectionRecord {
     pub skew_seconds: i64,
     pub skew: String,
     pub max_skew_seconds: Option<u64>,
-    pub data_disk: Option<crate::datadisk::DataDisk>,
+    pub data_disk: Option<crate::restore::datadisk::DataDisk>,
     /// Where the guest mounted the data disk.
     pub mount: String,
     /// When the data disk was attached (from boot, or hot-plugged once the agent answered).
@@ -837,7 +841,7 @@ impl InjectionRecord {
         choice: &Choice,
         when: &When,
         dumps: &crate::spec::DumpsSpec,
-        digest: &crate::points::FileDigest,
+        digest: &crate::restore::dumps::FileDigest,
         verified_against: Vec<String>,
         manifest: Option<serde_json::Value>,
         max_skew: Option<Duration>,
@@ -885,24 +889,24 @@ pub fn verify_chosen(
     dumps: &crate::spec::DumpsSpec,
     dump: &DumpPoint,
 ) -> Result<(
-    crate::points::FileDigest,
+    crate::restore::dumps::FileDigest,
     Vec<String>,
     Option<serde_json::Value>,
 )> {
     let mut expected = Vec::new();
     let mut manifest = None;
-    if let Some(path) = crate::points::manifest_path(dumps, &dump.file) {
-        let (value, want) = crate::points::read_manifest(&path, &dump.file)?;
+    if let Some(path) = crate::restore::dumps::manifest_path(dumps, &dump.file) {
+        let (value, want) = crate::restore::dumps::read_manifest(&path, &dump.file)?;
         manifest = Some(value);
         expected.push(want);
     }
     if let Some(sums) = &dumps.sha256sums {
-        expected.push(crate::points::read_sha256sums(
+        expected.push(crate::restore::dumps::read_sha256sums(
             &dumps.dir.join(sums),
             &dump.file,
         )?);
     }
-    let digest = crate::points::verify_dump(&dumps.dir.join(&dump.file), &expected)?;
+    let digest = crate::restore::dumps::verify_dump(&dumps.dir.join(&dump.file), &expected)?;
     let sources = expected
         .iter()
         .map(|e| e.source.display().to_string())
@@ -945,7 +949,7 @@ mod tests {
             let name = t.strftime("erp-%Y%m%d-%H%M.sql").to_string();
             let content = format!("-- dump {hour}\n");
             std::fs::write(dumps.join(&name), &content).unwrap();
-            let sha = crate::points::sha256_file(&dumps.join(&name))
+            let sha = crate::restore::dumps::sha256_file(&dumps.join(&name))
                 .unwrap()
                 .sha256;
             std::fs::write(
@@ -1029,7 +1033,7 @@ mod tests {
         );
 
         let pick = |at: &str| {
-            let when = crate::when::parse_when(at, &now()).unwrap();
+            let when = crate::base::when::parse_when(at, &now()).unwrap();
             let choices = choose(&points, &when, now().timestamp(), None, &TimeZone::UTC).unwrap();
             let chosen = with_chosen_snapshots(&spec, &choices);
             match &chosen.vms[0].source {
@@ -1178,7 +1182,7 @@ mod tests {
         );
         let mut other = spec.clone();
         other.vms[0].dumps.as_mut().unwrap().pattern =
-            crate::points::NamePattern::parse("crm-%Y%m%d-%H%M.sql", true).unwrap();
+            crate::restore::dumps::NamePattern::parse("crm-%Y%m%d-%H%M.sql", true).unwrap();
         let err = lab_points(&other, Some(&estate.hv))
             .unwrap_err()
             .to_string();
@@ -1223,7 +1227,7 @@ mod tests {
         let back: InjectionRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, record);
         assert_eq!(
-            crate::points::restore_commands(dumps, "erp-20261126-1200.sql").unwrap(),
+            crate::restore::dumps::restore_commands(dumps, "erp-20261126-1200.sql").unwrap(),
             ["sqlite3 /var/lib/erp/erp.db < /mnt/reclab/erp-20261126-1200.sql"]
         );
     }

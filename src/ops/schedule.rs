@@ -20,7 +20,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::journal::write_atomic;
+use crate::lab::journal::write_atomic;
 
 /// The default unit directory.
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
@@ -29,8 +29,8 @@ pub const UNIT_PREFIX: &str = "reclab-drill-";
 /// Longest schedule name.
 pub const MAX_NAME: usize = 40;
 
-const SERVICE_TEMPLATE: &str = include_str!("../templates/reclab-drill.service.in");
-const TIMER_TEMPLATE: &str = include_str!("../templates/reclab-drill.timer.in");
+const SERVICE_TEMPLATE: &str = include_str!("../../templates/reclab-drill.service.in");
+const TIMER_TEMPLATE: &str = include_str!("../../templates/reclab-drill.timer.in");
 
 /// What `schedule install` needs.
 #[derive(Debug, Clone)]
@@ -266,7 +266,7 @@ pub fn install(opts: &InstallOpts) -> Result<Schedule> {
             "--at {at:?} is empty or spans lines; write it like \"2h ago\" or \"2026-11-01T03:00:00Z\""
         );
     }
-    crate::duration::parse_duration(&opts.randomized_delay)
+    crate::base::duration::parse_duration(&opts.randomized_delay)
         .map_err(|e| anyhow::anyhow!("--randomized-delay: {e}"))?;
     let cal = calendar(&opts.on)?;
     let (service_text, timer_text) = render_units(opts, &cal);

@@ -218,7 +218,7 @@ pub enum Command {
         guest_path: String,
     },
     /// Benchmark hook (`scripts/bench`): build a data disk IMAGE holding FILES through the code
-    /// path of injection (`reclab::datadisk`); prints the time in ms.
+    /// path of injection (`reclab::restore::datadisk`); prints the time in ms.
     #[command(hide = true)]
     BenchDatadisk {
         /// The image to write.
@@ -268,7 +268,7 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         labs_dir: PathBuf,
         /// How many requests may wait; more are rejected.
-        #[arg(long, default_value_t = crate::listen::DEFAULT_QUEUE)]
+        #[arg(long, default_value_t = crate::ops::listen::DEFAULT_QUEUE)]
         queue: usize,
         /// How many drills (of different labs) may run at once.
         #[arg(long, default_value_t = 1)]
@@ -300,7 +300,7 @@ pub enum ScheduleCommand {
         #[arg(long)]
         name: Option<String>,
         /// Where the unit files go.
-        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        #[arg(long, default_value = crate::ops::schedule::DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
         /// RandomizedDelaySec= of the timer.
         #[arg(long, default_value = "15m")]
@@ -308,7 +308,7 @@ pub enum ScheduleCommand {
     },
     /// List installed schedules.
     List {
-        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        #[arg(long, default_value = crate::ops::schedule::DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -318,7 +318,7 @@ pub enum ScheduleCommand {
     Remove {
         /// Schedule name as shown by `schedule list`.
         name: String,
-        #[arg(long, default_value = crate::schedule::DEFAULT_UNIT_DIR)]
+        #[arg(long, default_value = crate::ops::schedule::DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
     },
 }

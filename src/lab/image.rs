@@ -12,8 +12,8 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::journal::Fingerprint;
-use crate::sys;
+use crate::base::sys;
+use crate::lab::journal::Fingerprint;
 
 /// Image formats reclab clones.
 pub const SUPPORTED_FORMATS: &[&str] = &["qcow2", "raw"];
