@@ -27,11 +27,13 @@ fn main() -> anyhow::Result<()> {
     let files = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .count();
+    let pattern = reclab::base::pattern::NamePattern::parse(pattern, true)
+        .map_err(|e| anyhow::anyhow!("PATTERN {pattern:?}: {e}"))?;
     let mut best = f64::MAX;
     let mut chosen = None;
     for _ in 0..5 {
         let began = Instant::now();
-        chosen = reclab::restore::dumps::bench_choose(dir, pattern, at)?;
+        chosen = reclab::restore::dumps::choose_in_dir(dir, &pattern, at)?;
         best = best.min(began.elapsed().as_secs_f64() * 1000.0);
     }
     println!(

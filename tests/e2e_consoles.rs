@@ -484,7 +484,7 @@ fn consoles_for_people_on_a_real_lab() {
     );
 
     // The sign-off is in the run and in the lab's history.
-    let stored = reclab::report::signoff::load(&dir).unwrap();
+    let stored = reclab::report::signoff::load(&dir.path).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].name, "Ann Customer");
     assert_eq!(stored[0].vm.as_deref(), Some("client"));

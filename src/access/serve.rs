@@ -330,7 +330,7 @@ async fn lab_page(
     let gathered = blocking(move || {
         let vms = vm_views(&app2, &a2.rec);
         let report = read_report(&a2.dir);
-        let signoffs = signoff::load(&a2.dir);
+        let signoffs = signoff::load(&a2.dir.path);
         (vms, report, signoffs)
     })
     .await;
@@ -730,7 +730,7 @@ async fn signoff_form(
     let s2 = s.clone();
     let saved = blocking(move || {
         let _guard = app2.signoff_lock.lock().unwrap_or_else(|e| e.into_inner());
-        signoff::record(&app2.state_dir, &a2.dir, &a2.rec.lab, &a2.run8, &s2)
+        signoff::record(&app2.state_dir, &a2.dir.path, &a2.rec.lab, &a2.run8, &s2)
     })
     .await
     .and_then(|r| r);
@@ -1167,7 +1167,7 @@ mod tests {
         let dir = RunDir {
             path: state.path().join("runs/0123abcd"),
         };
-        let stored = signoff::load(&dir).unwrap();
+        let stored = signoff::load(&dir.path).unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].comment, "May invoices are there");
         let history = crate::report::history_path(state.path(), "erp");
@@ -1184,7 +1184,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        assert_eq!(signoff::load(&dir).unwrap().len(), 1);
+        assert_eq!(signoff::load(&dir.path).unwrap().len(), 1);
     }
 
     #[tokio::test]

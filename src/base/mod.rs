@@ -2,6 +2,9 @@
 //! names, host commands. Nothing here imports anything else from the crate.
 
 pub mod duration;
+pub mod fs;
 pub mod names;
+pub mod pattern;
 pub mod sys;
+pub mod template;
 pub mod when;

@@ -12,14 +12,9 @@ use std::time::{Duration, Instant};
 use crate::hv::Hypervisor;
 use crate::lab::journal::RunRecord;
 use crate::lab::{self, UpOpts};
-use crate::report::{self, DrillReport, Phase};
+use crate::report::{self, DrillReport, Phase, report_dir};
 use crate::spec::{self, LabSpec};
 use crate::verify::{self, CheckContext, CheckResult, Status};
-
-/// Where a run's report goes.
-pub fn report_dir(state_dir: &Path, lab: &str, run: &str) -> PathBuf {
-    state_dir.join("labs").join(lab).join("reports").join(run)
-}
 
 /// The built-in isolation check of a running lab, as a check result.
 fn isolation_result(rec: &RunRecord, hv: &dyn Hypervisor) -> CheckResult {
@@ -81,7 +76,7 @@ pub fn publish(state_dir: &Path, rep: &DrillReport) -> Result<PathBuf> {
     let mut rep = rep.clone();
     let run_dir =
         crate::lab::journal::RunDir::new(state_dir, &crate::base::names::RunId(rep.run.clone()));
-    if let Ok(signoffs) = crate::report::signoff::load(&run_dir) {
+    if let Ok(signoffs) = crate::report::signoff::load(&run_dir.path) {
         rep.signoffs = signoffs;
     }
     let rep = &rep;

@@ -7,6 +7,7 @@
 //! Layout: `STATE/runs/<run8>/` holds `run.json` (the [`RunRecord`]), `journal.jsonl` (one
 //! [`Resource`] per line) and the run's files (overlays, serial logs, lab-services config).
 
+use crate::base::fs::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
@@ -260,21 +261,6 @@ impl RunDir {
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
-}
-
-/// Write a file atomically: a temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().context("path without parent")?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

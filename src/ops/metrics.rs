@@ -21,7 +21,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::journal::write_atomic;
+use crate::base::fs::write_atomic;
 use crate::report::{DrillResult, Summary};
 
 /// The metric families, in output order: name and help text.

@@ -20,7 +20,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::lab::journal::write_atomic;
+use crate::base::fs::write_atomic;
 
 /// The default unit directory.
 pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";

@@ -35,7 +35,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::base::duration::format_duration;
-use crate::lab::journal::write_atomic;
+use crate::base::fs::write_atomic;
 use crate::verify::{CheckResult, Status};
 
 /// The JSON report's schema identifier.
@@ -811,6 +811,11 @@ pub fn read_report(path: &Path) -> Result<DrillReport> {
         report.schema
     );
     Ok(report)
+}
+
+/// Where a run's report goes: `STATE_DIR/labs/LAB/reports/RUN8`.
+pub fn report_dir(state_dir: &Path, lab: &str, run: &str) -> PathBuf {
+    state_dir.join("labs").join(lab).join("reports").join(run)
 }
 
 /// The history file of a lab: `STATE_DIR/labs/LAB/history.jsonl`.

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use crate::lab::journal::{RunDir, write_atomic};
+use crate::base::fs::write_atomic;
 
 /// The file in a run directory that holds its sign-offs.
 pub const SIGNOFFS_FILE: &str = "signoffs.json";
@@ -59,8 +59,8 @@ impl SignOff {
 }
 
 /// The sign-offs of a run, oldest first (none when the file does not exist).
-pub fn load(dir: &RunDir) -> Result<Vec<SignOff>> {
-    let path = dir.file(SIGNOFFS_FILE);
+pub fn load(run_dir: &Path) -> Result<Vec<SignOff>> {
+    let path = run_dir.join(SIGNOFFS_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .with_context(|| format!("parsing the sign-offs {}", path.display())),
@@ -73,18 +73,18 @@ pub fn load(dir: &RunDir) -> Result<Vec<SignOff>> {
 /// serialize concurrent calls for one run.
 pub fn record(
     state_dir: &Path,
-    dir: &RunDir,
+    run_dir: &Path,
     lab: &str,
     run8: &str,
     signoff: &SignOff,
 ) -> Result<()> {
-    let mut all = load(dir)?;
+    let mut all = load(run_dir)?;
     all.push(signoff.clone());
     let text = serde_json::to_string_pretty(&all).context("serializing the sign-offs")?;
-    write_atomic(&dir.file(SIGNOFFS_FILE), text.as_bytes(), 0o600)
+    write_atomic(&run_dir.join(SIGNOFFS_FILE), text.as_bytes(), 0o600)
         .context("writing the sign-offs")?;
     // The run's latest report carries the sign-offs too (JSON, JUnit, HTML rewritten).
-    let report_dir = crate::drill::report_dir(state_dir, lab, run8);
+    let report_dir = crate::report::report_dir(state_dir, lab, run8);
     let json = report_dir.join("report.json");
     if json.exists() {
         let mut rep = crate::report::read_report(&json)?;
@@ -154,6 +154,7 @@ pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
 
 #[cfg(test)]
 mod tests {
+    use crate::lab::journal::RunDir;
 
     #[test]
     fn a_sign_off_goes_into_the_runs_report() {
@@ -161,7 +162,7 @@ mod tests {
         let run = crate::base::names::RunId("0123abcd0123abcd0123abcd0123abcd".into());
         let dir = RunDir::new(state.path(), &run);
         dir.create().unwrap();
-        let report_dir = crate::drill::report_dir(state.path(), "erp", "0123abcd");
+        let report_dir = crate::report::report_dir(state.path(), "erp", "0123abcd");
         let rep = crate::report::DrillReport::new("erp", "0123abcd", Timestamp::now(), None);
         crate::report::write_report(&report_dir, &rep).unwrap();
         let so = SignOff {
@@ -170,7 +171,7 @@ mod tests {
             at: Timestamp::now(),
             vm: Some("client".into()),
         };
-        record(state.path(), &dir, "erp", "0123abcd", &so).unwrap();
+        record(state.path(), &dir.path, "erp", "0123abcd", &so).unwrap();
         let back = crate::report::read_report(&report_dir.join("report.json")).unwrap();
         assert_eq!(back.signoffs, vec![so]);
         let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
@@ -218,10 +219,13 @@ mod tests {
         )
         .unwrap();
         let second = SignOff::new("Bob", "", None, Timestamp::UNIX_EPOCH).unwrap();
-        record(state.path(), &dir, "erp", "0123abcd", &first).unwrap();
-        record(state.path(), &dir, "erp", "0123abcd", &second).unwrap();
+        record(state.path(), &dir.path, "erp", "0123abcd", &first).unwrap();
+        record(state.path(), &dir.path, "erp", "0123abcd", &second).unwrap();
 
-        assert_eq!(load(&dir).unwrap(), vec![first.clone(), second.clone()]);
+        assert_eq!(
+            load(&dir.path).unwrap(),
+            vec![first.clone(), second.clone()]
+        );
         let lines = std::fs::read_to_string(&history).unwrap();
         assert_eq!(lines.lines().count(), 3, "{lines}");
         assert!(lines.lines().next().unwrap().contains("reclab.history/1"));
@@ -254,7 +258,7 @@ mod tests {
         let dir = RunDir {
             path: tmp.path().to_path_buf(),
         };
-        assert!(load(&dir).unwrap().is_empty());
+        assert!(load(&dir.path).unwrap().is_empty());
         assert!(
             history_signoffs(&tmp.path().join("history.jsonl"))
                 .unwrap()

@@ -25,7 +25,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::restore::dumps::sha256_file;
+use crate::restore::manifest::sha256_file;
 use crate::spec::DiskFormat;
 
 /// The volume label of every data disk; guests can find it as `/dev/disk/by-label/RECLAB`.

@@ -74,7 +74,7 @@ pub fn choose_injections(
             source: dumps.dir.join(&dump.file),
             sha256: Some(digest.sha256.clone()),
         }];
-        if let Some(m) = crate::restore::dumps::manifest_path(dumps, &dump.file)
+        if let Some(m) = crate::restore::manifest::manifest_path(dumps, &dump.file)
             && let Some(name) = m.file_name()
         {
             files.push(DataDiskFile {
@@ -83,7 +83,7 @@ pub fn choose_injections(
                 sha256: None,
             });
         }
-        let commands = crate::restore::dumps::restore_commands(dumps, &dump.file)
+        let commands = crate::restore::commands::restore_commands(dumps, &dump.file)
             .with_context(|| format!("vm {}: restore commands", vm.name))?;
         out.push(PlannedInjection {
             vm: vm.name.clone(),
@@ -169,7 +169,7 @@ pub fn mount_script(mount: &str, format: DiskFormat) -> String {
          [ -n \"$dev\" ] || {{ echo 'reclab data disk not found in the guest' >&2; exit 3; }}; \
          mkdir -p {m} && {{ mountpoint -q {m} || mount -o ro -t {fstype} \"$dev\" {m}; }}",
         label = crate::restore::datadisk::LABEL,
-        m = crate::restore::dumps::sh_quote(mount),
+        m = crate::base::template::sh_quote(mount),
     )
 }
 
@@ -215,7 +215,7 @@ pub fn inject_in_guest(
     let t = Instant::now();
     let verify = format!(
         "cd {} && sha256sum -c {}",
-        crate::restore::dumps::sh_quote(&p.dumps.mount),
+        crate::base::template::sh_quote(&p.dumps.mount),
         crate::restore::datadisk::SUMS
     );
     let out = agent::sh(hv, domain, &verify, p.dumps.timeout)

@@ -11,9 +11,11 @@
 //! A lab names one snapshot per VM, so a VM has one image point today; the code handles a
 //! list, so a future `snapshot = "nightly-*"` needs no other change here.
 
+pub mod commands;
 pub mod datadisk;
 pub mod dumps;
 pub mod inject;
+pub mod manifest;
 
 use std::fmt;
 use std::io::Write;
@@ -29,9 +31,16 @@ use serde::{Deserialize, Serialize};
 use crate::base::duration::format_duration;
 use crate::base::when::{At, When, parse_when, rfc3339, show};
 use crate::hv::Hypervisor;
-use crate::restore::dumps::{
-    DumpPoint, DumpScan, Timed, describe, nearest, scan_dumps, select, show_skew, skew, skew_ok,
-};
+use crate::restore::dumps::DumpPoint;
+use crate::restore::dumps::DumpScan;
+use crate::restore::dumps::Timed;
+use crate::restore::dumps::describe;
+use crate::restore::dumps::nearest;
+use crate::restore::dumps::scan_dumps;
+use crate::restore::dumps::select;
+use crate::restore::dumps::show_skew;
+use crate::restore::dumps::skew;
+use crate::restore::dumps::skew_ok;
 use crate::spec::{LabSpec, VmSource, VmSpec};
 
 /// One VM image a lab can clone.
@@ -841,7 +850,7 @@ impl InjectionRecord {
         choice: &Choice,
         when: &When,
         dumps: &crate::spec::DumpsSpec,
-        digest: &crate::restore::dumps::FileDigest,
+        digest: &crate::restore::manifest::FileDigest,
         verified_against: Vec<String>,
         manifest: Option<serde_json::Value>,
         max_skew: Option<Duration>,
@@ -889,24 +898,24 @@ pub fn verify_chosen(
     dumps: &crate::spec::DumpsSpec,
     dump: &DumpPoint,
 ) -> Result<(
-    crate::restore::dumps::FileDigest,
+    crate::restore::manifest::FileDigest,
     Vec<String>,
     Option<serde_json::Value>,
 )> {
     let mut expected = Vec::new();
     let mut manifest = None;
-    if let Some(path) = crate::restore::dumps::manifest_path(dumps, &dump.file) {
-        let (value, want) = crate::restore::dumps::read_manifest(&path, &dump.file)?;
+    if let Some(path) = crate::restore::manifest::manifest_path(dumps, &dump.file) {
+        let (value, want) = crate::restore::manifest::read_manifest(&path, &dump.file)?;
         manifest = Some(value);
         expected.push(want);
     }
     if let Some(sums) = &dumps.sha256sums {
-        expected.push(crate::restore::dumps::read_sha256sums(
+        expected.push(crate::restore::manifest::read_sha256sums(
             &dumps.dir.join(sums),
             &dump.file,
         )?);
     }
-    let digest = crate::restore::dumps::verify_dump(&dumps.dir.join(&dump.file), &expected)?;
+    let digest = crate::restore::manifest::verify_dump(&dumps.dir.join(&dump.file), &expected)?;
     let sources = expected
         .iter()
         .map(|e| e.source.display().to_string())
@@ -949,7 +958,7 @@ mod tests {
             let name = t.strftime("erp-%Y%m%d-%H%M.sql").to_string();
             let content = format!("-- dump {hour}\n");
             std::fs::write(dumps.join(&name), &content).unwrap();
-            let sha = crate::restore::dumps::sha256_file(&dumps.join(&name))
+            let sha = crate::restore::manifest::sha256_file(&dumps.join(&name))
                 .unwrap()
                 .sha256;
             std::fs::write(
@@ -1182,7 +1191,7 @@ mod tests {
         );
         let mut other = spec.clone();
         other.vms[0].dumps.as_mut().unwrap().pattern =
-            crate::restore::dumps::NamePattern::parse("crm-%Y%m%d-%H%M.sql", true).unwrap();
+            crate::base::pattern::NamePattern::parse("crm-%Y%m%d-%H%M.sql", true).unwrap();
         let err = lab_points(&other, Some(&estate.hv))
             .unwrap_err()
             .to_string();
@@ -1227,7 +1236,7 @@ mod tests {
         let back: InjectionRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, record);
         assert_eq!(
-            crate::restore::dumps::restore_commands(dumps, "erp-20261126-1200.sql").unwrap(),
+            crate::restore::commands::restore_commands(dumps, "erp-20261126-1200.sql").unwrap(),
             ["sqlite3 /var/lib/erp/erp.db < /mnt/reclab/erp-20261126-1200.sql"]
         );
     }

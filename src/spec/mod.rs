@@ -189,7 +189,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::base::duration::parse_duration;
-use crate::restore::dumps::{NamePattern, expand, uses};
+use crate::base::pattern::NamePattern;
+use crate::base::template::expand;
+use crate::base::template::uses;
 
 mod checks;
 mod ops;

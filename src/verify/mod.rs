@@ -425,7 +425,7 @@ fn evaluate(
                     ctx.screenshot_dir.display()
                 )
             })?;
-            crate::lab::journal::write_atomic(&path, &png, 0o644)
+            crate::base::fs::write_atomic(&path, &png, 0o644)
                 .with_context(|| format!("saving the screenshot {}", path.display()))?;
             result.screenshot = Some(path);
             eval_blank_png(&png)
