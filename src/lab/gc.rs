@@ -1,0 +1,270 @@
+//! Tearing runs down: `down` of one lab, and `gc` of expired runs and orphans.
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::Path;
+
+use crate::base::names::{self};
+use crate::base::sys;
+use crate::hv::Hypervisor;
+use crate::lab::execute::progress;
+use crate::lab::journal::{Resource, RunDir, RunRecord, RunState};
+use crate::lab::runs::find_runs;
+use crate::lab::{image, teardown};
+use crate::xml;
+
+/// Tear down runs; returns how many were removed.
+pub fn down(
+    state_dir: &Path,
+    which: &str,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<usize> {
+    let runs = find_runs(state_dir, Some(which))?;
+    let mut n = 0;
+    for (dir, rec) in runs {
+        remove_run(&dir, rec, open)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn remove_run(
+    dir: &RunDir,
+    rec: Option<RunRecord>,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<()> {
+    let uri = rec.as_ref().map(|r| r.uri.clone());
+    let needs_hv = dir
+        .resources()?
+        .iter()
+        .any(|r| matches!(r, Resource::Domain { .. } | Resource::Network { .. }));
+    let hv = match (&uri, needs_hv) {
+        (Some(u), true) => Some(open(u)?),
+        (None, true) => Some(open("")?),
+        _ => None,
+    };
+    if let Some(mut r) = rec.clone() {
+        r.state = RunState::TearingDown;
+        let _ = dir.save_record(&r);
+    }
+    let left = teardown::teardown(hv.as_deref(), dir)?;
+    if !left.is_empty() {
+        let msgs: Vec<String> = left
+            .iter()
+            .map(|(r, w)| format!("{}: {w}", r.describe()))
+            .collect();
+        bail!(
+            "could not remove everything of run {}: {}",
+            dir.path.display(),
+            msgs.join("; ")
+        );
+    }
+    if let Some(r) = rec {
+        let changed = image::changed(&r.fingerprints);
+        if !changed.is_empty() {
+            bail!("{}", changed.join("; "));
+        }
+        progress(format!(
+            "lab {} run {} removed; production images unchanged",
+            r.lab,
+            r.run_id.short()
+        ));
+    }
+    Ok(())
+}
+
+/// What `gc` found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub removed_runs: Vec<String>,
+    pub removed_foreign: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Remove expired and orphaned runs, then sweep tagged leftovers no run knows about.
+pub fn gc(
+    state_dir: &Path,
+    dry_run: bool,
+    sweep_uri: Option<&str>,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<GcReport> {
+    let now = jiff::Timestamp::now();
+    let mut rep = GcReport::default();
+    let mut known = Vec::new();
+    for (dir, rec) in find_runs(state_dir, None)? {
+        let short = dir
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let why = match &rec {
+            None => Some("no run record (crashed while starting)".to_string()),
+            Some(r) => {
+                let expired = r
+                    .expires
+                    .parse::<jiff::Timestamp>()
+                    .map(|e| e <= now)
+                    .unwrap_or(true);
+                let owner_alive = sys::process_alive(r.owner_pid, r.owner_start);
+                if expired {
+                    Some(format!("expired at {}", r.expires))
+                } else if matches!(r.state, RunState::Creating | RunState::TearingDown)
+                    && !owner_alive
+                {
+                    Some(format!(
+                        "orphaned: its reclab process {} is gone",
+                        r.owner_pid
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        match why {
+            Some(why) => {
+                let label = format!("run {short} ({why})");
+                if !dry_run {
+                    remove_run(&dir, rec, open).with_context(|| format!("removing run {short}"))?;
+                }
+                rep.removed_runs.push(label);
+            }
+            None => {
+                known.push(short.clone());
+                rep.kept.push(format!("run {short}"));
+            }
+        }
+    }
+    // Sweep: anything carrying reclab's tag or name whose run is unknown.
+    if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
+        {
+            for d in hv.list_domains()? {
+                let Some(meta) = hv.domain_metadata(&d.name, xml::domain::RECLAB_NS)? else {
+                    continue;
+                };
+                let Some(m) = xml::domain::parse_lab_metadata(&meta) else {
+                    continue;
+                };
+                if known.iter().any(|k| m.run.starts_with(k.as_str())) {
+                    continue;
+                }
+                if !dry_run {
+                    teardown::undo(
+                        Some(hv.as_ref()),
+                        &Resource::Domain {
+                            name: d.name.clone(),
+                        },
+                    )?;
+                }
+                rep.removed_foreign.push(format!("domain {}", d.name));
+            }
+            for n in hv.list_networks()? {
+                let Some(short) = tagged_short(&n.name) else {
+                    continue;
+                };
+                if known.contains(&short) {
+                    continue;
+                }
+                if !dry_run {
+                    hv.destroy_network(&n.name)?;
+                }
+                rep.removed_foreign.push(format!("network {}", n.name));
+            }
+        }
+    }
+    // Network namespaces are not swept by name: /run/netns is shared by every state
+    // directory on the host, and each namespace reclab creates is in its run's journal first.
+    for program in ["iptables", "ip6tables"] {
+        let Ok(rules) = sys::run_stdout(program, &["-w", "-S"]) else {
+            continue;
+        };
+        for line in rules.lines() {
+            let Some(pos) = line.find("reclab:") else {
+                continue;
+            };
+            let short: String = line[pos + 7..].chars().take(8).collect();
+            if known.contains(&short) || !line.starts_with("-A ") {
+                continue;
+            }
+            let mut parts: Vec<String> = shell_split(&line[3..]);
+            if parts.is_empty() {
+                continue;
+            }
+            let chain = parts.remove(0);
+            if !dry_run {
+                teardown::undo(
+                    None,
+                    &Resource::Firewall {
+                        program: program.into(),
+                        chain,
+                        rule: parts,
+                    },
+                )?;
+            }
+            rep.removed_foreign.push(format!("{program} rule {line}"));
+        }
+    }
+    Ok(rep)
+}
+
+/// The run short id in a `reclab-<8 hex>-…` name.
+fn tagged_short(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(names::PREFIX)?;
+    let short = rest.get(..8)?;
+    (short.chars().all(|c| c.is_ascii_hexdigit()) && rest.get(8..9) == Some("-"))
+        .then(|| short.to_string())
+}
+
+/// Split an `iptables -S` line (quotes only appear around comments).
+fn shell_split(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_names_yield_their_run() {
+        assert_eq!(
+            tagged_short("reclab-0123abcd-lan").as_deref(),
+            Some("0123abcd")
+        );
+        assert_eq!(tagged_short("reclab-sbx-e2e"), None);
+        assert_eq!(tagged_short("prod"), None);
+    }
+
+    #[test]
+    fn iptables_lines_split_with_quoted_comments() {
+        assert_eq!(
+            shell_split(r#"INPUT -i rl1s0 -m comment --comment "reclab:0123abcd" -j DROP"#),
+            vec![
+                "INPUT",
+                "-i",
+                "rl1s0",
+                "-m",
+                "comment",
+                "--comment",
+                "reclab:0123abcd",
+                "-j",
+                "DROP"
+            ]
+        );
+    }
+}
