@@ -252,11 +252,6 @@ impl NamePattern {
         &self.text
     }
 
-    /// Whether the time comes from the name.
-    pub fn has_time(&self) -> bool {
-        self.items.iter().any(|item| matches!(item, Item::Field(_)))
-    }
-
     /// Whether the pattern carries its own time zone (`%s` or `%z`), making `tz` meaningless.
     pub fn has_zone(&self) -> bool {
         self.items

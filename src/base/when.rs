@@ -45,16 +45,6 @@ pub enum At {
     Moment(Timestamp),
 }
 
-impl When {
-    /// The instant asked for; `now` for `latest`.
-    pub fn instant_or(&self, now: Timestamp) -> Timestamp {
-        match self.at {
-            At::Latest => now,
-            At::Moment(instant) => instant,
-        }
-    }
-}
-
 /// Why a `--at` could not be read. The message is lowercase and lists the accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhenError {

@@ -3,13 +3,14 @@
 //!
 //! For each VM there are *image points* (the VM image the lab clones: its libvirt snapshot
 //! with the snapshot's `<creationTime>`, or its backup disk files with their newest
-//! modification time) and, with `[vm.dumps]`, *dump points* (see `points`). For a moment, each
+//! modification time) and, with `[vm.dumps]`, *dump points* (see [`dumps`]). For a moment, each
 //! source gives its newest point at or before it; `latest` takes each source's newest point.
 //! The *skew* of a VM is the chosen dump's time minus the chosen image's time; the lab's
 //! `max_skew` bounds it in either direction.
 //!
-//! A lab names one snapshot per VM, so a VM has one image point today; the code handles a
-//! list, so a future `snapshot = "nightly-*"` needs no other change here.
+//! A snapshot source names one snapshot, or a pattern (`snapshot = "nightly-*"`) of which
+//! every matching snapshot is an image point; `--at` picks among them ([`with_chosen_snapshots`]
+//! then names the chosen one, before anything is resolved).
 
 pub mod commands;
 pub mod datadisk;
@@ -29,6 +30,7 @@ use quick_xml::events::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::base::duration::format_duration;
+use crate::base::pattern::NamePattern;
 use crate::base::when::{At, When, parse_when, rfc3339, show};
 use crate::hv::Hypervisor;
 use crate::restore::dumps::DumpPoint;
@@ -103,26 +105,14 @@ pub fn snapshot_creation_time(xml: &str) -> Result<Timestamp> {
         .with_context(|| format!("the snapshot's <creationTime> {seconds} is out of range"))
 }
 
-/// The image points of a VM: its snapshot (needs the hypervisor) or its backup files.
 /// Whether snapshot `name` is meant by `pattern`: the same name, or, where the pattern has
-/// `*` (any run of characters), a match of the whole name.
+/// `*` (any run of characters), a match of the whole name. Other characters, `%` among them,
+/// are literal; the matching is [`NamePattern`]'s.
 pub fn snapshot_matches(pattern: &str, name: &str) -> bool {
     if !pattern.contains('*') {
         return pattern == name;
     }
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
+    NamePattern::parse(&pattern.replace('%', "%%"), false).is_ok_and(|p| p.matches(name))
 }
 
 /// The lab file as a chosen restore point makes it: every VM cloned from a snapshot pattern
@@ -140,6 +130,8 @@ pub fn with_chosen_snapshots(spec: &LabSpec, choices: &[Choice]) -> LabSpec {
     out
 }
 
+/// The image points of a VM: its snapshot, or every snapshot matching its pattern (needs the
+/// hypervisor), or its backup files (dated by their newest modification time).
 pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<ImagePoint>> {
     match &vm.source {
         VmSource::Domain { domain, snapshot } => {
@@ -1013,6 +1005,8 @@ mod tests {
         assert!(!snapshot_matches("n*-*-db", "nightly-26-app"));
         assert!(!snapshot_matches("nightly-*", "weekly-20261126"));
         assert!(!snapshot_matches("a*a", "a"));
+        assert!(snapshot_matches("100%-*", "100%-done"));
+        assert!(!snapshot_matches("100%-*", "100-done"));
     }
 
     #[test]
