@@ -1,10 +1,14 @@
 //! Booting a tier: domains started back to back, then awaited together until their agents
-//! (and optional TCP ports) answer, with the in-guest injection of each.
+//! (and optional TCP ports) answer, with the in-guest injection of each. The first VM that
+//! fails calls off the waits of its siblings (one [`Cancel`] per tier), and its error is the
+//! one reported; a caught SIGINT/SIGTERM stops them all the same way.
 
 use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
+use crate::base::cancel::{Cancel, Cancelled, Interrupted};
 use crate::base::sys;
+use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::hv::agent;
 use crate::lab::execute::progress;
@@ -54,16 +58,21 @@ pub(super) fn boot_tier(
         names.join(", ")
     ));
     spinner.enable_steady_tick(Duration::from_millis(120));
+    // Progress lines of the threads go past the spinner without garbling it (on a terminal).
+    let say = |msg: String| spinner.suspend(|| progress(msg));
+    // Shared by the VMs of the tier: the first to fail cancels it, and the others stop waiting.
+    let cancel = Cancel::new();
     let results: Vec<Ready> = std::thread::scope(|sc| {
         let hs: Vec<_> = vms
             .iter()
             .map(|&i| {
                 let vm = &plan.vms[i];
                 let mut inj = injections.iter().find(|p| p.vm == vm.name).cloned();
+                let (cancel, say) = (&cancel, &say);
                 sc.spawn(move || {
-                    let ready = wait_ready(hv, vm).and_then(|d| {
+                    let ready = wait_ready(hv, vm, cancel).and_then(|d| {
                         if let Some(p) = inj.as_mut() {
-                            progress(format!(
+                            say(format!(
                                 "{}: restoring {} in the guest",
                                 vm.name, p.record.dump.name
                             ));
@@ -72,10 +81,14 @@ pub(super) fn boot_tier(
                                 &vm.domain,
                                 vm.hotplug_disk.as_deref(),
                                 p,
+                                cancel,
                             )?;
                         }
                         Ok(d)
                     });
+                    if ready.is_err() {
+                        cancel.cancel();
+                    }
                     (ready, inj)
                 })
             })
@@ -85,7 +98,7 @@ pub(super) fn boot_tier(
             .collect()
     });
     spinner.finish_and_clear();
-    let mut first_error = None;
+    let mut first_error: Option<anyhow::Error> = None;
     let mut readies = Vec::new();
     for (k, (r, inj)) in results.into_iter().enumerate() {
         if let Some(done) = inj
@@ -95,9 +108,12 @@ pub(super) fn boot_tier(
         }
         match r {
             Ok(d) => readies.push((k, d)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+            // A sibling's "cancelled" only follows the real failure: never report it instead.
+            Err(e) => match &first_error {
+                Some(f) if !is_cancelled(f) => {}
+                Some(_) if is_cancelled(&e) => {}
+                _ => first_error = Some(e),
+            },
         }
     }
     record.injections = injections
@@ -133,10 +149,19 @@ pub(super) fn boot_tier(
     )))
 }
 
+/// Whether an error is only a sibling's failure calling this wait off.
+fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Cancelled>())
+}
+
 /// Wait until a VM's agent answers, then (optionally) its TCP port accepts from inside the lab.
-fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
+fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result<Duration> {
     let t = Instant::now();
     let fail = |what: &str, e: anyhow::Error| {
+        // Called off (a sibling failed, or a signal): not this VM's timeout.
+        if is_cancelled(&e) || Interrupted::find(&e).is_some() {
+            return e.context(format!("vm {} ({}): {what}", vm.name, vm.domain));
+        }
         let serial = std::fs::read_to_string(&vm.serial_log).unwrap_or_default();
         anyhow::anyhow!(
             "vm {} ({}) not ready after {}s: {what}: {e:#}; last serial console lines: {}",
@@ -150,8 +175,13 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             }
         )
     };
-    if let Err(e) = agent::wait_ready(hv, &vm.domain, vm.ready_timeout, Duration::from_millis(250))
-    {
+    if let Err(e) = agent::wait_ready(
+        hv,
+        &vm.domain,
+        vm.ready_timeout,
+        Duration::from_millis(250),
+        cancel,
+    ) {
         return Err(fail("waiting for the guest agent (guest-ping)", e));
     }
     if let Some(port) = vm.ready_tcp {
@@ -165,26 +195,33 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             "command -v nc >/dev/null || exit 127; nc -z -w 2 {host} {port} 2>/dev/null && exit 0; \
              nc -w 2 {host} {port} </dev/null >/dev/null 2>&1"
         );
-        loop {
-            let left = vm.ready_timeout.saturating_sub(t.elapsed());
-            if left.is_zero() {
+        let probe = agent::ExecOpts::with_timeout(Duration::from_secs(5)).cancelled_by(cancel);
+        // The probe ends the wait with `Some(Err)` when it knows the port will not come.
+        let probed = wait::until(
+            t + vm.ready_timeout,
+            Poll::every(Duration::from_millis(500)),
+            cancel,
+            || {
+                Ok(match agent::sh_opts(hv, &vm.domain, &script, &probe) {
+                    Ok(out) if out.exit_code == 0 => Some(Ok(())),
+                    Ok(out) if out.exit_code == 127 => Some(Err(fail(
+                        &format!("probing tcp {host}:{port}"),
+                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
+                    ))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(fail(&format!("probing tcp {host}:{port}"), e))),
+                })
+            },
+        );
+        match probed {
+            Ok(Some(accepted)) => accepted?,
+            Ok(None) => {
                 return Err(fail(
                     &format!("waiting for tcp {host}:{port}"),
                     anyhow::anyhow!("timed out"),
                 ));
             }
-            match agent::sh(hv, &vm.domain, &script, Duration::from_secs(5)) {
-                Ok(out) if out.exit_code == 0 => break,
-                Ok(out) if out.exit_code == 127 => {
-                    return Err(fail(
-                        &format!("probing tcp {host}:{port}"),
-                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(fail(&format!("probing tcp {host}:{port}"), e)),
-            }
-            std::thread::sleep(Duration::from_millis(500));
+            Err(e) => return Err(fail(&format!("waiting for tcp {host}:{port}"), e)),
         }
     }
     Ok(t.elapsed())
