@@ -226,3 +226,158 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result
     }
     Ok(t.elapsed())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::names::RunId;
+    use crate::hv::HvError;
+    use crate::hv::fake::FakeHv;
+    use crate::lab::plan::{Step, VmPlan};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A plan of one boot tier of `vms` (name, `ready.tcp`), in a fresh run of `state`.
+    fn one_tier_plan(state: &std::path::Path, vms: &[(&str, Option<u16>)]) -> Plan {
+        let run = RunId::new();
+        let now = jiff::Timestamp::now();
+        let vms: Vec<VmPlan> = vms
+            .iter()
+            .map(|&(name, ready_tcp)| {
+                let domain = format!("reclab-{}-{name}", run.short());
+                VmPlan {
+                    name: name.into(),
+                    xml: format!("<domain><name>{domain}</name></domain>"),
+                    domain,
+                    tier: 0,
+                    overlays: vec![],
+                    nvram: None,
+                    changes: vec![],
+                    macs: vec![],
+                    addresses: vec!["10.20.0.10".parse().unwrap()],
+                    serial_log: state.join(format!("{name}.serial.log")),
+                    console_password: "pw".into(),
+                    // Long enough that a test which waited it out would be noticed.
+                    ready_timeout: Duration::from_secs(120),
+                    ready_tcp,
+                    data_disk: None,
+                    hotplug_disk: None,
+                }
+            })
+            .collect();
+        Plan {
+            lab: "tier".into(),
+            uri: "fake:///".into(),
+            lab_file: state.join("tier.toml"),
+            run_dir: RunDir::new(state, &run).path,
+            run,
+            created: now,
+            expires: now,
+            segments: vec![],
+            steps: vec![
+                Step::CreateRunDir,
+                Step::BootTier {
+                    tier: 0,
+                    vms: (0..vms.len()).collect(),
+                },
+            ],
+            vms,
+            injections: vec![],
+        }
+    }
+
+    fn empty_report(plan: &Plan) -> UpReport {
+        UpReport {
+            lab: plan.lab.clone(),
+            run: plan.run.short().into(),
+            run_dir: plan.run_dir.display().to_string(),
+            expires: plan.expires.to_string(),
+            vms: vec![],
+            networks: vec![],
+            changes: vec![],
+            isolation: vec![],
+            timings_ms: vec![],
+            at: "latest".into(),
+            at_time: None,
+            injections: vec![],
+        }
+    }
+
+    #[test]
+    fn the_first_vm_to_fail_stops_its_siblings_and_its_error_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        // `app` (first in the tier) never gets an agent; `db` has one, but no nc for its TCP
+        // readiness probe, which fails at once.
+        let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", Some(5432))]);
+        let app_domain = plan.vms[0].domain.clone();
+        let hv = FakeHv::new();
+        let app_pings = Arc::new(AtomicUsize::new(0));
+        let counted = app_pings.clone();
+        hv.set_agent(move |dom, req| {
+            if dom.ends_with("-app") {
+                counted.fetch_add(1, Ordering::SeqCst);
+                return Err(HvError::AgentUnavailable {
+                    domain: dom.into(),
+                    message: "QEMU guest agent is not connected".into(),
+                }
+                .into());
+            }
+            Ok(match req["execute"].as_str().unwrap() {
+                "guest-ping" => json!({ "return": {} }),
+                "guest-exec" => json!({ "return": { "pid": 7 } }),
+                "guest-exec-status" => json!({ "return": { "exited": true, "exitcode": 127 } }),
+                other => panic!("unexpected {other}"),
+            })
+        });
+        let dir = RunDir {
+            path: plan.run_dir.clone(),
+        };
+        let mut report = empty_report(&plan);
+
+        let err = crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap_err();
+
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("vm db (reclab-"),
+            "names the vm that failed: {msg}"
+        );
+        assert!(msg.contains("the guest has no nc"), "says why: {msg}");
+        assert!(!msg.contains("cancelled"), "not the sibling's error: {msg}");
+        // `app` would have been pinged every 250 ms for two minutes (480 times); it was called
+        // off after its first ping or so.
+        let pings = app_pings.load(Ordering::SeqCst);
+        assert!(pings <= 3, "app was pinged {pings} times");
+        assert!(report.vms.is_empty(), "no vm of a failed tier counts as up");
+        // Both domains were journaled before they were started, so the unwind finds them.
+        let journaled = dir.resources().unwrap();
+        assert!(journaled.contains(&Resource::Domain { name: app_domain }));
+        assert_eq!(hv.domain_names().len(), 2);
+        assert!(
+            crate::lab::teardown::teardown(Some(&hv), &dir)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(hv.domain_names().is_empty());
+    }
+
+    #[test]
+    fn a_tier_whose_vms_all_answer_is_up_with_each_vm_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", None)]);
+        let hv = FakeHv::new();
+        let dir = RunDir {
+            path: plan.run_dir.clone(),
+        };
+        let mut report = empty_report(&plan);
+        crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap();
+        let up: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(up, ["app", "db"]);
+        assert!(
+            report
+                .timings_ms
+                .iter()
+                .any(|(l, _)| l.starts_with("boot tier 1"))
+        );
+    }
+}
