@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use reclab::hv::Hypervisor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -284,15 +285,10 @@ fn libvirtd_restarted_in_the_middle_of_a_drill() {
     assert_clean(&sb, &run_dir, &backup, &fingerprint, "restart during up");
 }
 
-#[test]
-fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
-    if !e2e("a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing") {
-        return;
-    }
-    let sb = Sandbox::start("crash-mute");
-    // A blank disk: the kernel boots, finds no root file system, and no agent ever starts.
-    let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
-    let blank = scratch.path().join("blank.qcow2");
+/// A blank disk in `dir`: the kernel boots, finds no root file system, and no agent ever
+/// starts.
+fn blank_disk(dir: &Path) -> PathBuf {
+    let blank = dir.join("blank.qcow2");
     let out = Command::new("qemu-img")
         .args([
             "create",
@@ -305,6 +301,17 @@ fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
         .output()
         .unwrap();
     check(&out, "qemu-img create");
+    blank
+}
+
+#[test]
+fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
+    if !e2e("a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing") {
+        return;
+    }
+    let sb = Sandbox::start("crash-mute");
+    let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
+    let blank = blank_disk(scratch.path());
     let backup = Backup::restore(Some(&blank));
     let fingerprint = backup.fingerprint();
     let lab = backup.lab("mute", "25s");
@@ -380,4 +387,90 @@ fn a_full_state_disk_fails_cleanly_with_exit_code_2() {
     let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "the tmpfs never leaked out: {left:?}");
     assert_eq!(backup.fingerprint(), fingerprint);
+}
+
+/// Send `signal` to the reclab process of a run (named in its run.json), once `ready` says the
+/// run got far enough; returns reclab's exit code, its stderr and the run's directory.
+fn interrupt_up(
+    sb: &Sandbox,
+    lab: &Path,
+    env: &[(&str, String)],
+    signal: i32,
+    ready: impl Fn(&Path) -> bool,
+) -> (Option<i32>, String, PathBuf) {
+    let mut child = spawn_up(sb, lab, env);
+    let run_dir = wait_for(
+        "the run to get far enough",
+        Duration::from_secs(180),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("reclab up ended early ({status})");
+            }
+            the_run_dir(sb).filter(|d| ready(d))
+        },
+    );
+    sb.remember_run(&run_dir.file_name().unwrap().to_string_lossy());
+    let pid = owner_pid(&run_dir).expect("run.json names its reclab process");
+    // SAFETY: kill(2) of the reclab process this test started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    // The unwind destroys the domain and removes the network and services: seconds.
+    wait_for(
+        "reclab up to unwind and exit",
+        Duration::from_secs(120),
+        || child.try_wait().unwrap(),
+    );
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out), run_dir)
+}
+
+#[test]
+fn ctrl_c_or_sigterm_during_up_unwinds_everything_and_exits_130_or_143() {
+    if !e2e("ctrl_c_or_sigterm_during_up_unwinds_everything_and_exits_130_or_143") {
+        return;
+    }
+    let sb = Sandbox::start("crash-int");
+    let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
+    let blank = blank_disk(scratch.path());
+    // A guest that never answers: without the signal, up would wait the full three minutes.
+    let backup = Backup::restore(Some(&blank));
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("int", "3m");
+    let hv = sb.hv();
+
+    // Ctrl-C while the tier boots: the domain runs and reclab waits for its agent.
+    let (code, err, run_dir) = interrupt_up(&sb, &lab, &[], libc::SIGINT, |_| {
+        hv.list_domains()
+            .unwrap()
+            .iter()
+            .any(|d| d.name.starts_with("reclab-"))
+    });
+    assert!(err.contains("interrupted by SIGINT"), "says why: {err}");
+    assert!(
+        err.contains("removing what was created"),
+        "unwinds what it did: {err}"
+    );
+    assert!(
+        !err.contains("could not remove"),
+        "removed everything: {err}"
+    );
+    assert!(!err.contains("not ready after"), "not a timeout: {err}");
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "SIGINT");
+    assert_eq!(the_run_dir(&sb), None, "the run directory is gone");
+
+    // SIGTERM between steps: while the test hook pauses after step 5 (network, firewall rules
+    // and lab services exist by then).
+    let (code_term, err_term, run_dir) = interrupt_up(
+        &sb,
+        &lab,
+        &[("RECLAB_PAUSE_AFTER_STEP", "5".into())],
+        libc::SIGTERM,
+        |d| d.join("paused-after-step").exists(),
+    );
+    assert!(err_term.contains("interrupted by SIGTERM"), "{err_term}");
+    assert!(!err_term.contains("could not remove"), "{err_term}");
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "SIGTERM");
+
+    // The shell's convention for "ended by a signal" (main maps `Interrupted` to 128 + signal).
+    assert_eq!(code, Some(130), "{err}");
+    assert_eq!(code_term, Some(143), "{err_term}");
 }

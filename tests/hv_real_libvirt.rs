@@ -190,6 +190,7 @@ fn guest_agent_exec_and_file_transfer_on_a_real_guest() {
         name,
         Duration::from_secs(90),
         Duration::from_millis(200),
+        &reclab::base::cancel::Cancel::new(),
     )
     .unwrap();
     eprintln!("guest agent answered after {took:?}");

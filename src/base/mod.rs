@@ -1,10 +1,13 @@
 //! The leaf vocabulary every other part of reclab speaks: durations, `--at` moments, derived
-//! names, host commands. Nothing here imports anything else from the crate.
+//! names, host commands, the one poll loop and its cancellation. Nothing here imports anything
+//! else from the crate.
 
+pub mod cancel;
 pub mod duration;
 pub mod fs;
 pub mod names;
 pub mod pattern;
 pub mod sys;
 pub mod template;
+pub mod wait;
 pub mod when;

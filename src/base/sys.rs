@@ -60,6 +60,9 @@ pub fn process_alive(pid: u32, start_time: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::cancel::Cancel;
+    use crate::base::wait::Poll;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn tail_keeps_the_last_non_empty_lines() {
@@ -81,12 +84,13 @@ mod tests {
         let pid = child.id();
         let start = process_start_time(pid).expect("child stat");
         // Not reaped yet: once `true` has exited, it is a zombie until `wait`.
-        for _ in 0..500 {
-            if !process_alive(pid, start) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        crate::base::wait::until(
+            Instant::now() + Duration::from_secs(5),
+            Poll::every(Duration::from_millis(10)),
+            &Cancel::never(),
+            || Ok((!process_alive(pid, start)).then_some(())),
+        )
+        .unwrap();
         assert!(
             !process_alive(pid, start),
             "an exited, unreaped child counts as dead"

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::base::cancel::{self, Interrupted};
 use crate::hv::Hypervisor;
 use crate::lab::journal::RunRecord;
 use crate::lab::{self, UpOpts};
@@ -185,7 +186,9 @@ pub struct RunOpts {
 }
 
 /// `reclab run LAB.toml`: up, verify, report, down. Never fails after the report exists: an
-/// operational error becomes the report's `error` result (exit code 2).
+/// operational error becomes the report's `error` result (exit code 2). The one exception is
+/// a SIGINT/SIGTERM during the drill: the lab is removed (even with `keep`), the report is
+/// written, and the error is [`Interrupted`] (exit code 130/143).
 pub fn run(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
@@ -193,6 +196,8 @@ pub fn run(
     opts: &RunOpts,
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<(DrillReport, PathBuf)> {
+    // For the whole drill, so that a signal during verify still removes the lab.
+    let _signals = cancel::catch_signals();
     let started = Timestamp::now();
     let t0 = Instant::now();
     let up = lab::up(
@@ -223,6 +228,9 @@ pub fn run(
             rep.errors.push(format!("{e:#}"));
             rep.finish(Timestamp::now(), None);
             let html = publish(state_dir, &rep)?;
+            if Interrupted::find(&e).is_some() {
+                return Err(e);
+            }
             return Ok((rep, html));
         }
     };
@@ -242,7 +250,8 @@ pub fn run(
     rep.checks = run_checks(spec, &rec, hv, &ctx);
     phase(&mut rep, "verify", vstart, t, true);
     let verified_at = Timestamp::now();
-    if !opts.keep {
+    let interrupted = cancel::received().map(|signal| Interrupted { signal });
+    if !opts.keep || interrupted.is_some() {
         let dstart = Timestamp::now();
         let t = Instant::now();
         match lab::down(state_dir, &up.run, open) {
@@ -255,5 +264,14 @@ pub fn run(
     }
     rep.finish(Timestamp::now(), Some(verified_at));
     let html = publish(state_dir, &rep)?;
+    if let Some(i) = interrupted.or_else(|| cancel::received().map(|signal| Interrupted { signal }))
+    {
+        return Err(anyhow::Error::new(i).context(format!(
+            "drill of lab {} (run {}) stopped; report: {}",
+            spec.name,
+            up.run,
+            html.display()
+        )));
+    }
     Ok((rep, html))
 }

@@ -9,7 +9,7 @@
 //! - a single `guest-file-write` larger than ~160 KiB raw never completes through libvirt 9.0
 //!   (testbed.md §4), so writes go in chunks of [`FILE_CHUNK`] bytes;
 //! - `guest-exec` is asynchronous and cannot be cancelled: a command that overruns its timeout
-//!   may keep running in the guest;
+//!   (or whose wait is cancelled, [`ExecOpts::cancel`]) may keep running in the guest;
 //! - a failed transfer leaves the guest file handle open unless it is closed, so
 //!   `guest-file-close` runs on every path.
 
@@ -23,6 +23,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::base::cancel::Cancel;
+use crate::base::wait::{self, Poll};
 use crate::hv::{HvError, Hypervisor};
 
 /// Raw bytes per `guest-file-write`/`guest-file-read` call (base64 makes it 128 KiB of JSON).
@@ -57,6 +59,9 @@ pub struct ExecOpts {
     pub env: Vec<String>,
     /// Bytes of stdout and of stderr kept, each; the rest is dropped and flagged.
     pub output_limit: usize,
+    /// Stops waiting for the command (which may go on in the guest); by default only a caught
+    /// signal does.
+    pub cancel: Cancel,
 }
 
 impl Default for ExecOpts {
@@ -66,6 +71,7 @@ impl Default for ExecOpts {
             stdin: None,
             env: Vec::new(),
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            cancel: Cancel::new(),
         }
     }
 }
@@ -76,6 +82,14 @@ impl ExecOpts {
         ExecOpts {
             timeout,
             ..Self::default()
+        }
+    }
+
+    /// These options, waiting only as long as `cancel` is not cancelled.
+    pub fn cancelled_by(self, cancel: &Cancel) -> Self {
+        ExecOpts {
+            cancel: cancel.clone(),
+            ..self
         }
     }
 }
@@ -289,70 +303,75 @@ pub fn exec(
     .with_context(|| format!("starting `{cmd}` on {dom}"))?
     .pid;
 
-    let mut delay = POLL_START;
-    loop {
-        let remaining = opts.timeout.saturating_sub(started.elapsed());
-        let status: WireExecStatus = call(
-            hv,
-            dom,
-            "guest-exec-status",
-            Some(json!({ "pid": pid })),
-            remaining.clamp(Duration::from_secs(1), STATUS_CALL_TIMEOUT),
-        )
-        .with_context(|| format!("waiting for `{cmd}` (guest pid {pid}) on {dom}"))?;
-        if status.exited {
-            let (stdout, stdout_truncated) = decode_output(
-                status.out_data.as_deref(),
-                opts.output_limit,
-                status.out_truncated,
-                "stdout",
-            )
-            .with_context(|| format!("reading the output of `{cmd}` on {dom}"))?;
-            let (stderr, stderr_truncated) = decode_output(
-                status.err_data.as_deref(),
-                opts.output_limit,
-                status.err_truncated,
-                "stderr",
-            )
-            .with_context(|| format!("reading the output of `{cmd}` on {dom}"))?;
-            let exit_code = match (status.exitcode, status.signal) {
-                (Some(code), _) => code,
-                (None, Some(sig)) => 128 + sig,
-                (None, None) => {
-                    bail!("the guest agent of {dom} reported `{cmd}` as exited without a status")
-                }
-            };
-            return Ok(ExecOutput {
-                exit_code,
-                signal: status.signal,
-                stdout,
-                stderr,
-                stdout_truncated,
-                stderr_truncated,
-            });
+    let deadline = started + opts.timeout;
+    let status = wait::until(
+        deadline,
+        Poll::backoff(POLL_START, POLL_MAX),
+        &opts.cancel,
+        || {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let status: WireExecStatus = call(
+                hv,
+                dom,
+                "guest-exec-status",
+                Some(json!({ "pid": pid })),
+                remaining.clamp(Duration::from_secs(1), STATUS_CALL_TIMEOUT),
+            )?;
+            Ok(status.exited.then_some(status))
+        },
+    )
+    .with_context(|| format!("waiting for `{cmd}` (guest pid {pid}) on {dom}"))?;
+    let Some(status) = status else {
+        bail!(
+            "`{cmd}` on {dom} did not finish within {:?} (guest pid {pid}); the guest agent cannot \
+             cancel it, so it may still be running in the guest",
+            opts.timeout
+        );
+    };
+    let (stdout, stdout_truncated) = decode_output(
+        status.out_data.as_deref(),
+        opts.output_limit,
+        status.out_truncated,
+        "stdout",
+    )
+    .with_context(|| format!("reading the output of `{cmd}` on {dom}"))?;
+    let (stderr, stderr_truncated) = decode_output(
+        status.err_data.as_deref(),
+        opts.output_limit,
+        status.err_truncated,
+        "stderr",
+    )
+    .with_context(|| format!("reading the output of `{cmd}` on {dom}"))?;
+    let exit_code = match (status.exitcode, status.signal) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => {
+            bail!("the guest agent of {dom} reported `{cmd}` as exited without a status")
         }
-        let remaining = opts.timeout.saturating_sub(started.elapsed());
-        if remaining.is_zero() {
-            bail!(
-                "`{cmd}` on {dom} did not finish within {:?} (guest pid {pid}); the guest agent cannot \
-                 cancel it, so it may still be running in the guest",
-                opts.timeout
-            );
-        }
-        std::thread::sleep(delay.min(remaining));
-        delay = (delay * 2).min(POLL_MAX);
-    }
+    };
+    Ok(ExecOutput {
+        exit_code,
+        signal: status.signal,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+    })
 }
 
 /// Run a shell script in the guest: `/bin/sh -c script`.
 pub fn sh(hv: &dyn Hypervisor, dom: &str, script: &str, timeout: Duration) -> Result<ExecOutput> {
-    exec(
-        hv,
-        dom,
-        "/bin/sh",
-        &["-c", script],
-        &ExecOpts::with_timeout(timeout),
-    )
+    sh_opts(hv, dom, script, &ExecOpts::with_timeout(timeout))
+}
+
+/// [`sh`] with all the options of [`exec`].
+pub fn sh_opts(
+    hv: &dyn Hypervisor,
+    dom: &str,
+    script: &str,
+    opts: &ExecOpts,
+) -> Result<ExecOutput> {
+    exec(hv, dom, "/bin/sh", &["-c", script], opts)
 }
 
 fn open_file(hv: &dyn Hypervisor, dom: &str, path: &str, mode: &str) -> Result<i64> {
@@ -479,32 +498,41 @@ pub fn read_file(hv: &dyn Hypervisor, dom: &str, path: &str, max_bytes: usize) -
 }
 
 /// Poll `guest-ping` (1 s agent timeout) every `poll` until the agent of `dom` answers;
-/// returns how long that took. Stops early if the domain does not exist.
+/// returns how long that took. Stops early if the domain does not exist, or when `cancel` is.
 pub fn wait_ready(
     hv: &dyn Hypervisor,
     dom: &str,
     timeout: Duration,
     poll: Duration,
+    cancel: &Cancel,
 ) -> Result<Duration> {
     let started = Instant::now();
-    loop {
-        let err = match ping(hv, dom, PING_TIMEOUT) {
-            Ok(()) => return Ok(started.elapsed()),
-            Err(e) if HvError::is_not_found(&e) => {
-                return Err(e.context(format!("waiting for the guest agent of {dom}")));
-            }
-            Err(e) => e,
-        };
-        let elapsed = started.elapsed();
-        if elapsed >= timeout {
-            return Err(err.context(format!(
-                "the guest agent of {dom} did not answer guest-ping within {timeout:?}; is qemu-ga \
-                 installed and running in the guest, with an org.qemu.guest_agent.0 channel in the \
-                 domain?"
-            )));
+    let mut last = None;
+    let answered = wait::until(started + timeout, Poll::every(poll), cancel, || match ping(
+        hv,
+        dom,
+        PING_TIMEOUT,
+    ) {
+        Ok(()) => Ok(Some(started.elapsed())),
+        Err(e) if HvError::is_not_found(&e) => {
+            Err(e.context(format!("waiting for the guest agent of {dom}")))
         }
-        std::thread::sleep(poll.min(timeout - elapsed));
-    }
+        Err(e) => {
+            last = Some(e);
+            Ok(None)
+        }
+    })?;
+    answered.ok_or_else(|| {
+        let msg = format!(
+            "the guest agent of {dom} did not answer guest-ping within {timeout:?}; is qemu-ga \
+             installed and running in the guest, with an org.qemu.guest_agent.0 channel in the \
+             domain?"
+        );
+        match last {
+            Some(e) => e.context(msg),
+            None => anyhow::anyhow!(msg),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -879,7 +907,14 @@ mod tests {
                 ok(json!({}))
             }
         });
-        let took = wait_ready(&hv, "db", Duration::from_secs(5), Duration::from_millis(5)).unwrap();
+        let took = wait_ready(
+            &hv,
+            "db",
+            Duration::from_secs(5),
+            Duration::from_millis(5),
+            &Cancel::new(),
+        )
+        .unwrap();
         assert!(took >= Duration::from_millis(15), "{took:?}");
         let log = hv.agent_log();
         assert_eq!(log.len(), 4);
@@ -903,6 +938,7 @@ mod tests {
             "db",
             Duration::from_millis(50),
             Duration::from_millis(10),
+            &Cancel::new(),
         )
         .unwrap_err();
         let msg = format!("{err:#}");
@@ -924,9 +960,64 @@ mod tests {
             "ghost",
             Duration::from_secs(60),
             Duration::from_millis(10),
+            &Cancel::new(),
         )
         .unwrap_err();
         assert!(HvError::is_not_found(&err), "{err:#}");
         assert_eq!(hv.calls(), ["agent_command ghost guest-ping"]);
+    }
+
+    #[test]
+    fn a_cancelled_wait_for_the_agent_stops_and_says_so() {
+        let hv = vm();
+        hv.set_agent(|dom, _| {
+            Err(anyhow::Error::new(HvError::AgentUnavailable {
+                domain: dom.to_string(),
+                message: "not connected".into(),
+            }))
+        });
+        let cancel = Cancel::new();
+        cancel.interrupt(libc::SIGINT);
+        let err = wait_ready(
+            &hv,
+            "db",
+            Duration::from_secs(600),
+            Duration::from_millis(250),
+            &cancel,
+        )
+        .unwrap_err();
+        let i = crate::base::cancel::Interrupted::find(&err).expect("typed");
+        assert_eq!(i.signal, libc::SIGINT);
+        assert!(hv.agent_log().is_empty(), "no ping after the interrupt");
+    }
+
+    #[test]
+    fn a_cancelled_exec_stops_polling_and_names_the_command() {
+        let hv = vm();
+        exec_agent(&hv, usize::MAX, json!(null));
+        let cancel = Cancel::new();
+        let opts = ExecOpts {
+            cancel: cancel.clone(),
+            ..ExecOpts::with_timeout(Duration::from_secs(600))
+        };
+        let err = std::thread::scope(|s| {
+            s.spawn(|| {
+                // Once the command runs and was polled, call the wait off.
+                while executes(&hv).len() < 3 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                cancel.cancel();
+            });
+            exec(&hv, "db", "/bin/sleep", &["1000"], &opts).unwrap_err()
+        });
+        let msg = format!("{err:#}");
+        assert_eq!(
+            msg,
+            "waiting for `/bin/sleep 1000` (guest pid 4242) on db: cancelled"
+        );
+        assert!(
+            err.downcast_ref::<crate::base::cancel::Cancelled>()
+                .is_some()
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! Booting a tier: domains started back to back, then awaited together until their agents
-//! (and optional TCP ports) answer, with the in-guest injection of each.
+//! (and optional TCP ports) answer, with the in-guest injection of each. The first VM that
+//! fails calls off the waits of its siblings (one [`Cancel`] per tier), and its error is the
+//! one reported; a caught SIGINT/SIGTERM stops them all the same way.
 
 use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
+use crate::base::cancel::{Cancel, Cancelled, Interrupted};
 use crate::base::sys;
+use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::hv::agent;
 use crate::lab::execute::progress;
@@ -54,16 +58,21 @@ pub(super) fn boot_tier(
         names.join(", ")
     ));
     spinner.enable_steady_tick(Duration::from_millis(120));
+    // Progress lines of the threads go past the spinner without garbling it (on a terminal).
+    let say = |msg: String| spinner.suspend(|| progress(msg));
+    // Shared by the VMs of the tier: the first to fail cancels it, and the others stop waiting.
+    let cancel = Cancel::new();
     let results: Vec<Ready> = std::thread::scope(|sc| {
         let hs: Vec<_> = vms
             .iter()
             .map(|&i| {
                 let vm = &plan.vms[i];
                 let mut inj = injections.iter().find(|p| p.vm == vm.name).cloned();
+                let (cancel, say) = (&cancel, &say);
                 sc.spawn(move || {
-                    let ready = wait_ready(hv, vm).and_then(|d| {
+                    let ready = wait_ready(hv, vm, cancel).and_then(|d| {
                         if let Some(p) = inj.as_mut() {
-                            progress(format!(
+                            say(format!(
                                 "{}: restoring {} in the guest",
                                 vm.name, p.record.dump.name
                             ));
@@ -72,10 +81,14 @@ pub(super) fn boot_tier(
                                 &vm.domain,
                                 vm.hotplug_disk.as_deref(),
                                 p,
+                                cancel,
                             )?;
                         }
                         Ok(d)
                     });
+                    if ready.is_err() {
+                        cancel.cancel();
+                    }
                     (ready, inj)
                 })
             })
@@ -85,7 +98,7 @@ pub(super) fn boot_tier(
             .collect()
     });
     spinner.finish_and_clear();
-    let mut first_error = None;
+    let mut first_error: Option<anyhow::Error> = None;
     let mut readies = Vec::new();
     for (k, (r, inj)) in results.into_iter().enumerate() {
         if let Some(done) = inj
@@ -95,9 +108,12 @@ pub(super) fn boot_tier(
         }
         match r {
             Ok(d) => readies.push((k, d)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+            // A sibling's "cancelled" only follows the real failure: never report it instead.
+            Err(e) => match &first_error {
+                Some(f) if !is_cancelled(f) => {}
+                Some(_) if is_cancelled(&e) => {}
+                _ => first_error = Some(e),
+            },
         }
     }
     record.injections = injections
@@ -133,10 +149,19 @@ pub(super) fn boot_tier(
     )))
 }
 
+/// Whether an error is only a sibling's failure calling this wait off.
+fn is_cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Cancelled>())
+}
+
 /// Wait until a VM's agent answers, then (optionally) its TCP port accepts from inside the lab.
-fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
+fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result<Duration> {
     let t = Instant::now();
     let fail = |what: &str, e: anyhow::Error| {
+        // Called off (a sibling failed, or a signal): not this VM's timeout.
+        if is_cancelled(&e) || Interrupted::find(&e).is_some() {
+            return e.context(format!("vm {} ({}): {what}", vm.name, vm.domain));
+        }
         let serial = std::fs::read_to_string(&vm.serial_log).unwrap_or_default();
         anyhow::anyhow!(
             "vm {} ({}) not ready after {}s: {what}: {e:#}; last serial console lines: {}",
@@ -150,8 +175,13 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             }
         )
     };
-    if let Err(e) = agent::wait_ready(hv, &vm.domain, vm.ready_timeout, Duration::from_millis(250))
-    {
+    if let Err(e) = agent::wait_ready(
+        hv,
+        &vm.domain,
+        vm.ready_timeout,
+        Duration::from_millis(250),
+        cancel,
+    ) {
         return Err(fail("waiting for the guest agent (guest-ping)", e));
     }
     if let Some(port) = vm.ready_tcp {
@@ -165,27 +195,189 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             "command -v nc >/dev/null || exit 127; nc -z -w 2 {host} {port} 2>/dev/null && exit 0; \
              nc -w 2 {host} {port} </dev/null >/dev/null 2>&1"
         );
-        loop {
-            let left = vm.ready_timeout.saturating_sub(t.elapsed());
-            if left.is_zero() {
+        let probe = agent::ExecOpts::with_timeout(Duration::from_secs(5)).cancelled_by(cancel);
+        // The probe ends the wait with `Some(Err)` when it knows the port will not come.
+        let probed = wait::until(
+            t + vm.ready_timeout,
+            Poll::every(Duration::from_millis(500)),
+            cancel,
+            || {
+                Ok(match agent::sh_opts(hv, &vm.domain, &script, &probe) {
+                    Ok(out) if out.exit_code == 0 => Some(Ok(())),
+                    Ok(out) if out.exit_code == 127 => Some(Err(fail(
+                        &format!("probing tcp {host}:{port}"),
+                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
+                    ))),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(fail(&format!("probing tcp {host}:{port}"), e))),
+                })
+            },
+        );
+        match probed {
+            Ok(Some(accepted)) => accepted?,
+            Ok(None) => {
                 return Err(fail(
                     &format!("waiting for tcp {host}:{port}"),
                     anyhow::anyhow!("timed out"),
                 ));
             }
-            match agent::sh(hv, &vm.domain, &script, Duration::from_secs(5)) {
-                Ok(out) if out.exit_code == 0 => break,
-                Ok(out) if out.exit_code == 127 => {
-                    return Err(fail(
-                        &format!("probing tcp {host}:{port}"),
-                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(fail(&format!("probing tcp {host}:{port}"), e)),
-            }
-            std::thread::sleep(Duration::from_millis(500));
+            Err(e) => return Err(fail(&format!("waiting for tcp {host}:{port}"), e)),
         }
     }
     Ok(t.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::names::RunId;
+    use crate::hv::HvError;
+    use crate::hv::fake::FakeHv;
+    use crate::lab::plan::{Step, VmPlan};
+    use serde_json::json;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A plan of one boot tier of `vms` (name, `ready.tcp`), in a fresh run of `state`.
+    fn one_tier_plan(state: &std::path::Path, vms: &[(&str, Option<u16>)]) -> Plan {
+        let run = RunId::new();
+        let now = jiff::Timestamp::now();
+        let vms: Vec<VmPlan> = vms
+            .iter()
+            .map(|&(name, ready_tcp)| {
+                let domain = format!("reclab-{}-{name}", run.short());
+                VmPlan {
+                    name: name.into(),
+                    xml: format!("<domain><name>{domain}</name></domain>"),
+                    domain,
+                    tier: 0,
+                    overlays: vec![],
+                    nvram: None,
+                    changes: vec![],
+                    macs: vec![],
+                    addresses: vec!["10.20.0.10".parse().unwrap()],
+                    serial_log: state.join(format!("{name}.serial.log")),
+                    console_password: "pw".into(),
+                    // Long enough that a test which waited it out would be noticed.
+                    ready_timeout: Duration::from_secs(120),
+                    ready_tcp,
+                    data_disk: None,
+                    hotplug_disk: None,
+                }
+            })
+            .collect();
+        Plan {
+            lab: "tier".into(),
+            uri: "fake:///".into(),
+            lab_file: state.join("tier.toml"),
+            run_dir: RunDir::new(state, &run).path,
+            run,
+            created: now,
+            expires: now,
+            segments: vec![],
+            steps: vec![
+                Step::CreateRunDir,
+                Step::BootTier {
+                    tier: 0,
+                    vms: (0..vms.len()).collect(),
+                },
+            ],
+            vms,
+            injections: vec![],
+        }
+    }
+
+    fn empty_report(plan: &Plan) -> UpReport {
+        UpReport {
+            lab: plan.lab.clone(),
+            run: plan.run.short().into(),
+            run_dir: plan.run_dir.display().to_string(),
+            expires: plan.expires.to_string(),
+            vms: vec![],
+            networks: vec![],
+            changes: vec![],
+            isolation: vec![],
+            timings_ms: vec![],
+            at: "latest".into(),
+            at_time: None,
+            injections: vec![],
+        }
+    }
+
+    #[test]
+    fn the_first_vm_to_fail_stops_its_siblings_and_its_error_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        // `app` (first in the tier) never gets an agent; `db` has one, but no nc for its TCP
+        // readiness probe, which fails at once.
+        let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", Some(5432))]);
+        let app_domain = plan.vms[0].domain.clone();
+        let hv = FakeHv::new();
+        let app_pings = Arc::new(AtomicUsize::new(0));
+        let counted = app_pings.clone();
+        hv.set_agent(move |dom, req| {
+            if dom.ends_with("-app") {
+                counted.fetch_add(1, Ordering::SeqCst);
+                return Err(HvError::AgentUnavailable {
+                    domain: dom.into(),
+                    message: "QEMU guest agent is not connected".into(),
+                }
+                .into());
+            }
+            Ok(match req["execute"].as_str().unwrap() {
+                "guest-ping" => json!({ "return": {} }),
+                "guest-exec" => json!({ "return": { "pid": 7 } }),
+                "guest-exec-status" => json!({ "return": { "exited": true, "exitcode": 127 } }),
+                other => panic!("unexpected {other}"),
+            })
+        });
+        let dir = RunDir {
+            path: plan.run_dir.clone(),
+        };
+        let mut report = empty_report(&plan);
+
+        let err = crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap_err();
+
+        let msg = format!("{err:#}");
+        assert!(
+            msg.starts_with("vm db (reclab-"),
+            "names the vm that failed: {msg}"
+        );
+        assert!(msg.contains("the guest has no nc"), "says why: {msg}");
+        assert!(!msg.contains("cancelled"), "not the sibling's error: {msg}");
+        // `app` would have been pinged every 250 ms for two minutes (480 times); it was called
+        // off after its first ping or so.
+        let pings = app_pings.load(Ordering::SeqCst);
+        assert!(pings <= 3, "app was pinged {pings} times");
+        assert!(report.vms.is_empty(), "no vm of a failed tier counts as up");
+        // Both domains were journaled before they were started, so the unwind finds them.
+        let journaled = dir.resources().unwrap();
+        assert!(journaled.contains(&Resource::Domain { name: app_domain }));
+        assert_eq!(hv.domain_names().len(), 2);
+        assert!(
+            crate::lab::teardown::teardown(Some(&hv), &dir)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(hv.domain_names().is_empty());
+    }
+
+    #[test]
+    fn a_tier_whose_vms_all_answer_is_up_with_each_vm_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", None)]);
+        let hv = FakeHv::new();
+        let dir = RunDir {
+            path: plan.run_dir.clone(),
+        };
+        let mut report = empty_report(&plan);
+        crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap();
+        let up: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(up, ["app", "db"]);
+        assert!(
+            report
+                .timings_ms
+                .iter()
+                .any(|(l, _)| l.starts_with("boot tier 1"))
+        );
+    }
 }

@@ -1,9 +1,13 @@
 //! The executor: runs a plan's steps in order, journaling each resource before it is created.
+//! A caught SIGINT/SIGTERM is noticed between steps (and by the waits inside a step), and
+//! ends the run with [`Interrupted`](crate::base::cancel::Interrupted), which the caller
+//! unwinds like any failure.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::base::cancel::{self, Cancel};
 use crate::base::names::{self};
 use crate::base::sys;
 use crate::hv::Hypervisor;
@@ -76,6 +80,7 @@ pub(super) fn execute(
         .ok()
         .and_then(|v| v.parse().ok());
     for (k, step) in plan.steps.iter().enumerate() {
+        cancel::check_signals()?;
         let t = Instant::now();
         let label = run_step(plan, hv, dir, step, &mut record, report, &mut injections)?;
         if pause_after == Some(k + 1) {
@@ -93,6 +98,7 @@ pub(super) fn execute(
             report.timings_ms.push((label, t.elapsed().as_millis()));
         }
     }
+    cancel::check_signals()?;
     let changed = image::changed(&record.fingerprints);
     if !changed.is_empty() {
         bail!("{}", changed.join("; "));
@@ -103,14 +109,14 @@ pub(super) fn execute(
 }
 
 /// The `RECLAB_PAUSE_AFTER_STEP` test hook: announce the step in the run directory, then
-/// wait to be killed (for at most ten minutes, so a forgotten test does not leave it forever).
+/// wait to be killed (for at most ten minutes, so a forgotten test does not leave it forever),
+/// or interrupted.
 fn pause_for_crash_test(dir: &RunDir, step: usize) -> Result<()> {
     let marker = dir.path.join("paused-after-step");
     std::fs::write(&marker, step.to_string())
         .with_context(|| format!("writing {}", marker.display()))?;
     eprintln!("reclab: test hook: paused after step {step}");
-    std::thread::sleep(Duration::from_secs(600));
-    Ok(())
+    crate::base::wait::sleep(Duration::from_secs(600), &Cancel::new())
 }
 
 pub(super) fn progress(msg: String) {

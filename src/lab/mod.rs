@@ -167,6 +167,8 @@ pub fn up(
             .and_then(|p| p.record.at_time.clone()),
         injections: Vec::new(),
     };
+    // From here on SIGINT/SIGTERM unwind (below) instead of ending the process.
+    let _signals = crate::base::cancel::catch_signals();
     let result = execute::execute(&plan, hv, &dir, fingerprints, &mut report);
     match result {
         Ok(()) => Ok(report),

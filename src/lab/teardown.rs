@@ -6,8 +6,11 @@
 
 use anyhow::{Context, Result};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use crate::base::cancel::Cancel;
 use crate::base::sys;
+use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::lab::journal::{Resource, RunDir};
 
@@ -50,7 +53,7 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
 
 /// Undo one resource; already gone is success.
 pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     let result = undo_one(hv, r);
     tracing::debug!(resource = %r.describe(), ms = t.elapsed().as_millis() as u64, "undone");
     result
@@ -166,15 +169,26 @@ fn kill_and_wait(pid: u32) {
     };
     // SAFETY: kill(2) with a PID we verified; worst case it is already gone.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    for i in 0..100 {
-        if !sys::process_alive(pid, start) {
-            return;
-        }
-        if i == 50 {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Two seconds for it to end, SIGKILL after the first; part of an unwind, so not
+    // cancellable (not even by a second Ctrl-C).
+    let t = Instant::now();
+    let mut killed = false;
+    let _ = wait::until(
+        t + Duration::from_secs(2),
+        Poll::every(Duration::from_millis(20)),
+        &Cancel::never(),
+        || {
+            if !sys::process_alive(pid, start) {
+                return Ok(Some(()));
+            }
+            if !killed && t.elapsed() >= Duration::from_secs(1) {
+                // SAFETY: as above, the same verified PID, still alive a moment ago.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                killed = true;
+            }
+            Ok(None)
+        },
+    );
 }
 
 /// PIDs of processes in a named network namespace (empty if it does not exist).
@@ -245,13 +259,16 @@ mod tests {
             .unwrap();
         let pid = child.id();
         // Until the child has exec'd, its command line is still this test's.
-        for _ in 0..200 {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline.starts_with(b"sh\0") {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait::until(
+            Instant::now() + Duration::from_secs(2),
+            Poll::every(Duration::from_millis(10)),
+            &Cancel::never(),
+            || {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                Ok(cmdline.starts_with(b"sh\0").then_some(()))
+            },
+        )
+        .unwrap();
         let other = tempfile::tempdir().unwrap();
         let from_other = configured_from(pid, other.path());
         let from_run = configured_from(pid, tmp.path());

@@ -15,6 +15,8 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::base::cancel::Cancel;
+use crate::base::wait::{self, Poll};
 use crate::base::when::When;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
@@ -175,12 +177,14 @@ pub fn mount_script(mount: &str, format: DiskFormat) -> String {
 
 /// Mount, verify and restore inside the guest; fills the record. `domain` is the lab domain;
 /// `hotplug` the data disk's `<disk>` element if it is to be plugged in now (`attach =
-/// "hotplug"`), after the agent check.
+/// "hotplug"`), after the agent check. `cancel` calls off the waits (a sibling VM failed, or
+/// a signal); a command already started in the guest may go on there.
 pub fn inject_in_guest(
     hv: &dyn Hypervisor,
     domain: &str,
     hotplug: Option<&str>,
     p: &mut PlannedInjection,
+    cancel: &Cancel,
 ) -> Result<()> {
     let vm = p.vm.clone();
     agent::require(hv, domain, &["guest-exec", "guest-exec-status"])
@@ -192,21 +196,30 @@ pub fn inject_in_guest(
         })?;
     }
     let script = mount_script(&p.dumps.mount, p.dumps.format);
-    // The disk may still be settling right after boot: retry the mount for a while.
-    let mut last = None;
-    for _ in 0..20 {
-        let out = agent::sh(hv, domain, &script, Duration::from_secs(30))
-            .with_context(|| format!("vm {vm}: mounting the data disk"))?;
-        if out.exit_code == 0 {
-            last = None;
-            break;
-        }
-        last = Some(tail(&out));
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    if let Some(why) = last {
+    // The disk may still be settling right after boot: retry the mount, 20 attempts of at
+    // most 30 s each, half a second apart (the deadline only bounds those attempts).
+    const ATTEMPTS: u32 = 20;
+    let attempt = agent::ExecOpts::with_timeout(Duration::from_secs(30)).cancelled_by(cancel);
+    let (mut failed, mut last) = (0, String::new());
+    let mounted = wait::until(
+        Instant::now() + ATTEMPTS * (attempt.timeout + Duration::from_millis(500)),
+        Poll::every(Duration::from_millis(500)),
+        cancel,
+        || {
+            // Some(true): mounted; Some(false): out of attempts.
+            let out = agent::sh_opts(hv, domain, &script, &attempt)?;
+            if out.exit_code == 0 {
+                return Ok(Some(true));
+            }
+            failed += 1;
+            last = tail(&out);
+            Ok((failed >= ATTEMPTS).then_some(false))
+        },
+    )
+    .with_context(|| format!("vm {vm}: mounting the data disk"))?;
+    if mounted != Some(true) {
         bail!(
-            "vm {vm}: could not mount the data disk at {}: {why}",
+            "vm {vm}: could not mount the data disk at {}: {last}",
             p.dumps.mount
         );
     }
@@ -218,7 +231,8 @@ pub fn inject_in_guest(
         crate::base::template::sh_quote(&p.dumps.mount),
         crate::restore::datadisk::SUMS
     );
-    let out = agent::sh(hv, domain, &verify, p.dumps.timeout)
+    let bounded = agent::ExecOpts::with_timeout(p.dumps.timeout).cancelled_by(cancel);
+    let out = agent::sh_opts(hv, domain, &verify, &bounded)
         .with_context(|| format!("vm {vm}: verifying the dump checksums in the guest"))?;
     if out.exit_code != 0 {
         let bad: Vec<String> = out
@@ -242,7 +256,7 @@ pub fn inject_in_guest(
     let t = Instant::now();
     for cmd in p.commands.clone() {
         let c = Instant::now();
-        let out = agent::sh(hv, domain, &cmd, p.dumps.timeout)
+        let out = agent::sh_opts(hv, domain, &cmd, &bounded)
             .with_context(|| format!("vm {vm}: restore command `{cmd}`"))?;
         p.record.commands.push(CommandRecord {
             command: cmd.clone(),
