@@ -10,7 +10,16 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/reclab";
 /// Parses the process's command line (exits with clap's message and code 2 on a bad one, as
 /// `Cli::parse` does), remembering whether the state directory was given.
 pub fn parse() -> Cli {
-    let mut matches = Cli::command().get_matches();
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] of `args` (the program name first).
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = Cli::command().get_matches_from(args);
     let given = matches
         .value_source("state_dir")
         .is_some_and(|source| source != ValueSource::DefaultValue);
@@ -298,4 +307,41 @@ pub enum ScheduleCommand {
         #[arg(long, default_value = crate::ops::schedule::DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_is_given_only_when_named_on_the_command_line() {
+        // RECLAB_STATE_DIR would count as given too; the tests do not set it.
+        if std::env::var_os("RECLAB_STATE_DIR").is_some() {
+            return;
+        }
+        let default = parse_from(["reclab", "schedule", "list"]);
+        assert_eq!(default.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(!default.state_dir_given);
+        // Given as the default's own value, it is still given.
+        let same = parse_from([
+            "reclab",
+            "--state-dir",
+            DEFAULT_STATE_DIR,
+            "schedule",
+            "list",
+        ]);
+        assert!(same.state_dir_given);
+        // A global option after the subcommand.
+        let after = parse_from(["reclab", "schedule", "list", "--state-dir", "/srv/reclab"]);
+        assert_eq!(after.state_dir, PathBuf::from("/srv/reclab"));
+        assert!(after.state_dir_given);
+    }
+
+    #[test]
+    fn there_are_no_benchmark_subcommands() {
+        let cmd = Cli::command();
+        let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(names.contains(&"check"), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("bench")), "{names:?}");
+    }
 }
