@@ -11,12 +11,12 @@ fn main() -> ExitCode {
     exit_code(app::run(cli))
 }
 
-/// The one place where an error becomes an exit code.
+/// The one place where an error becomes an exit code: errors that deserve a code of their own
+/// (say an interrupted run: 130 for SIGINT, 143 for SIGTERM) get their arm here.
 fn exit_code(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
-        // `reclab status | head`: the reader has what it wanted.
-        Err(e) if app::out::is_closed_stdout(&e) => ExitCode::SUCCESS,
+        // (A closed stdout is no error: `app::out::Out` drops the rest of the output.)
         Err(e) => {
             eprintln!("reclab: error: {e:#}");
             ExitCode::from(2)

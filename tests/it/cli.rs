@@ -1,4 +1,5 @@
-//! The `reclab` binary's command layer: output to a closed pipe.
+//! The `reclab` binary's command layer: output to a closed pipe (the rest of the output is
+//! dropped; the command ends with its own exit code, not a panic).
 
 use std::process::{Command, Stdio};
 
