@@ -11,15 +11,16 @@ fn main() -> ExitCode {
     exit_code(app::run(cli))
 }
 
-/// The one place where an error becomes an exit code: errors that deserve a code of their own
-/// (say an interrupted run: 130 for SIGINT, 143 for SIGTERM) get their arm here.
+/// The one place where an error becomes an exit code: an interrupted run (unwound first) exits
+/// 130 after SIGINT and 143 after SIGTERM; every other error is an operational error, 2.
 fn exit_code(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         // (A closed stdout is no error: `app::out::Out` drops the rest of the output.)
         Err(e) => {
             eprintln!("reclab: error: {e:#}");
-            ExitCode::from(2)
+            let interrupted = reclab::base::cancel::Interrupted::find(&e);
+            ExitCode::from(interrupted.map_or(2, |i| i.exit_code()))
         }
     }
 }
