@@ -1,258 +1,23 @@
-//! `[[check]]` tables: what a drill verifies once the lab is up.
-//!
-//! Every check has a `name` (unique in the lab), the `vm` it runs in (through the guest agent),
-//! a `timeout` (default `"60s"`) and a `kind`; the other keys depend on the kind, and a key that
-//! does not belong to the kind is an error. Commands run as `/bin/sh -c COMMAND` in the guest;
-//! each captured output is capped (see `verify`), and a failed check explains itself with
-//! expected vs got, the missing numbers or files, and the end of the output.
-//!
-//! A lab file without any `[[check]]` gets the default checks: a heartbeat for every VM and a
-//! screenshot of every VM with a screen.
-//!
-//! # Check kinds
-//!
-//! ```toml
-//! # The guest agent answers.
-//! [[check]]
-//! name = "db-agent"
-//! vm = "db"
-//! kind = "heartbeat"
-//!
-//! # From a lab VM, a host answers ICMP echo (busybox ping -c 3).
-//! [[check]]
-//! name = "client-reaches-db"
-//! vm = "client"
-//! kind = "ping"
-//! host = "db.prod.example"
-//!
-//! # From a lab VM, a TCP port accepts connections.
-//! [[check]]
-//! name = "app-port"
-//! vm = "client"
-//! kind = "tcp"
-//! host = "app.prod.example"
-//! port = 80
-//!
-//! # From a lab VM, a URL answers with a status (default 200) and a body that contains a text
-//! # and/or matches a regular expression (Rust regex syntax).
-//! [[check]]
-//! name = "app-version"
-//! vm = "client"
-//! kind = "http"
-//! url = "http://app.prod.example/cgi-bin/latest"
-//! status = 200
-//! contains = "erp-web 2.4.1"
-//! matches = 'invoice \d+'
-//!
-//! # Any command: its exit code (default 0) and optionally its stdout, compared exactly
-//! # (trailing newlines ignored), by regular expression, or as JSON at a JSON pointer.
-//! [[check]]
-//! name = "customers-in-berlin"
-//! vm = "db"
-//! kind = "exec"
-//! command = "sqlite3 -json /var/lib/erp/erp.db \"select count(*) as n from customers where city = 'Berlin'\""
-//! json_pointer = "/0/n"
-//! json_equals = 1
-//!
-//! # The command prints integers, one per line; every number between the lowest and the
-//! # highest must appear exactly once. Gaps and duplicates are named ("missing 105-107").
-//! [[check]]
-//! name = "invoices-no-gaps"
-//! vm = "db"
-//! kind = "sequence"
-//! command = "sqlite3 /var/lib/erp/erp.db 'select no from invoices order by no'"
-//!
-//! # The command prints a timestamp (RFC 3339, or "YYYY-MM-DD HH:MM:SS" read as UTC); it must
-//! # be no older than the restore point minus max_age (required).
-//! [[check]]
-//! name = "invoices-fresh"
-//! vm = "db"
-//! kind = "freshness"
-//! command = "sqlite3 /var/lib/erp/erp.db 'select max(created_at) from invoices'"
-//! max_age = "2h"
-//!
-//! # A sha256sum manifest in the guest, verified there with `sha256sum -c` from the
-//! # manifest's directory; failing files are listed.
-//! [[check]]
-//! name = "dump-intact"
-//! vm = "db"
-//! kind = "checksums"
-//! manifest = "/var/backups/erp/SHA256SUMS"
-//!
-//! # Two commands, maybe in two VMs, must print the same; a difference shows a short diff.
-//! # `vm` of a side defaults to the check's `vm`.
-//! [[check]]
-//! name = "image-equals-dump"
-//! vm = "db"
-//! kind = "compare"
-//! a = { command = "sqlite3 /var/lib/erp/erp.db 'select * from invoices order by no'" }
-//! b = { command = "sqlite3 /var/lib/erp/restored.db 'select * from invoices order by no'" }
-//!
-//! # The command's output must equal a field of the restored dump's manifest (dotted path);
-//! # the manifest is the one of the dump restored into `manifest_vm` (default: `vm`).
-//! [[check]]
-//! name = "invoice-count"
-//! vm = "db"
-//! kind = "expect_from_manifest"
-//! command = "sqlite3 /var/lib/erp/erp.db 'select count(*) from invoices'"
-//! field = "rows.invoices"
-//!
-//! # Save the VM's screen as PNG in the report; fail if it is blank (nearly one color).
-//! [[check]]
-//! name = "app-screen"
-//! vm = "app"
-//! kind = "screenshot"
-//! timeout = "2m"
-//! ```
-//!
-//! | key | kinds | default | meaning |
-//! |---|---|---|---|
-//! | `name` | all | required | 1 to 64 characters: a lowercase letter, then lowercase letters, digits or `-`; unique |
-//! | `vm` | all | required (compare: the side's `vm`) | the lab VM the check runs in |
-//! | `kind` | all | required | one of the kinds above |
-//! | `timeout` | all | `"60s"` | the whole check's time limit |
-//! | `host` | ping, tcp | required | host name or address, as the VM resolves it |
-//! | `port` | tcp | required | 1 to 65535 |
-//! | `url` | http | required | `http://` or `https://` URL, fetched with busybox `wget -S -q -O -` |
-//! | `status` | http | `200` | expected HTTP status |
-//! | `contains`, `matches` | http | none | body contains the text / matches the regex |
-//! | `command` | exec, sequence, freshness, expect_from_manifest | required | shell command |
-//! | `exit_code` | exec | `0` | expected exit code, 0 to 255 |
-//! | `stdout_equals`, `stdout_matches` | exec | none | stdout equals the text / matches the regex |
-//! | `json_pointer`, `json_equals` | exec | none | both or neither: stdout parsed as JSON, the value at the pointer (RFC 6901, like `/0/n`) equals the TOML value |
-//! | `max_age` | freshness | required | a duration |
-//! | `manifest` | checksums | required | absolute path of the sha256sum file in the guest |
-//! | `a`, `b` | compare | required | `{ vm = "db", command = "..." }` |
-//! | `field` | expect_from_manifest | required | dotted path into the manifest, like `rows.invoices` or `max_invoice_no` |
-//! | `manifest_vm` | expect_from_manifest | `vm` | the VM whose restored dump's manifest is read |
+//! `[[check]]`: what a drill verifies.
 
 use std::ops::Range;
-use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Report, Text, duration_field, list, suggestion, valid_name};
+use crate::spec::model::{
+    CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, JsonExpectation, KINDS,
+    MAX_CHECK_NAME,
+};
+use crate::spec::problems::{Problems, list, suggestion};
+use crate::spec::wire::{Text, WireCheck, WireSide};
 
-/// The time limit of a check without `timeout`.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest check name.
-pub const MAX_CHECK_NAME: usize = 64;
+use super::fields::{duration_field, valid_name};
 
 const CHECK_NAME_RULE: &str =
     "use 1 to 64 characters: a lowercase letter, then lowercase letters, digits or '-'";
 
-/// One validated `[[check]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSpec {
-    pub name: String,
-    /// The VM the check runs in; for `compare`, the VM of side `a`.
-    pub vm: String,
-    pub timeout: Duration,
-    pub kind: CheckKind,
-}
-
-/// What a check verifies, with the keys of its kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckKind {
-    Heartbeat,
-    Ping {
-        host: String,
-    },
-    Tcp {
-        host: String,
-        port: u16,
-    },
-    Http {
-        url: String,
-        status: u16,
-        contains: Option<String>,
-        /// A regex, known to compile.
-        matches: Option<String>,
-    },
-    Exec {
-        command: String,
-        exit_code: i32,
-        stdout_equals: Option<String>,
-        /// A regex, known to compile.
-        stdout_matches: Option<String>,
-        json: Option<JsonExpectation>,
-    },
-    Sequence {
-        command: String,
-    },
-    Freshness {
-        command: String,
-        max_age: Duration,
-    },
-    Checksums {
-        /// Absolute path of the manifest in the guest.
-        manifest: String,
-    },
-    Compare {
-        a: CompareSide,
-        b: CompareSide,
-    },
-    ExpectFromManifest {
-        command: String,
-        /// Dotted path into the manifest JSON.
-        field: String,
-        /// The VM whose restored dump's manifest is read.
-        manifest_vm: String,
-    },
-    Screenshot,
-}
-
-/// The value a JSON pointer into a command's stdout must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonExpectation {
-    pub pointer: String,
-    pub equals: serde_json::Value,
-}
-
-/// One side of a `compare` check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompareSide {
-    pub vm: String,
-    pub command: String,
-}
-
-/// Every kind name, in the order the documentation lists them.
-const KINDS: &[&str] = &[
-    "heartbeat",
-    "ping",
-    "tcp",
-    "http",
-    "exec",
-    "sequence",
-    "freshness",
-    "checksums",
-    "compare",
-    "expect_from_manifest",
-    "screenshot",
-];
-
-impl CheckKind {
-    /// The kind's name as written in the lab file.
-    pub fn name(&self) -> &'static str {
-        match self {
-            CheckKind::Heartbeat => "heartbeat",
-            CheckKind::Ping { .. } => "ping",
-            CheckKind::Tcp { .. } => "tcp",
-            CheckKind::Http { .. } => "http",
-            CheckKind::Exec { .. } => "exec",
-            CheckKind::Sequence { .. } => "sequence",
-            CheckKind::Freshness { .. } => "freshness",
-            CheckKind::Checksums { .. } => "checksums",
-            CheckKind::Compare { .. } => "compare",
-            CheckKind::ExpectFromManifest { .. } => "expect_from_manifest",
-            CheckKind::Screenshot => "screenshot",
-        }
-    }
-}
-
 /// The keys a kind takes besides `name`, `vm`, `kind` and `timeout`.
-fn kind_keys(kind: &str) -> &'static [&'static str] {
+pub(super) fn kind_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "ping" => &["host"],
         "tcp" => &["host", "port"],
@@ -274,88 +39,11 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a check table")]
-pub(super) struct WireCheck {
-    name: Option<Text>,
-    vm: Option<Text>,
-    kind: Option<Text>,
-    timeout: Option<Text>,
-    host: Option<Text>,
-    port: Option<Spanned<i64>>,
-    url: Option<Text>,
-    status: Option<Spanned<i64>>,
-    contains: Option<Text>,
-    matches: Option<Text>,
-    command: Option<Text>,
-    exit_code: Option<Spanned<i64>>,
-    stdout_equals: Option<Text>,
-    stdout_matches: Option<Text>,
-    json_pointer: Option<Text>,
-    json_equals: Option<Spanned<toml::Value>>,
-    max_age: Option<Text>,
-    manifest: Option<Text>,
-    a: Option<Spanned<WireSide>>,
-    b: Option<Spanned<WireSide>>,
-    field: Option<Text>,
-    manifest_vm: Option<Text>,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a side like { vm = \"db\", command = \"...\" }"
-)]
-struct WireSide {
-    vm: Option<Text>,
-    command: Option<Text>,
-}
-
-impl WireCheck {
-    /// The kind-specific keys present in the table, with their spans.
-    fn present_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        let mut keys = Vec::new();
-        let mut add = |key: &'static str, span: Option<Range<usize>>| {
-            if let Some(span) = span {
-                keys.push((key, span));
-            }
-        };
-        add("host", self.host.as_ref().map(Spanned::span));
-        add("port", self.port.as_ref().map(Spanned::span));
-        add("url", self.url.as_ref().map(Spanned::span));
-        add("status", self.status.as_ref().map(Spanned::span));
-        add("contains", self.contains.as_ref().map(Spanned::span));
-        add("matches", self.matches.as_ref().map(Spanned::span));
-        add("command", self.command.as_ref().map(Spanned::span));
-        add("exit_code", self.exit_code.as_ref().map(Spanned::span));
-        add(
-            "stdout_equals",
-            self.stdout_equals.as_ref().map(Spanned::span),
-        );
-        add(
-            "stdout_matches",
-            self.stdout_matches.as_ref().map(Spanned::span),
-        );
-        add(
-            "json_pointer",
-            self.json_pointer.as_ref().map(Spanned::span),
-        );
-        add("json_equals", self.json_equals.as_ref().map(Spanned::span));
-        add("max_age", self.max_age.as_ref().map(Spanned::span));
-        add("manifest", self.manifest.as_ref().map(Spanned::span));
-        add("a", self.a.as_ref().map(Spanned::span));
-        add("b", self.b.as_ref().map(Spanned::span));
-        add("field", self.field.as_ref().map(Spanned::span));
-        add("manifest_vm", self.manifest_vm.as_ref().map(Spanned::span));
-        keys
-    }
-}
-
 /// Validates every `[[check]]`; `None` if any of them has a problem.
 pub(super) fn validate_checks(
     wire: &[Spanned<WireCheck>],
     vm_names: &[Option<String>],
-    report: &mut Report,
+    problems: &mut Problems,
 ) -> Option<Vec<CheckSpec>> {
     let known: Vec<&str> = vm_names.iter().flatten().map(String::as_str).collect();
     let mut first_use: std::collections::BTreeMap<String, usize> = Default::default();
@@ -367,7 +55,7 @@ pub(super) fn validate_checks(
             && valid_name(name.get_ref(), MAX_CHECK_NAME, true)
         {
             if let Some(first) = first_use.get(name.get_ref()) {
-                report.at(
+                problems.at(
                     name.span(),
                     format!("{field}.name"),
                     format!(
@@ -380,7 +68,7 @@ pub(super) fn validate_checks(
                 first_use.insert(name.get_ref().clone(), index);
             }
         }
-        match validate_check(check, &field, &known, report) {
+        match validate_check(check, &field, &known, problems) {
             Some(spec) => checks.push(spec),
             None => ok = false,
         }
@@ -389,8 +77,8 @@ pub(super) fn validate_checks(
 }
 
 /// A string key that must be present and not blank.
-fn required(
-    report: &mut Report,
+pub(super) fn required(
+    problems: &mut Problems,
     value: &Option<Text>,
     at: Range<usize>,
     field: String,
@@ -398,23 +86,28 @@ fn required(
 ) -> Option<String> {
     match value {
         None => {
-            report.at(at, field, format!("missing {what}"));
+            problems.at(at, field, format!("missing {what}"));
             None
         }
         Some(text) if text.get_ref().trim().is_empty() => {
-            report.at(text.span(), field, format!("{what} is empty; write it out"));
+            problems.at(text.span(), field, format!("{what} is empty; write it out"));
             None
         }
         Some(text) => Some(text.get_ref().clone()),
     }
 }
 
-fn vm_ref(report: &mut Report, value: &Text, field: String, known: &[&str]) -> Option<String> {
+pub(super) fn vm_ref(
+    problems: &mut Problems,
+    value: &Text,
+    field: String,
+    known: &[&str],
+) -> Option<String> {
     let vm = value.get_ref();
     if known.contains(&vm.as_str()) {
         Some(vm.clone())
     } else {
-        report.at(
+        problems.at(
             value.span(),
             field,
             format!(
@@ -427,7 +120,11 @@ fn vm_ref(report: &mut Report, value: &Text, field: String, known: &[&str]) -> O
     }
 }
 
-fn regex_field(report: &mut Report, value: &Option<Text>, field: String) -> Option<Option<String>> {
+pub(super) fn regex_field(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    field: String,
+) -> Option<Option<String>> {
     let Some(text) = value else {
         return Some(None);
     };
@@ -441,7 +138,7 @@ fn regex_field(report: &mut Report, value: &Option<Text>, field: String) -> Opti
                 .unwrap_or("invalid")
                 .trim()
                 .to_string();
-            report.at(
+            problems.at(
                 text.span(),
                 field,
                 format!(
@@ -454,14 +151,14 @@ fn regex_field(report: &mut Report, value: &Option<Text>, field: String) -> Opti
     }
 }
 
-fn host_field(
-    report: &mut Report,
+pub(super) fn host_field(
+    problems: &mut Problems,
     value: &Option<Text>,
     at: Range<usize>,
     field: String,
 ) -> Option<String> {
     let host = required(
-        report,
+        problems,
         value,
         at,
         field.clone(),
@@ -471,7 +168,7 @@ fn host_field(
         .chars()
         .any(|c| c.is_whitespace() || c == '\'' || c == '"')
     {
-        report.at(
+        problems.at(
             value.as_ref().map(Spanned::span).unwrap_or_default(),
             field,
             format!("{host:?} is not a host name or address; remove the spaces or quotes"),
@@ -481,8 +178,8 @@ fn host_field(
     Some(host)
 }
 
-fn int_in(
-    report: &mut Report,
+pub(super) fn int_in(
+    problems: &mut Problems,
     value: &Spanned<i64>,
     range: std::ops::RangeInclusive<i64>,
     field: String,
@@ -492,7 +189,7 @@ fn int_in(
     if range.contains(&n) {
         Some(n)
     } else {
-        report.at(
+        problems.at(
             value.span(),
             field,
             format!(
@@ -505,11 +202,11 @@ fn int_in(
     }
 }
 
-fn validate_check(
+pub(super) fn validate_check(
     wire: &Spanned<WireCheck>,
     field: &str,
     known: &[&str],
-    report: &mut Report,
+    problems: &mut Problems,
 ) -> Option<CheckSpec> {
     let check = wire.get_ref();
     let at = wire.span();
@@ -517,7 +214,7 @@ fn validate_check(
 
     let name = match &check.name {
         None => {
-            report.at(
+            problems.at(
                 at.clone(),
                 f("name"),
                 "missing check name; add a line like name = \"invoices-no-gaps\" to this [[check]] table",
@@ -525,7 +222,7 @@ fn validate_check(
             None
         }
         Some(name) if !valid_name(name.get_ref(), MAX_CHECK_NAME, true) => {
-            report.at(
+            problems.at(
                 name.span(),
                 f("name"),
                 format!(
@@ -540,7 +237,7 @@ fn validate_check(
 
     let kind = match &check.kind {
         None => {
-            report.at(
+            problems.at(
                 at.clone(),
                 f("kind"),
                 format!(
@@ -551,7 +248,7 @@ fn validate_check(
             return None;
         }
         Some(kind) if !KINDS.contains(&kind.get_ref().as_str()) => {
-            report.at(
+            problems.at(
                 kind.span(),
                 f("kind"),
                 format!(
@@ -575,7 +272,7 @@ fn validate_check(
             } else {
                 allowed.join(", ")
             };
-            report.at(
+            problems.at(
                 span,
                 f(key),
                 format!("{key} does not apply to a {kind} check (it takes {takes}); remove it or change the kind"),
@@ -587,7 +284,7 @@ fn validate_check(
     let vm = match &check.vm {
         None if kind == "compare" => Some(None),
         None => {
-            report.at(
+            problems.at(
                 at.clone(),
                 f("vm"),
                 format!(
@@ -597,17 +294,17 @@ fn validate_check(
             );
             None
         }
-        Some(vm) => vm_ref(report, vm, f("vm"), known).map(Some),
+        Some(vm) => vm_ref(problems, vm, f("vm"), known).map(Some),
     };
 
     let timeout = match &check.timeout {
         None => Some(DEFAULT_CHECK_TIMEOUT),
-        Some(timeout) => duration_field(report, timeout, &f("timeout")),
+        Some(timeout) => duration_field(problems, timeout, &f("timeout")),
     };
 
-    let command = |report: &mut Report| {
+    let command = |problems: &mut Problems| {
         required(
-            report,
+            problems,
             &check.command,
             at.clone(),
             f("command"),
@@ -618,20 +315,20 @@ fn validate_check(
     let kind_spec: Option<CheckKind> = match kind {
         "heartbeat" => Some(CheckKind::Heartbeat),
         "screenshot" => Some(CheckKind::Screenshot),
-        "ping" => host_field(report, &check.host, at.clone(), f("host"))
+        "ping" => host_field(problems, &check.host, at.clone(), f("host"))
             .map(|host| CheckKind::Ping { host }),
         "tcp" => {
-            let host = host_field(report, &check.host, at.clone(), f("host"));
+            let host = host_field(problems, &check.host, at.clone(), f("host"));
             let port = match &check.port {
                 None => {
-                    report.at(
+                    problems.at(
                         at.clone(),
                         f("port"),
                         "missing port; give the TCP port to connect to, like port = 80",
                     );
                     None
                 }
-                Some(port) => int_in(report, port, 1..=65535, f("port"), "tcp port"),
+                Some(port) => int_in(problems, port, 1..=65535, f("port"), "tcp port"),
             };
             Some(CheckKind::Tcp {
                 host: host?,
@@ -640,7 +337,7 @@ fn validate_check(
         }
         "http" => {
             let url = required(
-                report,
+                problems,
                 &check.url,
                 at.clone(),
                 f("url"),
@@ -652,7 +349,7 @@ fn validate_check(
                 {
                     Some(url)
                 } else {
-                    report.at(
+                    problems.at(
                         check.url.as_ref().map(Spanned::span).unwrap_or_default(),
                         f("url"),
                         format!("{url:?} is not an http:// or https:// URL without spaces or quotes; write it like \"http://app.prod.example/\""),
@@ -662,9 +359,9 @@ fn validate_check(
             });
             let status = match &check.status {
                 None => Some(200),
-                Some(status) => int_in(report, status, 100..=599, f("status"), "http status"),
+                Some(status) => int_in(problems, status, 100..=599, f("status"), "http status"),
             };
-            let matches = regex_field(report, &check.matches, f("matches"));
+            let matches = regex_field(problems, &check.matches, f("matches"));
             Some(CheckKind::Http {
                 url: url?,
                 status: u16::try_from(status?).ok()?,
@@ -673,18 +370,18 @@ fn validate_check(
             })
         }
         "exec" => {
-            let command = command(report);
+            let command = command(problems);
             let exit_code = match &check.exit_code {
                 None => Some(0),
-                Some(code) => int_in(report, code, 0..=255, f("exit_code"), "exit code"),
+                Some(code) => int_in(problems, code, 0..=255, f("exit_code"), "exit code"),
             };
-            let stdout_matches = regex_field(report, &check.stdout_matches, f("stdout_matches"));
+            let stdout_matches = regex_field(problems, &check.stdout_matches, f("stdout_matches"));
             let json = match (&check.json_pointer, &check.json_equals) {
                 (None, None) => Some(None),
                 (Some(pointer), Some(equals)) => {
                     let p = pointer.get_ref();
                     if !p.is_empty() && !p.starts_with('/') {
-                        report.at(
+                        problems.at(
                             pointer.span(),
                             f("json_pointer"),
                             format!("{p:?} is not a JSON pointer; start it with '/', like \"/0/n\" (\"\" is the whole document)"),
@@ -697,7 +394,7 @@ fn validate_check(
                                 equals: value,
                             })),
                             Err(err) => {
-                                report.at(
+                                problems.at(
                                     equals.span(),
                                     f("json_equals"),
                                     format!("cannot use this value as JSON: {err}"),
@@ -708,11 +405,11 @@ fn validate_check(
                     }
                 }
                 (Some(pointer), None) => {
-                    report.at(pointer.span(), f("json_equals"), "json_pointer needs json_equals; give the value expected at the pointer, like json_equals = 1");
+                    problems.at(pointer.span(), f("json_equals"), "json_pointer needs json_equals; give the value expected at the pointer, like json_equals = 1");
                     None
                 }
                 (None, Some(equals)) => {
-                    report.at(equals.span(), f("json_pointer"), "json_equals needs json_pointer; say where in the JSON output to look, like json_pointer = \"/0/n\"");
+                    problems.at(equals.span(), f("json_pointer"), "json_equals needs json_pointer; say where in the JSON output to look, like json_pointer = \"/0/n\"");
                     None
                 }
             };
@@ -724,19 +421,19 @@ fn validate_check(
                 json: json?,
             })
         }
-        "sequence" => command(report).map(|command| CheckKind::Sequence { command }),
+        "sequence" => command(problems).map(|command| CheckKind::Sequence { command }),
         "freshness" => {
-            let command = command(report);
+            let command = command(problems);
             let max_age = match &check.max_age {
                 None => {
-                    report.at(
+                    problems.at(
                         at.clone(),
                         f("max_age"),
                         "missing max_age; say how much older than the restore point the newest record may be, like max_age = \"2h\"",
                     );
                     None
                 }
-                Some(age) => duration_field(report, age, &f("max_age")),
+                Some(age) => duration_field(problems, age, &f("max_age")),
             };
             Some(CheckKind::Freshness {
                 command: command?,
@@ -745,7 +442,7 @@ fn validate_check(
         }
         "checksums" => {
             let manifest = required(
-                report,
+                problems,
                 &check.manifest,
                 at.clone(),
                 f("manifest"),
@@ -753,7 +450,7 @@ fn validate_check(
             );
             match manifest {
                 Some(m) if !m.starts_with('/') || m.ends_with('/') || m.contains('\'') => {
-                    report.at(
+                    problems.at(
                         check.manifest.as_ref().map(Spanned::span).unwrap_or_default(),
                         f("manifest"),
                         format!("{m:?} is not an absolute file path; write it like \"/var/backups/erp/SHA256SUMS\""),
@@ -766,9 +463,9 @@ fn validate_check(
         }
         "compare" => {
             let default_vm = vm.clone().flatten();
-            let side = |report: &mut Report, wire: &Option<Spanned<WireSide>>, key: &str| {
+            let side = |problems: &mut Problems, wire: &Option<Spanned<WireSide>>, key: &str| {
                 let Some(wire) = wire else {
-                    report.at(
+                    problems.at(
                         at.clone(),
                         f(key),
                         format!("missing side {key}; give it like {key} = {{ vm = \"db\", command = \"...\" }}"),
@@ -776,11 +473,11 @@ fn validate_check(
                     return None;
                 };
                 let side_vm = match &wire.get_ref().vm {
-                    Some(v) => vm_ref(report, v, format!("{field}.{key}.vm"), known),
+                    Some(v) => vm_ref(problems, v, format!("{field}.{key}.vm"), known),
                     None => match &default_vm {
                         Some(v) => Some(v.clone()),
                         None => {
-                            report.at(
+                            problems.at(
                                 wire.span(),
                                 format!("{field}.{key}.vm"),
                                 "missing vm; give the side its vm, or give the check a vm for both sides",
@@ -790,7 +487,7 @@ fn validate_check(
                     },
                 };
                 let command = required(
-                    report,
+                    problems,
                     &wire.get_ref().command,
                     wire.span(),
                     format!("{field}.{key}.command"),
@@ -801,14 +498,14 @@ fn validate_check(
                     command: command?,
                 })
             };
-            let a = side(report, &check.a, "a");
-            let b = side(report, &check.b, "b");
+            let a = side(problems, &check.a, "a");
+            let b = side(problems, &check.b, "b");
             Some(CheckKind::Compare { a: a?, b: b? })
         }
         "expect_from_manifest" => {
-            let command = command(report);
+            let command = command(problems);
             let path = required(
-                report,
+                problems,
                 &check.field,
                 at.clone(),
                 f("field"),
@@ -816,7 +513,7 @@ fn validate_check(
             );
             let path = path.and_then(|p| {
                 if p.split('.').any(str::is_empty) {
-                    report.at(
+                    problems.at(
                         check.field.as_ref().map(Spanned::span).unwrap_or_default(),
                         f("field"),
                         format!("{p:?} is not a dotted path; write it like \"rows.invoices\""),
@@ -827,7 +524,7 @@ fn validate_check(
                 }
             });
             let manifest_vm = match &check.manifest_vm {
-                Some(v) => vm_ref(report, v, f("manifest_vm"), known),
+                Some(v) => vm_ref(problems, v, f("manifest_vm"), known),
                 None => vm.clone().flatten(),
             };
             Some(CheckKind::ExpectFromManifest {
@@ -859,9 +556,10 @@ fn validate_check(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
-    use super::super::{LabSpec, SpecError, parse};
     use super::*;
+    use crate::spec::{LabSpec, SpecError, parse};
 
     fn lab(checks: &str) -> Result<LabSpec, SpecError> {
         let vms: String = ["db", "app", "client"]
@@ -877,7 +575,7 @@ mod tests {
 
     #[test]
     fn every_documented_example_is_a_valid_check() {
-        let example: String = include_str!("checks.rs")
+        let example: String = include_str!("../model/check.rs")
             .lines()
             .skip_while(|line| *line != "//! ```toml")
             .skip(1)

@@ -1,160 +1,20 @@
-//! `[notify]` and `[metrics]`: what happens after every drill of the lab.
-//!
-//! ```toml
-//! [notify]
-//! email = { to = ["ops@example.com"], from = "reclab@example.com", server = "smtp://mail.example.com:587", starttls = true, user = "reclab", password_file = "/etc/reclab/smtp.pw" }
-//! webhook = { url = "https://hooks.example.com/reclab", headers = { Authorization = "Bearer 123" } }
-//! mqtt = { url = "mqtts://broker.example.com:8883", topic = "dr/erp", ca_file = "/etc/reclab/ca.pem" }
-//!
-//! [metrics]
-//! textfile = "/var/lib/node_exporter/textfile/reclab.prom"
-//! ```
-//!
-//! ## `[notify]`
-//!
-//! Every channel is optional; each one is tried after every drill, and a channel that fails is
-//! reported next to the drill's result without changing it.
-//!
-//! **`email`**: `to` (one or more addresses, required), `from` (required), `server` (required:
-//! `smtp://host[:port]`, port 587 by default, or `smtps://host[:port]` for TLS from the first
-//! byte, port 465 by default), `starttls` (default `true`: with `smtp://`, refuse to send unless
-//! the server upgrades the connection with STARTTLS; `false` sends in the clear, only sensible on
-//! loopback), `user` and `password_file` (both or neither: SMTP authentication, the password is
-//! the file's first line), `ca_file` (PEM certificates to trust instead of the system's).
-//!
-//! **`webhook`**: `url` (`http://` or `https://`, required) receives the drill summary as a JSON
-//! POST; `headers` is a table of extra request headers.
-//!
-//! **`mqtt`**: `url` (`mqtt://host[:port]`, port 1883 by default, or `mqtts://host[:port]` for
-//! TLS, port 8883 by default; required), `topic` (required, no wildcards) receives the drill
-//! summary as JSON, QoS 1; `ca_file` (PEM certificates to trust instead of the system's, TLS only);
-//! `user` and `password_file` (both or neither).
-//!
-//! Relative paths are relative to the lab file's directory.
-//!
-//! ## `[metrics]`
-//!
-//! **`textfile`**: a Prometheus textfile that gets the lab's latest figures after every drill
-//! (written atomically; the other labs' samples in the file are kept). The `--metrics-file`
-//! option overrides it.
+//! `[notify]` and `[metrics]`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Report, Text};
-
-/// `[notify]`: channels tried after every drill.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NotifySpec {
-    pub email: Option<EmailSpec>,
-    pub webhook: Option<WebhookSpec>,
-    pub mqtt: Option<MqttSpec>,
-}
-
-/// `[notify] email`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmailSpec {
-    pub to: Vec<String>,
-    pub from: String,
-    /// The `server` URL as written.
-    pub server: String,
-    pub host: String,
-    pub port: u16,
-    /// `smtps://`: TLS from the first byte.
-    pub implicit_tls: bool,
-    /// With `smtp://`: require STARTTLS.
-    pub starttls: bool,
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-}
-
-/// `[notify] webhook`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookSpec {
-    pub url: String,
-    pub headers: BTreeMap<String, String>,
-}
-
-/// `[notify] mqtt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttSpec {
-    /// The `url` as written.
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-    /// `mqtts://`.
-    pub tls: bool,
-    pub topic: String,
-    pub ca_file: Option<PathBuf>,
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetricsSpec {
-    pub textfile: PathBuf,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a notify table")]
-pub(super) struct WireNotify {
-    email: Option<Spanned<WireEmail>>,
-    webhook: Option<Spanned<WireWebhook>>,
-    mqtt: Option<Spanned<WireMqtt>>,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an email table like { to = [\"ops@example.com\"], from = \"reclab@example.com\", server = \"smtp://mail.example.com:587\" }"
-)]
-struct WireEmail {
-    to: Option<Spanned<Vec<Text>>>,
-    from: Option<Text>,
-    server: Option<Text>,
-    starttls: Option<bool>,
-    user: Option<Text>,
-    password_file: Option<Text>,
-    ca_file: Option<Text>,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a webhook table like { url = \"https://hooks.example.com/reclab\" }"
-)]
-struct WireWebhook {
-    url: Option<Text>,
-    headers: Option<BTreeMap<Text, Text>>,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "an mqtt table like { url = \"mqtts://broker.example.com:8883\", topic = \"dr/erp\" }"
-)]
-struct WireMqtt {
-    url: Option<Text>,
-    topic: Option<Text>,
-    ca_file: Option<Text>,
-    user: Option<Text>,
-    password_file: Option<Text>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a metrics table")]
-pub(super) struct WireMetrics {
-    textfile: Option<Text>,
-}
+use crate::spec::model::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec};
+use crate::spec::problems::Problems;
+use crate::spec::wire::{Text, WireMetrics, WireNotify};
 
 /// Splits `scheme://host[:port][/]` into its parts; the scheme must be one of `schemes`
 /// (name, default port).
-fn server_url(text: &str, schemes: &[(&str, u16)]) -> Result<(String, String, u16), String> {
+pub(super) fn server_url(
+    text: &str,
+    schemes: &[(&str, u16)],
+) -> Result<(String, String, u16), String> {
     let wanted = schemes
         .iter()
         .map(|(s, _)| format!("{s}://"))
@@ -200,16 +60,16 @@ fn server_url(text: &str, schemes: &[(&str, u16)]) -> Result<(String, String, u1
     Ok((scheme.to_string(), host, port))
 }
 
-fn path_field(
+pub(super) fn path_field(
     base: &Path,
     value: &Option<Text>,
-    report: &mut Report,
+    problems: &mut Problems,
     field: &str,
 ) -> Option<Option<PathBuf>> {
     match value {
         None => Some(None),
         Some(v) if v.get_ref().trim().is_empty() => {
-            report.at(
+            problems.at(
                 v.span(),
                 field,
                 "the path is empty; give a file or drop the key",
@@ -220,8 +80,8 @@ fn path_field(
     }
 }
 
-fn required(
-    report: &mut Report,
+pub(super) fn required(
+    problems: &mut Problems,
     value: &Option<Text>,
     at: std::ops::Range<usize>,
     field: &str,
@@ -229,11 +89,11 @@ fn required(
 ) -> Option<String> {
     match value {
         None => {
-            report.at(at, field, format!("missing {what}"));
+            problems.at(at, field, format!("missing {what}"));
             None
         }
         Some(v) if v.get_ref().trim().is_empty() => {
-            report.at(v.span(), field, format!("{what} is empty; write it out"));
+            problems.at(v.span(), field, format!("{what} is empty; write it out"));
             None
         }
         Some(v) => Some(v.get_ref().clone()),
@@ -241,24 +101,24 @@ fn required(
 }
 
 /// `user` and `password_file` come together.
-fn credentials(
+pub(super) fn credentials(
     base: &Path,
     user: &Option<Text>,
     password_file: &Option<Text>,
     at: std::ops::Range<usize>,
     field: &str,
-    report: &mut Report,
+    problems: &mut Problems,
 ) -> Option<(Option<String>, Option<PathBuf>)> {
     let file = path_field(
         base,
         password_file,
-        report,
+        problems,
         &format!("{field}.password_file"),
     )?;
     match (user, file) {
         (None, None) => Some((None, None)),
         (Some(u), _) if u.get_ref().trim().is_empty() => {
-            report.at(
+            problems.at(
                 u.span(),
                 format!("{field}.user"),
                 "the user is empty; write it out or drop user and password_file",
@@ -267,11 +127,11 @@ fn credentials(
         }
         (Some(u), Some(f)) => Some((Some(u.get_ref().clone()), Some(f))),
         (Some(u), None) => {
-            report.at(u.span(), format!("{field}.user"), "user without password_file; add password_file = \"/etc/reclab/NAME.pw\" (a file whose first line is the password) or drop user");
+            problems.at(u.span(), format!("{field}.user"), "user without password_file; add password_file = \"/etc/reclab/NAME.pw\" (a file whose first line is the password) or drop user");
             None
         }
         (None, Some(_)) => {
-            report.at(
+            problems.at(
                 at,
                 format!("{field}.password_file"),
                 "password_file without user; add user = \"NAME\" or drop password_file",
@@ -281,7 +141,7 @@ fn credentials(
     }
 }
 
-fn plausible_address(a: &str) -> bool {
+pub(super) fn plausible_address(a: &str) -> bool {
     let a = a.trim();
     let bare = a
         .rsplit_once('<')
@@ -292,9 +152,9 @@ fn plausible_address(a: &str) -> bool {
 pub(super) fn validate_notify(
     wire: &Spanned<WireNotify>,
     base: &Path,
-    report: &mut Report,
+    problems: &mut Problems,
 ) -> Option<NotifySpec> {
-    let before = report.problems.len();
+    let before = problems.len();
     let n = wire.get_ref();
     let mut spec = NotifySpec::default();
 
@@ -304,7 +164,7 @@ pub(super) fn validate_notify(
         let f = "notify.email";
         let to = match &e.to {
             None => {
-                report.at(
+                problems.at(
                     at.clone(),
                     format!("{f}.to"),
                     "missing to; add to = [\"ops@example.com\"]",
@@ -312,7 +172,7 @@ pub(super) fn validate_notify(
                 None
             }
             Some(list) if list.get_ref().is_empty() => {
-                report.at(
+                problems.at(
                     list.span(),
                     format!("{f}.to"),
                     "no recipients; give at least one address",
@@ -325,7 +185,7 @@ pub(super) fn validate_notify(
                     if plausible_address(a.get_ref()) {
                         ok.push(a.get_ref().clone());
                     } else {
-                        report.at(
+                        problems.at(
                             a.span(),
                             format!("{f}.to[{i}]"),
                             format!(
@@ -339,7 +199,7 @@ pub(super) fn validate_notify(
             }
         };
         let from = required(
-            report,
+            problems,
             &e.from,
             at.clone(),
             &format!("{f}.from"),
@@ -348,14 +208,14 @@ pub(super) fn validate_notify(
         if let (Some(from), Some(v)) = (&from, &e.from)
             && !plausible_address(from)
         {
-            report.at(
+            problems.at(
                 v.span(),
                 format!("{f}.from"),
                 format!("{from:?} is not an e-mail address; write it like \"reclab@example.com\""),
             );
         }
         let server = required(
-            report,
+            problems,
             &e.server,
             at.clone(),
             &format!("{f}.server"),
@@ -367,7 +227,7 @@ pub(super) fn validate_notify(
                 .and_then(|s| match server_url(s, &[("smtp", 587), ("smtps", 465)]) {
                     Ok(p) => Some(p),
                     Err(why) => {
-                        report.at(
+                        problems.at(
                             e.server.as_ref().expect("server given").span(),
                             format!("{f}.server"),
                             why,
@@ -375,8 +235,8 @@ pub(super) fn validate_notify(
                         None
                     }
                 });
-        let creds = credentials(base, &e.user, &e.password_file, at.clone(), f, report);
-        let ca_file = path_field(base, &e.ca_file, report, &format!("{f}.ca_file"));
+        let creds = credentials(base, &e.user, &e.password_file, at.clone(), f, problems);
+        let ca_file = path_field(base, &e.ca_file, problems, &format!("{f}.ca_file"));
         if let (
             Some(to),
             Some(from),
@@ -405,7 +265,7 @@ pub(super) fn validate_notify(
         let h = hook.get_ref();
         let f = "notify.webhook";
         let url = required(
-            report,
+            problems,
             &h.url,
             hook.span(),
             &format!("{f}.url"),
@@ -414,7 +274,7 @@ pub(super) fn validate_notify(
         if let (Some(url), Some(v)) = (&url, &h.url)
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            report.at(
+            problems.at(
                 v.span(),
                 format!("{f}.url"),
                 format!("{url:?} is not an http:// or https:// URL"),
@@ -428,13 +288,13 @@ pub(super) fn validate_notify(
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             {
-                report.at(
+                problems.at(
                     k.span(),
                     format!("{f}.headers"),
                     format!("{name:?} is not an HTTP header name"),
                 );
             } else if v.get_ref().contains(['\r', '\n']) {
-                report.at(
+                problems.at(
                     v.span(),
                     format!("{f}.headers.{name}"),
                     "a header value cannot contain a line break",
@@ -453,7 +313,7 @@ pub(super) fn validate_notify(
         let m = mqtt.get_ref();
         let f = "notify.mqtt";
         let url = required(
-            report,
+            problems,
             &m.url,
             at.clone(),
             &format!("{f}.url"),
@@ -464,7 +324,7 @@ pub(super) fn validate_notify(
                 |u| match server_url(u, &[("mqtt", 1883), ("mqtts", 8883)]) {
                     Ok(p) => Some(p),
                     Err(why) => {
-                        report.at(
+                        problems.at(
                             m.url.as_ref().expect("url given").span(),
                             format!("{f}.url"),
                             why,
@@ -474,7 +334,7 @@ pub(super) fn validate_notify(
                 },
             );
         let topic = required(
-            report,
+            problems,
             &m.topic,
             at.clone(),
             &format!("{f}.topic"),
@@ -483,7 +343,7 @@ pub(super) fn validate_notify(
         let topic = topic.and_then(|t| match topic_problem(&t) {
             None => Some(t),
             Some(why) => {
-                report.at(
+                problems.at(
                     m.topic.as_ref().expect("topic given").span(),
                     format!("{f}.topic"),
                     why,
@@ -491,12 +351,12 @@ pub(super) fn validate_notify(
                 None
             }
         });
-        let creds = credentials(base, &m.user, &m.password_file, at.clone(), f, report);
-        let ca_file = path_field(base, &m.ca_file, report, &format!("{f}.ca_file"));
+        let creds = credentials(base, &m.user, &m.password_file, at.clone(), f, problems);
+        let ca_file = path_field(base, &m.ca_file, problems, &format!("{f}.ca_file"));
         if let (Some((scheme, _, _)), Some(Some(_)), Some(v)) = (&parsed, &ca_file, &m.ca_file)
             && scheme == "mqtt"
         {
-            report.at(
+            problems.at(
                 v.span(),
                 format!("{f}.ca_file"),
                 "ca_file needs TLS; use an mqtts:// url or drop ca_file",
@@ -522,7 +382,7 @@ pub(super) fn validate_notify(
             });
         }
     }
-    (report.problems.len() == before).then_some(spec)
+    (problems.len() == before).then_some(spec)
 }
 
 /// Splits an MQTT broker URL (`mqtt://host[:port]` or `mqtts://host[:port]`) into
@@ -550,11 +410,11 @@ pub fn topic_problem(topic: &str) -> Option<String> {
 pub(super) fn validate_metrics(
     wire: &Spanned<WireMetrics>,
     base: &Path,
-    report: &mut Report,
+    problems: &mut Problems,
 ) -> Option<MetricsSpec> {
     let m = wire.get_ref();
     let textfile = required(
-        report,
+        problems,
         &m.textfile,
         wire.span(),
         "metrics.textfile",
@@ -562,7 +422,7 @@ pub(super) fn validate_metrics(
     )?;
     if !textfile.ends_with(".prom") {
         let v = m.textfile.as_ref().expect("textfile given");
-        report.at(v.span(), "metrics.textfile", format!("{textfile:?} does not end in .prom; node_exporter's textfile collector only reads *.prom files"));
+        problems.at(v.span(), "metrics.textfile", format!("{textfile:?} does not end in .prom; node_exporter's textfile collector only reads *.prom files"));
         return None;
     }
     Some(MetricsSpec {
