@@ -17,6 +17,19 @@
 //! first one per top-level section, per segment and per VM); then, once the file decodes, every
 //! validation problem at once.
 //!
+//! # Layout
+//!
+//! One concern per file, in the order a lab file goes through them:
+//! - `wire`: serde types that mirror the file; `decode`: TOML text to wire types;
+//! - `validate/`: wire types to the model, one file per table (`segments`, `vm`, `source`,
+//!   `dhcp`, `dumps`, `tiers`, `checks`, `notify`) plus the shared field helpers in `fields`;
+//! - `problems`: [`Problem`], [`SpecError`] and the collector every step reports to;
+//! - [`model`]: the validated types, pure data that imports nothing of reclab but `base`.
+//!
+//! The reference below is a copy of README.md's "The lab file" section, and the check
+//! reference in `model/check.rs` one of its "Check kinds"; unit tests keep each copy equal to
+//! the README (headings one level up), so edit both together.
+//!
 //! # Lab file reference
 //!
 //! A complete example lives in `examples/erp.toml`.
@@ -257,6 +270,88 @@ mod tests {
             .iter()
             .map(|g| g.iter().map(|n| n.to_string()).collect())
             .collect()
+    }
+
+    /// The lines of README.md's section under `heading`, without the heading itself, up to the
+    /// next heading of the same or a higher level.
+    fn readme_section(heading: &str) -> Vec<String> {
+        let level = heading.chars().take_while(|c| *c == '#').count();
+        let mut lines = include_str!("../../README.md")
+            .lines()
+            .skip_while(|line| *line != heading);
+        assert!(lines.next().is_some(), "README.md has no {heading:?}");
+        let mut fenced = false;
+        let section: Vec<String> = lines
+            .take_while(|line| {
+                fenced ^= line.starts_with("```");
+                fenced || line.starts_with("```") || !is_heading_of_at_most(line, level)
+            })
+            .map(str::to_string)
+            .collect();
+        normalized(section, level)
+    }
+
+    /// The module doc lines of `source` after `heading`, to the end of the doc.
+    fn doc_section(source: &str, heading: &str) -> Vec<String> {
+        let level = heading.chars().take_while(|c| *c == '#').count();
+        let mut lines = source
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .map(|line| {
+                let line = line.trim_start_matches("//!");
+                line.strip_prefix(' ').unwrap_or(line).to_string()
+            })
+            .skip_while(|line| line != heading);
+        assert!(lines.next().is_some(), "the module doc has no {heading:?}");
+        normalized(lines.collect(), level)
+    }
+
+    fn is_heading_of_at_most(line: &str, level: usize) -> bool {
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        (1..=level).contains(&hashes) && line[hashes..].starts_with(' ')
+    }
+
+    /// Headings outside code blocks made relative to `level`; trailing blank lines dropped.
+    fn normalized(mut lines: Vec<String>, level: usize) -> Vec<String> {
+        let mut fenced = false;
+        for line in &mut lines {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                let hashes = line.chars().take_while(|c| *c == '#').count();
+                *line = format!(
+                    "{}{}",
+                    "+".repeat(hashes.saturating_sub(level)),
+                    &line[hashes..]
+                );
+            }
+        }
+        while lines.last().is_some_and(|line| line.trim().is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    #[test]
+    fn the_lab_file_reference_is_the_readmes() {
+        let doc = doc_section(include_str!("mod.rs"), "# Lab file reference");
+        assert!(
+            doc.len() > 100,
+            "the reference shrank to {} lines",
+            doc.len()
+        );
+        assert_eq!(doc, readme_section("## The lab file"));
+    }
+
+    #[test]
+    fn the_check_reference_is_the_readmes() {
+        let doc = doc_section(include_str!("model/check.rs"), "# Check kinds");
+        assert!(
+            doc.len() > 100,
+            "the reference shrank to {} lines",
+            doc.len()
+        );
+        assert_eq!(doc, readme_section("### Check kinds"));
     }
 
     #[test]
