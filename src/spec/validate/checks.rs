@@ -1,6 +1,6 @@
 //! `[[check]]`: what a drill verifies.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use toml::Spanned;
 
@@ -11,13 +11,13 @@ use crate::spec::model::{
 use crate::spec::problems::{Problems, list, suggestion};
 use crate::spec::wire::{Text, WireCheck, WireSide};
 
-use super::fields::{duration_field, valid_name};
+use super::fields::{duration_field, duration_or, present, required, valid_name};
 
 const CHECK_NAME_RULE: &str =
     "use 1 to 64 characters: a lowercase letter, then lowercase letters, digits or '-'";
 
 /// The keys a kind takes besides `name`, `vm`, `kind` and `timeout`.
-pub(super) fn kind_keys(kind: &str) -> &'static [&'static str] {
+fn kind_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "ping" => &["host"],
         "tcp" => &["host", "port"],
@@ -76,33 +76,7 @@ pub(super) fn validate_checks(
     ok.then_some(checks)
 }
 
-/// A string key that must be present and not blank.
-pub(super) fn required(
-    problems: &mut Problems,
-    value: &Option<Text>,
-    at: Range<usize>,
-    field: String,
-    what: &str,
-) -> Option<String> {
-    match value {
-        None => {
-            problems.at(at, field, format!("missing {what}"));
-            None
-        }
-        Some(text) if text.get_ref().trim().is_empty() => {
-            problems.at(text.span(), field, format!("{what} is empty; write it out"));
-            None
-        }
-        Some(text) => Some(text.get_ref().clone()),
-    }
-}
-
-pub(super) fn vm_ref(
-    problems: &mut Problems,
-    value: &Text,
-    field: String,
-    known: &[&str],
-) -> Option<String> {
+fn vm_ref(problems: &mut Problems, value: &Text, field: &str, known: &[&str]) -> Option<String> {
     let vm = value.get_ref();
     if known.contains(&vm.as_str()) {
         Some(vm.clone())
@@ -120,10 +94,10 @@ pub(super) fn vm_ref(
     }
 }
 
-pub(super) fn regex_field(
+fn regex_field(
     problems: &mut Problems,
     value: &Option<Text>,
-    field: String,
+    field: &str,
 ) -> Option<Option<String>> {
     let Some(text) = value else {
         return Some(None);
@@ -151,38 +125,12 @@ pub(super) fn regex_field(
     }
 }
 
-pub(super) fn host_field(
-    problems: &mut Problems,
-    value: &Option<Text>,
-    at: Range<usize>,
-    field: String,
-) -> Option<String> {
-    let host = required(
-        problems,
-        value,
-        at,
-        field.clone(),
-        "host; name the host or address to reach from the vm, like host = \"db.prod.example\"",
-    )?;
-    if host
-        .chars()
-        .any(|c| c.is_whitespace() || c == '\'' || c == '"')
-    {
-        problems.at(
-            value.as_ref().map(Spanned::span).unwrap_or_default(),
-            field,
-            format!("{host:?} is not a host name or address; remove the spaces or quotes"),
-        );
-        return None;
-    }
-    Some(host)
-}
-
-pub(super) fn int_in(
+/// An integer key within `range`; `what` names it in the problem.
+fn int_in(
     problems: &mut Problems,
     value: &Spanned<i64>,
-    range: std::ops::RangeInclusive<i64>,
-    field: String,
+    range: RangeInclusive<i64>,
+    field: &str,
     what: &str,
 ) -> Option<i64> {
     let n = *value.get_ref();
@@ -202,6 +150,67 @@ pub(super) fn int_in(
     }
 }
 
+/// An optional integer key within `range`, `default` when absent.
+fn int_or(
+    problems: &mut Problems,
+    value: &Option<Spanned<i64>>,
+    default: i64,
+    range: RangeInclusive<i64>,
+    field: &str,
+    what: &str,
+) -> Option<i64> {
+    match value {
+        None => Some(default),
+        Some(value) => int_in(problems, value, range, field, what),
+    }
+}
+
+/// One `[[check]]` table, with what its kind-specific steps need to know.
+struct Table<'w> {
+    check: &'w WireCheck,
+    /// The span of the whole table, for problems about missing keys.
+    at: Range<usize>,
+    /// `check[N]`.
+    field: &'w str,
+    /// The valid vm names of the lab.
+    known: &'w [&'w str],
+    /// The check's own `vm`, if it has a valid one.
+    vm: Option<String>,
+}
+
+impl Table<'_> {
+    /// The field path of one of the check's keys.
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.field)
+    }
+
+    /// A required string key of the check.
+    fn required(
+        &self,
+        problems: &mut Problems,
+        value: &Option<Text>,
+        key: &str,
+        what: &str,
+    ) -> Option<String> {
+        required(problems, value, self.at.clone(), &self.key(key), what)
+    }
+
+    /// `command`, for the kinds that run one.
+    fn command(&self, problems: &mut Problems) -> Option<String> {
+        self.required(
+            problems,
+            &self.check.command,
+            "command",
+            "command; give the shell command to run in the vm, like command = \"sqlite3 /var/lib/erp/erp.db 'select count(*) from invoices'\"",
+        )
+    }
+
+    /// A present key's span, for problems with its value (the key is known to be there).
+    fn span_of(value: &Option<Text>) -> Range<usize> {
+        value.as_ref().map(Spanned::span).unwrap_or_default()
+    }
+}
+
 pub(super) fn validate_check(
     wire: &Spanned<WireCheck>,
     field: &str,
@@ -210,61 +219,124 @@ pub(super) fn validate_check(
 ) -> Option<CheckSpec> {
     let check = wire.get_ref();
     let at = wire.span();
-    let f = |key: &str| format!("{field}.{key}");
-
-    let name = match &check.name {
-        None => {
-            problems.at(
-                at.clone(),
-                f("name"),
-                "missing check name; add a line like name = \"invoices-no-gaps\" to this [[check]] table",
-            );
-            None
-        }
-        Some(name) if !valid_name(name.get_ref(), MAX_CHECK_NAME, true) => {
-            problems.at(
-                name.span(),
-                f("name"),
-                format!(
-                    "{:?} is not a valid check name; {CHECK_NAME_RULE}",
-                    name.get_ref()
-                ),
-            );
-            None
-        }
-        Some(name) => Some(name.get_ref().clone()),
+    let name = check_name(problems, &check.name, at.clone(), &format!("{field}.name"));
+    let kind = check_kind(problems, &check.kind, at.clone(), &format!("{field}.kind"))?;
+    let keys_ok = keys_of_kind(problems, check, kind, field);
+    let vm = check_vm(
+        problems,
+        &check.vm,
+        kind,
+        at.clone(),
+        &format!("{field}.vm"),
+        known,
+    );
+    let timeout = duration_or(
+        problems,
+        &check.timeout,
+        &format!("{field}.timeout"),
+        DEFAULT_CHECK_TIMEOUT,
+    );
+    let table = Table {
+        check,
+        at,
+        field,
+        known,
+        vm: vm.clone().flatten(),
     };
-
-    let kind = match &check.kind {
-        None => {
-            problems.at(
-                at.clone(),
-                f("kind"),
-                format!(
-                    "missing kind; add a line like kind = \"exec\" (kinds: {})",
-                    KINDS.join(", ")
-                ),
-            );
-            return None;
-        }
-        Some(kind) if !KINDS.contains(&kind.get_ref().as_str()) => {
-            problems.at(
-                kind.span(),
-                f("kind"),
-                format!(
-                    "unknown check kind {:?}{}; kinds: {}",
-                    kind.get_ref(),
-                    suggestion(kind.get_ref(), KINDS.iter().copied()),
-                    KINDS.join(", ")
-                ),
-            );
-            return None;
-        }
-        Some(kind) => kind.get_ref().as_str(),
+    let kind_spec = match kind {
+        "heartbeat" => Some(CheckKind::Heartbeat),
+        "screenshot" => Some(CheckKind::Screenshot),
+        "ping" => host(problems, &table).map(|host| CheckKind::Ping { host }),
+        "tcp" => tcp(problems, &table),
+        "http" => http(problems, &table),
+        "exec" => exec(problems, &table),
+        "sequence" => table
+            .command(problems)
+            .map(|command| CheckKind::Sequence { command }),
+        "freshness" => freshness(problems, &table),
+        "checksums" => checksums(problems, &table),
+        "compare" => compare(problems, &table),
+        "expect_from_manifest" => expect_from_manifest(problems, &table),
+        _ => None,
+    }?;
+    let vm = match (vm?, &kind_spec) {
+        (Some(vm), _) => vm,
+        (None, CheckKind::Compare { a, .. }) => a.vm.clone(),
+        (None, _) => return None,
     };
+    keys_ok?;
+    Some(CheckSpec {
+        name: name?,
+        vm,
+        timeout: timeout?,
+        kind: kind_spec,
+    })
+}
 
-    let mut ok = true;
+fn check_name(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    at: Range<usize>,
+    field: &str,
+) -> Option<String> {
+    let name = present(
+        problems,
+        value,
+        at,
+        field,
+        "missing check name; add a line like name = \"invoices-no-gaps\" to this [[check]] table",
+    )?;
+    if !valid_name(name.get_ref(), MAX_CHECK_NAME, true) {
+        problems.at(
+            name.span(),
+            field,
+            format!(
+                "{:?} is not a valid check name; {CHECK_NAME_RULE}",
+                name.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(name.get_ref().clone())
+}
+
+/// `kind`, one of [`KINDS`]; without it nothing else about the check can be judged.
+fn check_kind<'w>(
+    problems: &mut Problems,
+    value: &'w Option<Text>,
+    at: Range<usize>,
+    field: &str,
+) -> Option<&'w str> {
+    let kind = present(
+        problems,
+        value,
+        at,
+        field,
+        &format!(
+            "missing kind; add a line like kind = \"exec\" (kinds: {})",
+            KINDS.join(", ")
+        ),
+    )?;
+    if !KINDS.contains(&kind.get_ref().as_str()) {
+        problems.at(
+            kind.span(),
+            field,
+            format!(
+                "unknown check kind {:?}{}; kinds: {}",
+                kind.get_ref(),
+                suggestion(kind.get_ref(), KINDS.iter().copied()),
+                KINDS.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(kind.get_ref().as_str())
+}
+
+/// Every key present must belong to the kind.
+fn keys_of_kind(problems: &mut Problems, check: &WireCheck, kind: &str, field: &str) -> Option<()> {
     let allowed = kind_keys(kind);
+    let mut ok = true;
     for (key, span) in check.present_keys() {
         if !allowed.contains(&key) {
             let takes = if allowed.is_empty() {
@@ -274,19 +346,30 @@ pub(super) fn validate_check(
             };
             problems.at(
                 span,
-                f(key),
+                format!("{field}.{key}"),
                 format!("{key} does not apply to a {kind} check (it takes {takes}); remove it or change the kind"),
             );
             ok = false;
         }
     }
+    ok.then_some(())
+}
 
-    let vm = match &check.vm {
+/// `vm`: required except for `compare`, whose sides may name their own (`Some(None)`).
+fn check_vm(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    kind: &str,
+    at: Range<usize>,
+    field: &str,
+    known: &[&str],
+) -> Option<Option<String>> {
+    match value {
         None if kind == "compare" => Some(None),
         None => {
             problems.at(
-                at.clone(),
-                f("vm"),
+                at,
+                field,
                 format!(
                     "missing vm; name the lab vm the check runs in, like vm = \"{}\"",
                     known.first().copied().unwrap_or("db")
@@ -294,262 +377,268 @@ pub(super) fn validate_check(
             );
             None
         }
-        Some(vm) => vm_ref(problems, vm, f("vm"), known).map(Some),
-    };
+        Some(vm) => vm_ref(problems, vm, field, known).map(Some),
+    }
+}
 
-    let timeout = match &check.timeout {
-        None => Some(DEFAULT_CHECK_TIMEOUT),
-        Some(timeout) => duration_field(problems, timeout, &f("timeout")),
-    };
-
-    let command = |problems: &mut Problems| {
-        required(
-            problems,
-            &check.command,
-            at.clone(),
-            f("command"),
-            "command; give the shell command to run in the vm, like command = \"sqlite3 /var/lib/erp/erp.db 'select count(*) from invoices'\"",
-        )
-    };
-
-    let kind_spec: Option<CheckKind> = match kind {
-        "heartbeat" => Some(CheckKind::Heartbeat),
-        "screenshot" => Some(CheckKind::Screenshot),
-        "ping" => host_field(problems, &check.host, at.clone(), f("host"))
-            .map(|host| CheckKind::Ping { host }),
-        "tcp" => {
-            let host = host_field(problems, &check.host, at.clone(), f("host"));
-            let port = match &check.port {
-                None => {
-                    problems.at(
-                        at.clone(),
-                        f("port"),
-                        "missing port; give the TCP port to connect to, like port = 80",
-                    );
-                    None
-                }
-                Some(port) => int_in(problems, port, 1..=65535, f("port"), "tcp port"),
-            };
-            Some(CheckKind::Tcp {
-                host: host?,
-                port: u16::try_from(port?).ok()?,
-            })
-        }
-        "http" => {
-            let url = required(
-                problems,
-                &check.url,
-                at.clone(),
-                f("url"),
-                "url; give the URL to fetch from the vm, like url = \"http://app.prod.example/\"",
-            );
-            let url = url.and_then(|url| {
-                if (url.starts_with("http://") || url.starts_with("https://"))
-                    && !url.chars().any(|c| c.is_whitespace() || c == '\'')
-                {
-                    Some(url)
-                } else {
-                    problems.at(
-                        check.url.as_ref().map(Spanned::span).unwrap_or_default(),
-                        f("url"),
-                        format!("{url:?} is not an http:// or https:// URL without spaces or quotes; write it like \"http://app.prod.example/\""),
-                    );
-                    None
-                }
-            });
-            let status = match &check.status {
-                None => Some(200),
-                Some(status) => int_in(problems, status, 100..=599, f("status"), "http status"),
-            };
-            let matches = regex_field(problems, &check.matches, f("matches"));
-            Some(CheckKind::Http {
-                url: url?,
-                status: u16::try_from(status?).ok()?,
-                contains: check.contains.as_ref().map(|c| c.get_ref().clone()),
-                matches: matches?,
-            })
-        }
-        "exec" => {
-            let command = command(problems);
-            let exit_code = match &check.exit_code {
-                None => Some(0),
-                Some(code) => int_in(problems, code, 0..=255, f("exit_code"), "exit code"),
-            };
-            let stdout_matches = regex_field(problems, &check.stdout_matches, f("stdout_matches"));
-            let json = match (&check.json_pointer, &check.json_equals) {
-                (None, None) => Some(None),
-                (Some(pointer), Some(equals)) => {
-                    let p = pointer.get_ref();
-                    if !p.is_empty() && !p.starts_with('/') {
-                        problems.at(
-                            pointer.span(),
-                            f("json_pointer"),
-                            format!("{p:?} is not a JSON pointer; start it with '/', like \"/0/n\" (\"\" is the whole document)"),
-                        );
-                        None
-                    } else {
-                        match serde_json::to_value(equals.get_ref()) {
-                            Ok(value) => Some(Some(JsonExpectation {
-                                pointer: p.clone(),
-                                equals: value,
-                            })),
-                            Err(err) => {
-                                problems.at(
-                                    equals.span(),
-                                    f("json_equals"),
-                                    format!("cannot use this value as JSON: {err}"),
-                                );
-                                None
-                            }
-                        }
-                    }
-                }
-                (Some(pointer), None) => {
-                    problems.at(pointer.span(), f("json_equals"), "json_pointer needs json_equals; give the value expected at the pointer, like json_equals = 1");
-                    None
-                }
-                (None, Some(equals)) => {
-                    problems.at(equals.span(), f("json_pointer"), "json_equals needs json_pointer; say where in the JSON output to look, like json_pointer = \"/0/n\"");
-                    None
-                }
-            };
-            Some(CheckKind::Exec {
-                command: command?,
-                exit_code: i32::try_from(exit_code?).ok()?,
-                stdout_equals: check.stdout_equals.as_ref().map(|s| s.get_ref().clone()),
-                stdout_matches: stdout_matches?,
-                json: json?,
-            })
-        }
-        "sequence" => command(problems).map(|command| CheckKind::Sequence { command }),
-        "freshness" => {
-            let command = command(problems);
-            let max_age = match &check.max_age {
-                None => {
-                    problems.at(
-                        at.clone(),
-                        f("max_age"),
-                        "missing max_age; say how much older than the restore point the newest record may be, like max_age = \"2h\"",
-                    );
-                    None
-                }
-                Some(age) => duration_field(problems, age, &f("max_age")),
-            };
-            Some(CheckKind::Freshness {
-                command: command?,
-                max_age: max_age?,
-            })
-        }
-        "checksums" => {
-            let manifest = required(
-                problems,
-                &check.manifest,
-                at.clone(),
-                f("manifest"),
-                "manifest; give the absolute path of the sha256sum file in the vm, like manifest = \"/var/backups/erp/SHA256SUMS\"",
-            );
-            match manifest {
-                Some(m) if !m.starts_with('/') || m.ends_with('/') || m.contains('\'') => {
-                    problems.at(
-                        check.manifest.as_ref().map(Spanned::span).unwrap_or_default(),
-                        f("manifest"),
-                        format!("{m:?} is not an absolute file path; write it like \"/var/backups/erp/SHA256SUMS\""),
-                    );
-                    None
-                }
-                Some(manifest) => Some(CheckKind::Checksums { manifest }),
-                None => None,
-            }
-        }
-        "compare" => {
-            let default_vm = vm.clone().flatten();
-            let side = |problems: &mut Problems, wire: &Option<Spanned<WireSide>>, key: &str| {
-                let Some(wire) = wire else {
-                    problems.at(
-                        at.clone(),
-                        f(key),
-                        format!("missing side {key}; give it like {key} = {{ vm = \"db\", command = \"...\" }}"),
-                    );
-                    return None;
-                };
-                let side_vm = match &wire.get_ref().vm {
-                    Some(v) => vm_ref(problems, v, format!("{field}.{key}.vm"), known),
-                    None => match &default_vm {
-                        Some(v) => Some(v.clone()),
-                        None => {
-                            problems.at(
-                                wire.span(),
-                                format!("{field}.{key}.vm"),
-                                "missing vm; give the side its vm, or give the check a vm for both sides",
-                            );
-                            None
-                        }
-                    },
-                };
-                let command = required(
-                    problems,
-                    &wire.get_ref().command,
-                    wire.span(),
-                    format!("{field}.{key}.command"),
-                    "command; give the shell command whose output is compared",
-                );
-                Some(CompareSide {
-                    vm: side_vm?,
-                    command: command?,
-                })
-            };
-            let a = side(problems, &check.a, "a");
-            let b = side(problems, &check.b, "b");
-            Some(CheckKind::Compare { a: a?, b: b? })
-        }
-        "expect_from_manifest" => {
-            let command = command(problems);
-            let path = required(
-                problems,
-                &check.field,
-                at.clone(),
-                f("field"),
-                "field; name the manifest value to expect, like field = \"rows.invoices\"",
-            );
-            let path = path.and_then(|p| {
-                if p.split('.').any(str::is_empty) {
-                    problems.at(
-                        check.field.as_ref().map(Spanned::span).unwrap_or_default(),
-                        f("field"),
-                        format!("{p:?} is not a dotted path; write it like \"rows.invoices\""),
-                    );
-                    None
-                } else {
-                    Some(p)
-                }
-            });
-            let manifest_vm = match &check.manifest_vm {
-                Some(v) => vm_ref(problems, v, f("manifest_vm"), known),
-                None => vm.clone().flatten(),
-            };
-            Some(CheckKind::ExpectFromManifest {
-                command: command?,
-                field: path?,
-                manifest_vm: manifest_vm?,
-            })
-        }
-        _ => None,
-    };
-
-    let kind_spec = kind_spec?;
-    let vm = match (vm?, &kind_spec) {
-        (Some(vm), _) => vm,
-        (None, CheckKind::Compare { a, .. }) => a.vm.clone(),
-        (None, _) => return None,
-    };
-    if !ok {
+/// `host` of ping and tcp: present, without spaces or quotes.
+fn host(problems: &mut Problems, table: &Table) -> Option<String> {
+    let value = &table.check.host;
+    let host = table.required(
+        problems,
+        value,
+        "host",
+        "host; name the host or address to reach from the vm, like host = \"db.prod.example\"",
+    )?;
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c == '\'' || c == '"')
+    {
+        problems.at(
+            Table::span_of(value),
+            table.key("host"),
+            format!("{host:?} is not a host name or address; remove the spaces or quotes"),
+        );
         return None;
     }
-    Some(CheckSpec {
-        name: name?,
-        vm,
-        timeout: timeout?,
-        kind: kind_spec,
+    Some(host)
+}
+
+fn tcp(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let host = host(problems, table);
+    let port = match &table.check.port {
+        None => {
+            problems.at(
+                table.at.clone(),
+                table.key("port"),
+                "missing port; give the TCP port to connect to, like port = 80",
+            );
+            None
+        }
+        Some(port) => int_in(problems, port, 1..=65535, &table.key("port"), "tcp port"),
+    };
+    Some(CheckKind::Tcp {
+        host: host?,
+        port: u16::try_from(port?).ok()?,
+    })
+}
+
+fn http(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let check = table.check;
+    let url = table.required(
+        problems,
+        &check.url,
+        "url",
+        "url; give the URL to fetch from the vm, like url = \"http://app.prod.example/\"",
+    );
+    let url = url.and_then(|url| {
+        if (url.starts_with("http://") || url.starts_with("https://"))
+            && !url.chars().any(|c| c.is_whitespace() || c == '\'')
+        {
+            Some(url)
+        } else {
+            problems.at(
+                Table::span_of(&check.url),
+                table.key("url"),
+                format!("{url:?} is not an http:// or https:// URL without spaces or quotes; write it like \"http://app.prod.example/\""),
+            );
+            None
+        }
+    });
+    let status = int_or(
+        problems,
+        &check.status,
+        200,
+        100..=599,
+        &table.key("status"),
+        "http status",
+    );
+    let matches = regex_field(problems, &check.matches, &table.key("matches"));
+    Some(CheckKind::Http {
+        url: url?,
+        status: u16::try_from(status?).ok()?,
+        contains: check.contains.as_ref().map(|c| c.get_ref().clone()),
+        matches: matches?,
+    })
+}
+
+fn exec(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let check = table.check;
+    let command = table.command(problems);
+    let exit_code = int_or(
+        problems,
+        &check.exit_code,
+        0,
+        0..=255,
+        &table.key("exit_code"),
+        "exit code",
+    );
+    let stdout_matches = regex_field(
+        problems,
+        &check.stdout_matches,
+        &table.key("stdout_matches"),
+    );
+    let json = json_expectation(problems, table);
+    Some(CheckKind::Exec {
+        command: command?,
+        exit_code: i32::try_from(exit_code?).ok()?,
+        stdout_equals: check.stdout_equals.as_ref().map(|s| s.get_ref().clone()),
+        stdout_matches: stdout_matches?,
+        json: json?,
+    })
+}
+
+/// `json_pointer` and `json_equals` of exec: both or neither.
+fn json_expectation(problems: &mut Problems, table: &Table) -> Option<Option<JsonExpectation>> {
+    match (&table.check.json_pointer, &table.check.json_equals) {
+        (None, None) => Some(None),
+        (Some(pointer), Some(equals)) => {
+            let p = pointer.get_ref();
+            if !p.is_empty() && !p.starts_with('/') {
+                problems.at(
+                    pointer.span(),
+                    table.key("json_pointer"),
+                    format!("{p:?} is not a JSON pointer; start it with '/', like \"/0/n\" (\"\" is the whole document)"),
+                );
+                return None;
+            }
+            match serde_json::to_value(equals.get_ref()) {
+                Ok(value) => Some(Some(JsonExpectation {
+                    pointer: p.clone(),
+                    equals: value,
+                })),
+                Err(err) => {
+                    problems.at(
+                        equals.span(),
+                        table.key("json_equals"),
+                        format!("cannot use this value as JSON: {err}"),
+                    );
+                    None
+                }
+            }
+        }
+        (Some(pointer), None) => {
+            problems.at(pointer.span(), table.key("json_equals"), "json_pointer needs json_equals; give the value expected at the pointer, like json_equals = 1");
+            None
+        }
+        (None, Some(equals)) => {
+            problems.at(equals.span(), table.key("json_pointer"), "json_equals needs json_pointer; say where in the JSON output to look, like json_pointer = \"/0/n\"");
+            None
+        }
+    }
+}
+
+fn freshness(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let command = table.command(problems);
+    let max_age = present(
+        problems,
+        &table.check.max_age,
+        table.at.clone(),
+        &table.key("max_age"),
+        "missing max_age; say how much older than the restore point the newest record may be, like max_age = \"2h\"",
+    )
+    .and_then(|age| duration_field(problems, age, &table.key("max_age")));
+    Some(CheckKind::Freshness {
+        command: command?,
+        max_age: max_age?,
+    })
+}
+
+fn checksums(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let value = &table.check.manifest;
+    let manifest = table.required(
+        problems,
+        value,
+        "manifest",
+        "manifest; give the absolute path of the sha256sum file in the vm, like manifest = \"/var/backups/erp/SHA256SUMS\"",
+    )?;
+    if !manifest.starts_with('/') || manifest.ends_with('/') || manifest.contains('\'') {
+        problems.at(
+            Table::span_of(value),
+            table.key("manifest"),
+            format!("{manifest:?} is not an absolute file path; write it like \"/var/backups/erp/SHA256SUMS\""),
+        );
+        return None;
+    }
+    Some(CheckKind::Checksums { manifest })
+}
+
+fn compare(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let a = compare_side(problems, table, &table.check.a, "a");
+    let b = compare_side(problems, table, &table.check.b, "b");
+    Some(CheckKind::Compare { a: a?, b: b? })
+}
+
+/// Side `a` or `b` of compare; its `vm` defaults to the check's.
+fn compare_side(
+    problems: &mut Problems,
+    table: &Table,
+    wire: &Option<Spanned<WireSide>>,
+    key: &str,
+) -> Option<CompareSide> {
+    let wire = present(
+        problems,
+        wire,
+        table.at.clone(),
+        &table.key(key),
+        &format!("missing side {key}; give it like {key} = {{ vm = \"db\", command = \"...\" }}"),
+    )?;
+    let side = wire.get_ref();
+    let vm_field = format!("{}.{key}.vm", table.field);
+    let vm = match (&side.vm, &table.vm) {
+        (Some(v), _) => vm_ref(problems, v, &vm_field, table.known),
+        (None, Some(v)) => Some(v.clone()),
+        (None, None) => {
+            problems.at(
+                wire.span(),
+                vm_field,
+                "missing vm; give the side its vm, or give the check a vm for both sides",
+            );
+            None
+        }
+    };
+    let command = required(
+        problems,
+        &side.command,
+        wire.span(),
+        &format!("{}.{key}.command", table.field),
+        "command; give the shell command whose output is compared",
+    );
+    Some(CompareSide {
+        vm: vm?,
+        command: command?,
+    })
+}
+
+fn expect_from_manifest(problems: &mut Problems, table: &Table) -> Option<CheckKind> {
+    let check = table.check;
+    let command = table.command(problems);
+    let path = table.required(
+        problems,
+        &check.field,
+        "field",
+        "field; name the manifest value to expect, like field = \"rows.invoices\"",
+    );
+    let path = path.and_then(|p| {
+        if p.split('.').any(str::is_empty) {
+            problems.at(
+                Table::span_of(&check.field),
+                table.key("field"),
+                format!("{p:?} is not a dotted path; write it like \"rows.invoices\""),
+            );
+            None
+        } else {
+            Some(p)
+        }
+    });
+    let manifest_vm = match &check.manifest_vm {
+        Some(v) => vm_ref(problems, v, &table.key("manifest_vm"), table.known),
+        None => table.vm.clone(),
+    };
+    Some(CheckKind::ExpectFromManifest {
+        command: command?,
+        field: path?,
+        manifest_vm: manifest_vm?,
     })
 }
 

@@ -1,12 +1,95 @@
 //! Field helpers shared by the validators.
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::base::duration::parse_duration;
+use crate::spec::problems::Problems;
+use crate::spec::wire::Text;
 
-use super::super::problems::Problems;
-use super::super::wire::Text;
+/// The value of a key the table at `at` must have; if it is absent, `missing` is the problem.
+pub(super) fn present<'w, V>(
+    problems: &mut Problems,
+    value: &'w Option<V>,
+    at: Range<usize>,
+    field: &str,
+    missing: &str,
+) -> Option<&'w V> {
+    if value.is_none() {
+        problems.at(at, field, missing);
+    }
+    value.as_ref()
+}
+
+/// A string value that is not blank; if it is, `empty` is the problem.
+pub(super) fn not_blank<'w>(
+    problems: &mut Problems,
+    value: &'w Text,
+    field: &str,
+    empty: &str,
+) -> Option<&'w Text> {
+    if value.get_ref().trim().is_empty() {
+        problems.at(value.span(), field, empty);
+        None
+    } else {
+        Some(value)
+    }
+}
+
+/// A required string key, not blank: "missing WHAT" or "WHAT is empty".
+pub(super) fn required(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    at: Range<usize>,
+    field: &str,
+    what: &str,
+) -> Option<String> {
+    let text = present(problems, value, at, field, &format!("missing {what}"))?;
+    let text = not_blank(
+        problems,
+        text,
+        field,
+        &format!("{what} is empty; write it out"),
+    )?;
+    Some(text.get_ref().clone())
+}
+
+/// A key naming one of `choices`, `default` when absent; `unknown` words the problem with
+/// any other name.
+pub(super) fn one_of<T: Clone>(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    field: &str,
+    default: T,
+    choices: &[(&str, T)],
+    unknown: impl FnOnce(&str) -> String,
+) -> Option<T> {
+    let Some(text) = value else {
+        return Some(default);
+    };
+    let name = text.get_ref().as_str();
+    match choices.iter().find(|(choice, _)| *choice == name) {
+        Some((_, chosen)) => Some(chosen.clone()),
+        None => {
+            problems.at(text.span(), field, unknown(name));
+            None
+        }
+    }
+}
+
+/// An optional duration key, `default` when absent.
+pub(super) fn duration_or(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    field: &str,
+    default: Duration,
+) -> Option<Duration> {
+    match value {
+        None => Some(default),
+        Some(text) => duration_field(problems, text, field),
+    }
+}
 
 pub(super) fn valid_name(name: &str, max: usize, dash: bool) -> bool {
     let mut chars = name.chars();
