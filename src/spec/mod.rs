@@ -204,7 +204,7 @@ pub use model::{
     MqttSpec, NotifySpec, ReadySpec, SegmentSpec, ServicesSpec, VmSource, VmSpec, WebhookSpec,
 };
 pub use problems::{Problem, SpecError};
-pub use validate::notify::{mqtt_url, topic_problem};
+pub use validate::notify::{UrlError, mqtt_url, topic_problem};
 
 use problems::Problems;
 
