@@ -6,12 +6,36 @@ use std::ops::Range;
 use crate::spec::problems::{Problems, list, suggestion};
 use crate::spec::wire::WireLab;
 
+/// A VM's dependencies: the VM indices of its `after` entries, with each entry's span.
+type Deps = Vec<Vec<(usize, Range<usize>)>>;
+
 /// Checks `after` references and cycles, then derives every VM's boot tier (file order).
 pub(super) fn derive_tiers(
     wire: &WireLab,
     names: &[Option<String>],
     problems: &mut Problems,
 ) -> Option<Vec<u32>> {
+    let (deps, refs_ok) = dependencies(wire, names, problems);
+    let acyclic = report_cycles(wire, names, &deps, problems);
+    if !refs_ok || !acyclic || names.iter().any(Option::is_none) {
+        return None;
+    }
+    let explicit: Vec<Option<u32>> = wire
+        .vms
+        .iter()
+        .map(|vm| {
+            vm.get_ref()
+                .tier
+                .as_ref()
+                .and_then(|t| u32::try_from(*t.get_ref()).ok())
+        })
+        .collect();
+    let tiers = levels(&deps, &explicit);
+    explicit_tiers_fit(wire, names, &deps, &explicit, &tiers, problems).then_some(tiers)
+}
+
+/// Resolves every `after` entry to a VM index; the flag says whether all of them are valid.
+fn dependencies(wire: &WireLab, names: &[Option<String>], problems: &mut Problems) -> (Deps, bool) {
     let index_of: BTreeMap<&str, usize> = names
         .iter()
         .enumerate()
@@ -20,48 +44,44 @@ pub(super) fn derive_tiers(
         .collect();
     let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
     let mut ok = true;
-    // Dependencies by VM index, with the span of each `after` entry.
-    let mut deps: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); wire.vms.len()];
+    let mut deps: Deps = vec![Vec::new(); wire.vms.len()];
     for (index, vm) in wire.vms.iter().enumerate() {
         for (j, after) in vm.get_ref().after.iter().flatten().enumerate() {
             let field = format!("vm[{index}].after[{j}]");
             let target = after.get_ref().as_str();
-            match index_of.get(target) {
-                None => {
-                    problems.at(
-                        after.span(),
-                        field,
-                        format!(
-                            "unknown vm {target:?}{}; known vms: {}",
-                            suggestion(target, known.iter().copied()),
-                            list(&known)
-                        ),
-                    );
-                    ok = false;
-                }
-                Some(&dep) if dep == index => {
-                    problems.at(
-                        after.span(),
-                        field,
-                        format!("vm {target:?} cannot boot after itself; remove it from its own after list"),
-                    );
-                    ok = false;
-                }
+            let problem = match index_of.get(target) {
+                None => Some(format!(
+                    "unknown vm {target:?}{}; known vms: {}",
+                    suggestion(target, known.iter().copied()),
+                    list(&known)
+                )),
+                Some(&dep) if dep == index => Some(format!(
+                    "vm {target:?} cannot boot after itself; remove it from its own after list"
+                )),
                 Some(&dep) => {
-                    if deps[index].iter().any(|(d, _)| *d == dep) {
-                        problems.at(
-                            after.span(),
-                            field,
-                            format!("{target:?} is listed twice; list it once"),
-                        );
-                        ok = false;
-                    }
+                    let twice = deps[index].iter().any(|(d, _)| *d == dep);
                     deps[index].push((dep, after.span()));
+                    twice.then(|| format!("{target:?} is listed twice; list it once"))
                 }
+            };
+            if let Some(problem) = problem {
+                problems.at(after.span(), field, problem);
+                ok = false;
             }
         }
     }
-    for cycle in find_cycles(&deps) {
+    (deps, ok)
+}
+
+/// Reports every `after` cycle once; `true` if there is none.
+fn report_cycles(
+    wire: &WireLab,
+    names: &[Option<String>],
+    deps: &Deps,
+    problems: &mut Problems,
+) -> bool {
+    let cycles = find_cycles(deps);
+    for cycle in &cycles {
         let path: Vec<&str> = cycle
             .iter()
             .chain(cycle.first())
@@ -81,30 +101,14 @@ pub(super) fn derive_tiers(
                 path.join(" -> ")
             ),
         );
-        ok = false;
     }
-    if !ok || names.iter().any(Option::is_none) {
-        return None;
-    }
+    cycles.is_empty()
+}
 
-    // Levels in dependency order: a VM's tier is at least one above each of its dependencies.
-    let explicit: Vec<Option<u32>> = wire
-        .vms
-        .iter()
-        .map(|vm| {
-            vm.get_ref()
-                .tier
-                .as_ref()
-                .and_then(|t| u32::try_from(*t.get_ref()).ok())
-        })
-        .collect();
-    let mut tiers: Vec<Option<u32>> = vec![None; wire.vms.len()];
-    fn level(
-        i: usize,
-        deps: &[Vec<(usize, Range<usize>)>],
-        explicit: &[Option<u32>],
-        tiers: &mut [Option<u32>],
-    ) -> u32 {
+/// Tiers in dependency order: a VM's tier is its explicit tier (or 1), raised to one above
+/// each of its dependencies. The graph has no cycles.
+fn levels(deps: &Deps, explicit: &[Option<u32>]) -> Vec<u32> {
+    fn level(i: usize, deps: &Deps, explicit: &[Option<u32>], tiers: &mut [Option<u32>]) -> u32 {
         if let Some(t) = tiers[i] {
             return t;
         }
@@ -117,10 +121,23 @@ pub(super) fn derive_tiers(
         tiers[i] = Some(tier);
         tier
     }
-    for i in 0..wire.vms.len() {
-        level(i, &deps, &explicit, &mut tiers);
+    let mut tiers: Vec<Option<u32>> = vec![None; deps.len()];
+    for i in 0..deps.len() {
+        level(i, deps, explicit, &mut tiers);
     }
-    let tiers: Vec<u32> = tiers.into_iter().map(|t| t.unwrap_or(1)).collect();
+    tiers.into_iter().map(|t| t.unwrap_or(1)).collect()
+}
+
+/// An explicit `tier` must come after the tiers of the VM's dependencies.
+fn explicit_tiers_fit(
+    wire: &WireLab,
+    names: &[Option<String>],
+    deps: &Deps,
+    explicit: &[Option<u32>],
+    tiers: &[u32],
+    problems: &mut Problems,
+) -> bool {
+    let mut ok = true;
     for (index, vm) in wire.vms.iter().enumerate() {
         let (Some(tier), Some(wire_tier)) = (explicit[index], vm.get_ref().tier.as_ref()) else {
             continue;
@@ -140,11 +157,11 @@ pub(super) fn derive_tiers(
             ok = false;
         }
     }
-    ok.then_some(tiers)
+    ok
 }
 
 /// Cycles in a dependency graph, each once, as VM indices starting from the lowest.
-pub(super) fn find_cycles(deps: &[Vec<(usize, Range<usize>)>]) -> Vec<Vec<usize>> {
+fn find_cycles(deps: &Deps) -> Vec<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
