@@ -355,6 +355,38 @@ mod tests {
     }
 
     #[test]
+    fn the_model_is_pure_and_imports_only_base() {
+        for (file, text) in [
+            ("model/mod.rs", include_str!("model/mod.rs")),
+            ("model/check.rs", include_str!("model/check.rs")),
+            ("model/notify.rs", include_str!("model/notify.rs")),
+        ] {
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for line in code.lines() {
+                let line = line.replace("pub(in crate::spec)", "");
+                assert!(
+                    !line.contains("crate::") || line.trim_start().starts_with("use crate::base::"),
+                    "spec/{file} may import only crate::base, found {line:?}"
+                );
+            }
+            for forbidden in [
+                "std::fs",
+                "std::io",
+                "std::process",
+                "std::net::TcpStream",
+                "File::",
+                "::now()",
+                "toml::",
+            ] {
+                assert!(
+                    !code.contains(forbidden),
+                    "spec/{file} must do no IO or parsing, found {forbidden}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_example_in_the_reference_is_a_valid_lab() {
         let example: String = include_str!("mod.rs")
             .lines()

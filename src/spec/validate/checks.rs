@@ -211,7 +211,7 @@ impl Table<'_> {
     }
 }
 
-pub(super) fn validate_check(
+fn validate_check(
     wire: &Spanned<WireCheck>,
     field: &str,
     known: &[&str],

@@ -16,7 +16,7 @@ use crate::spec::wire::{Text, WireDumps};
 use super::fields::{duration_or, not_blank, one_of, present};
 
 /// A relative path inside the dump directory: not empty, not absolute, no `..`.
-pub(super) fn relative_inside(text: &str) -> Result<(), &'static str> {
+fn relative_inside(text: &str) -> Result<(), &'static str> {
     if text.trim().is_empty() {
         Err("is empty")
     } else if text.starts_with('/') {

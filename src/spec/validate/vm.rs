@@ -10,11 +10,11 @@ use crate::spec::model::{
     SegmentSpec, VmSource,
 };
 use crate::spec::problems::Problems;
-use crate::spec::wire::{WireLab, WireVm};
+use crate::spec::wire::{WireLab, WireReady, WireVm};
 
 use super::dhcp::validate_dhcp;
 use super::dumps::validate_dumps;
-use super::fields::{duration_field, valid_name};
+use super::fields::{duration_or, present, valid_name};
 use super::source::validate_source;
 
 const VM_NAME_RULE: &str = "use 1 to 16 characters: a lowercase letter, then lowercase letters, digits or '-' (the vm name is part of the lab domain name)";
@@ -86,66 +86,25 @@ pub(super) fn validate_vm(
     let vm = wire.get_ref();
     let field = format!("vm[{index}]");
     let name = vm.name.as_ref().map(|n| n.get_ref().clone());
-
-    let source = match &vm.from {
-        None => {
-            problems.at(
-                wire.span(),
-                format!("{field}.from"),
-                "missing source; add from = { domain = \"prod-db\", snapshot = \"nightly\" } or from = { xml = \"db.xml\", disks = { vda = \"db.qcow2\" } }",
-            );
-            None
-        }
-        Some(from) => validate_source(from, &format!("{field}.from"), base, problems),
-    };
-
+    let from_field = format!("{field}.from");
+    let source = present(
+        problems,
+        &vm.from,
+        wire.span(),
+        &from_field,
+        "missing source; add from = { domain = \"prod-db\", snapshot = \"nightly\" } or from = { xml = \"db.xml\", disks = { vda = \"db.qcow2\" } }",
+    )
+    .and_then(|from| validate_source(from, &from_field, base, problems));
+    // A problem in `ready` ends this VM's checks here, as it always has: its tier, dhcp and
+    // dumps are looked at once `ready` is fixed.
     let ready = match &vm.ready {
-        None => Some(ReadySpec {
+        None => ReadySpec {
             timeout: DEFAULT_READY_TIMEOUT,
             tcp: None,
-        }),
-        Some(ready) => {
-            let timeout = match &ready.timeout {
-                None => Some(DEFAULT_READY_TIMEOUT),
-                Some(t) => duration_field(problems, t, &format!("{field}.ready.timeout")),
-            };
-            let tcp = match &ready.tcp {
-                None => Some(None),
-                Some(port) => match u16::try_from(*port.get_ref()) {
-                    Ok(p) if p > 0 => Some(Some(p)),
-                    _ => {
-                        problems.at(
-                            port.span(),
-                            format!("{field}.ready.tcp"),
-                            format!(
-                                "tcp port {} is out of range; use a port from 1 to 65535",
-                                port.get_ref()
-                            ),
-                        );
-                        None
-                    }
-                },
-            };
-            Some(ReadySpec {
-                timeout: timeout?,
-                tcp: tcp?,
-            })
-        }
+        },
+        Some(ready) => validate_ready(ready, &format!("{field}.ready"), problems)?,
     };
-
-    if let Some(tier) = &vm.tier
-        && !(1..=i64::from(MAX_TIER)).contains(tier.get_ref())
-    {
-        problems.at(
-            tier.span(),
-            format!("{field}.tier"),
-            format!(
-                "tier {} is out of range; use 1 to {MAX_TIER} (tier 1 boots first)",
-                tier.get_ref()
-            ),
-        );
-    }
-
+    tier_in_range(problems, &vm.tier, &format!("{field}.tier"));
     let dhcp = match &vm.dhcp {
         None => Some(None),
         Some(dhcp) => validate_dhcp(
@@ -157,17 +116,62 @@ pub(super) fn validate_vm(
         )
         .map(Some),
     };
-
     let dumps = match &vm.dumps {
         None => Some(None),
         Some(dumps) => validate_dumps(dumps, &format!("{field}.dumps"), base, problems).map(Some),
     };
-
     Some(PartialVm {
         name: name?,
         source: source?,
-        ready: ready?,
+        ready,
         dhcp: dhcp?,
         dumps: dumps?,
     })
+}
+
+/// `vm.ready`: how long to wait, and an optional TCP port that must accept.
+fn validate_ready(ready: &WireReady, field: &str, problems: &mut Problems) -> Option<ReadySpec> {
+    let timeout = duration_or(
+        problems,
+        &ready.timeout,
+        &format!("{field}.timeout"),
+        DEFAULT_READY_TIMEOUT,
+    );
+    let tcp = match &ready.tcp {
+        None => Some(None),
+        Some(port) => match u16::try_from(*port.get_ref()) {
+            Ok(p) if p > 0 => Some(Some(p)),
+            _ => {
+                problems.at(
+                    port.span(),
+                    format!("{field}.tcp"),
+                    format!(
+                        "tcp port {} is out of range; use a port from 1 to 65535",
+                        port.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
+    Some(ReadySpec {
+        timeout: timeout?,
+        tcp: tcp?,
+    })
+}
+
+/// `vm.tier`, if given, is 1 to [`MAX_TIER`]; `derive_tiers` takes it from there.
+fn tier_in_range(problems: &mut Problems, tier: &Option<Spanned<i64>>, field: &str) {
+    if let Some(tier) = tier
+        && !(1..=i64::from(MAX_TIER)).contains(tier.get_ref())
+    {
+        problems.at(
+            tier.span(),
+            field,
+            format!(
+                "tier {} is out of range; use 1 to {MAX_TIER} (tier 1 boots first)",
+                tier.get_ref()
+            ),
+        );
+    }
 }
