@@ -200,8 +200,9 @@ pub use model::{
     Accel, CheckKind, CheckSpec, CompareSide, DEFAULT_CHECK_TIMEOUT, DEFAULT_CONNECT,
     DEFAULT_MOUNT, DEFAULT_READY_TIMEOUT, DEFAULT_RESTORE_TIMEOUT, DEFAULT_TTL, DhcpReservation,
     DiskAttach, DiskFormat, DumpTime, DumpsSpec, EmailSpec, Ipv4Cidr, JsonExpectation, LabSpec,
-    MAX_CHECK_NAME, MAX_LAB_NAME, MAX_SEGMENT_NAME, MAX_TIER, MAX_VM_NAME, MacAddr, MetricsSpec,
-    MqttSpec, NotifySpec, ReadySpec, SegmentSpec, ServicesSpec, VmSource, VmSpec, WebhookSpec,
+    MAX_CHECK_NAME, MAX_LAB_NAME, MAX_SEGMENT_NAME, MAX_TIER, MAX_VM_NAME, MacAddr, MacAddrError,
+    MetricsSpec, MqttSpec, NotifySpec, ReadySpec, SegmentSpec, ServicesSpec, VmSource, VmSpec,
+    WebhookSpec,
 };
 pub use problems::{Problem, SpecError};
 pub use validate::notify::{UrlError, mqtt_url, topic_problem};

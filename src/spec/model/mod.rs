@@ -335,22 +335,27 @@ impl fmt::Display for MacAddr {
     }
 }
 
+/// Text that is not six colon-separated pairs of hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a MAC address; write it like \"52:54:00:20:00:10\"")]
+pub struct MacAddrError;
+
 impl FromStr for MacAddr {
-    type Err = ();
+    type Err = MacAddrError;
 
     /// Reads six colon-separated pairs of hex digits, in either case.
-    fn from_str(text: &str) -> Result<Self, ()> {
+    fn from_str(text: &str) -> Result<Self, MacAddrError> {
         let mut bytes = [0u8; 6];
         let mut parts = text.split(':');
         for byte in &mut bytes {
-            let part = parts.next().ok_or(())?;
+            let part = parts.next().ok_or(MacAddrError)?;
             if part.len() != 2 {
-                return Err(());
+                return Err(MacAddrError);
             }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| ())?;
+            *byte = u8::from_str_radix(part, 16).map_err(|_| MacAddrError)?;
         }
         match parts.next() {
-            Some(_) => Err(()),
+            Some(_) => Err(MacAddrError),
             None => Ok(MacAddr(bytes)),
         }
     }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::spec::model::{DhcpReservation, MacAddr, SegmentSpec};
+use crate::spec::model::{DhcpReservation, MacAddr, MacAddrError, SegmentSpec};
 use crate::spec::problems::{Problems, list, suggestion};
 use crate::spec::wire::{Text, WireDhcp, WireLab};
 
@@ -77,7 +77,7 @@ fn reservation_mac(
             "{mac} is not a unicast MAC address; copy the interface's MAC from the production domain XML"
         ),
         Ok(mac) => return Some(Some(mac)),
-        Err(()) => format!(
+        Err(MacAddrError) => format!(
             "{:?} is not a MAC address; write it like \"52:54:00:20:00:10\", or drop it to use the MAC from the production domain XML",
             text.get_ref()
         ),

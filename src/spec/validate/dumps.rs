@@ -15,14 +15,25 @@ use crate::spec::wire::{Text, WireDumps};
 
 use super::fields::{duration_or, not_blank, one_of, present};
 
+/// Why a file name given relative to `dumps.dir` does not stay inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum NotInside {
+    #[error("is empty")]
+    Empty,
+    #[error("is absolute; give a name relative to dumps.dir")]
+    Absolute,
+    #[error("leaves dumps.dir with '..'; give a name inside it")]
+    Parent,
+}
+
 /// A relative path inside the dump directory: not empty, not absolute, no `..`.
-fn relative_inside(text: &str) -> Result<(), &'static str> {
+fn relative_inside(text: &str) -> Result<(), NotInside> {
     if text.trim().is_empty() {
-        Err("is empty")
+        Err(NotInside::Empty)
     } else if text.starts_with('/') {
-        Err("is absolute; give a name relative to dumps.dir")
+        Err(NotInside::Absolute)
     } else if text.split('/').any(|part| part == "..") {
-        Err("leaves dumps.dir with '..'; give a name inside it")
+        Err(NotInside::Parent)
     } else {
         Ok(())
     }
