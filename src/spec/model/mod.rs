@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::base::pattern::NamePattern;
 
-mod check;
-mod notify;
+pub mod check;
+pub mod notify;
 
 pub(in crate::spec) use check::KINDS;
 pub use check::{
@@ -39,7 +39,7 @@ pub const MAX_TIER: u32 = 999;
 /// A validated lab file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabSpec {
-    /// The lab file as given to [`load`] or [`parse`].
+    /// The lab file as given to [`load`](crate::spec::load) or [`parse`](crate::spec::parse).
     pub path: PathBuf,
     pub name: String,
     /// libvirt connection URI.
@@ -56,7 +56,7 @@ pub struct LabSpec {
     pub checks: Vec<CheckSpec>,
     /// Largest allowed time between a VM's chosen image and its chosen dump (either way).
     pub max_skew: Option<Duration>,
-    /// `[notify]`: channels tried after every drill (see `spec::ops`).
+    /// `[notify]`: channels tried after every drill (see [`notify`]).
     pub notify: Option<NotifySpec>,
     /// `[metrics]`: the Prometheus textfile updated after every drill.
     pub metrics: Option<MetricsSpec>,
