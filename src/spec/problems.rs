@@ -60,9 +60,7 @@ impl<'a> Problems<'a> {
             found: Vec::new(),
         }
     }
-}
 
-impl Problems<'_> {
     /// A problem with the value at `span`.
     pub(super) fn at(
         &mut self,
