@@ -7,6 +7,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::problems::Problems;
 use super::wire::{WireCheck, WireLab, WireMetrics, WireNotify, WireSegment, WireTop, WireVm};
 
+/// Decodes the text into wire types; `None` if there is any problem. Syntax errors are all
+/// reported; unknown keys and wrong value types only the first per top-level section, segment,
+/// vm and check, because each piece is decoded on its own.
 pub(super) fn decode(text: &str, problems: &mut Problems) -> Option<WireLab> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     let span = root.span();

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
+/// A string value with its place in the file.
 pub(super) type Text = Spanned<String>;
 
 #[derive(Deserialize)]
@@ -118,6 +119,7 @@ pub(super) struct WireDhcp {
     pub(super) segment: Option<Text>,
 }
 
+/// The whole file, decoded piece by piece (segments in file order).
 pub(super) struct WireLab {
     pub(super) top: WireTop,
     pub(super) segments: Vec<(Text, Spanned<WireSegment>)>,
@@ -127,6 +129,7 @@ pub(super) struct WireLab {
     pub(super) metrics: Option<Spanned<WireMetrics>>,
 }
 
+/// One `[[check]]`: the keys of every kind; `validate` refuses those of other kinds.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a check table")]
 pub(super) struct WireCheck {
