@@ -91,6 +91,7 @@ pub(super) fn duration_or(
     }
 }
 
+/// A lowercase letter, then lowercase letters, digits and (with `dash`) `-`; `max` at most.
 pub(super) fn valid_name(name: &str, max: usize, dash: bool) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some('a'..='z'))
@@ -112,6 +113,7 @@ pub(super) fn valid_dns_name(name: &str) -> bool {
         })
 }
 
+/// An IPv4 address value, surrounding whitespace ignored.
 pub(super) fn parse_ipv4(problems: &mut Problems, value: &Text, field: &str) -> Option<Ipv4Addr> {
     match value.get_ref().trim().parse() {
         Ok(ip) => Some(ip),
@@ -129,6 +131,7 @@ pub(super) fn parse_ipv4(problems: &mut Problems, value: &Text, field: &str) -> 
     }
 }
 
+/// A positive duration value such as `"5m"` (see `base::duration`).
 pub(super) fn duration_field(
     problems: &mut Problems,
     value: &Text,
