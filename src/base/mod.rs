@@ -7,4 +7,5 @@ pub mod names;
 pub mod pattern;
 pub mod sys;
 pub mod template;
+pub mod text;
 pub mod when;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
-use crate::base::sys;
+use crate::base::text;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
 use crate::lab::execute::progress;
@@ -146,7 +146,7 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan) -> Result<Duration> {
             if serial.trim().is_empty() {
                 "(none)".into()
             } else {
-                sys::tail(&serial, 8)
+                text::tail(&serial, 8)
             }
         )
     };

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::base::text::last_bytes;
 use crate::spec::MqttSpec;
 
 /// Default bound of the queue.
@@ -143,15 +144,6 @@ fn drill_command(state_dir: Option<&Path>, job: &Job) -> Result<std::process::Co
     Ok(cmd)
 }
 
-fn tail(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let start = text.len().saturating_sub(max);
-    let start = (start..=text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
-    text[start..].to_string()
-}
-
 /// Runs one drill to its end and builds the reply.
 fn run_drill(state_dir: Option<&Path>, job: &Job) -> Reply {
     let mut reply = Reply::new("error", &job.lab);
@@ -179,7 +171,7 @@ fn run_drill(state_dir: Option<&Path>, job: &Job) -> Reply {
             }
             let mut both = out.stdout.clone();
             both.extend_from_slice(&out.stderr);
-            reply.output_tail = Some(tail(&both, 2000));
+            reply.output_tail = Some(last_bytes(&String::from_utf8_lossy(&both), 2000).to_string());
             // The drill appends its summary to the lab's history; take it if it is this one.
             let state = state_dir
                 .map(Path::to_path_buf)
