@@ -1171,7 +1171,12 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].comment, "May invoices are there");
         let history = crate::report::history_path(state.path(), "erp");
-        assert_eq!(signoff::history_signoffs(&history).unwrap().len(), 1);
+        assert_eq!(
+            crate::report::history::history_signoffs(&history)
+                .unwrap()
+                .len(),
+            1
+        );
 
         // A forged form (wrong token) records nothing.
         let resp = router(app.clone())
