@@ -489,7 +489,7 @@ fn consoles_for_people_on_a_real_lab() {
     assert_eq!(stored[0].name, "Ann Customer");
     assert_eq!(stored[0].vm.as_deref(), Some("client"));
     let history = reclab::report::history_path(&sb.state_dir, "erp");
-    let in_history = reclab::report::history::history_signoffs(&history).unwrap();
+    let in_history = reclab::report::signoff::history_signoffs(&history).unwrap();
     assert_eq!(in_history, vec![(run8.clone(), stored[0].clone())]);
 
     // A wrong token is refused.

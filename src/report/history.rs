@@ -1,20 +1,16 @@
 //! A lab's history (`history.jsonl`): one line per drill (a [`Summary`]) and one per sign-off
-//! (`"kind": "signoff"`), appended with one short `O_APPEND` write each so that concurrent
-//! writers keep their lines whole. Readers of one kind skip the lines of the other.
+//! (`"kind": "signoff"`, see [`super::signoff`]), appended with one short `O_APPEND` write each
+//! so that concurrent writers keep their lines whole. Readers of one kind skip the others.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::signoff::SignOff;
 use super::{HISTORY_SCHEMA, Summary, human, opt_human, opt_human_signed, table};
 
-/// The schema of a sign-off line in the history.
-pub const SIGNOFF_SCHEMA: &str = "reclab.signoff/1";
-
 /// Appends one line to a history file (created with its directory if needed).
-fn append_line(path: &Path, mut line: String) -> Result<()> {
+pub(super) fn append_line(path: &Path, mut line: String) -> Result<()> {
     use std::io::Write as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -31,7 +27,7 @@ fn append_line(path: &Path, mut line: String) -> Result<()> {
 }
 
 /// The text of a history file; no file means no text.
-fn read_text(path: &Path) -> Result<String> {
+pub(super) fn read_text(path: &Path) -> Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -139,42 +135,6 @@ pub fn render_history(summaries: &[Summary]) -> String {
         last_age = age.or(last_age);
     }
     table(&rows)
-}
-
-/// Appends a sign-off line (`"kind": "signoff"`) to a lab's history file.
-pub fn append_signoff(path: &Path, lab: &str, run8: &str, signoff: &SignOff) -> Result<()> {
-    let line = serde_json::json!({
-        "kind": "signoff",
-        "schema": SIGNOFF_SCHEMA,
-        "lab": lab,
-        "run": run8,
-        "name": signoff.name,
-        "comment": signoff.comment,
-        "at": signoff.at,
-        "vm": signoff.vm,
-    })
-    .to_string();
-    append_line(path, line)
-}
-
-/// The sign-off lines of a history file, oldest first: `(run8, sign-off)`.
-pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
-    let mut out = Vec::new();
-    for line in read_text(path)?.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["kind"] != "signoff" || v["schema"] != SIGNOFF_SCHEMA {
-            continue;
-        }
-        if let (Some(run), Ok(s)) = (
-            v["run"].as_str(),
-            serde_json::from_value::<SignOff>(v.clone()),
-        ) {
-            out.push((run.to_string(), s));
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

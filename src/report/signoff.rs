@@ -2,20 +2,22 @@
 //!
 //! A sign-off is kept twice: in the run directory (`signoffs.json`, a JSON array rewritten
 //! atomically, shown on the lab page while the lab lives) and as one line of the lab's history
-//! (`STATE/labs/LAB/history.jsonl`, `"kind": "signoff"`, see [`super::history`]), which
-//! outlives the run. History readers skip lines of other kinds.
+//! (`STATE/labs/LAB/history.jsonl`, `"kind": "signoff"`, written through [`super::history`]),
+//! which outlives the run. History readers skip lines of other kinds.
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::history::append_signoff;
+use super::history::{append_line, read_text};
 use super::store;
 use crate::base::fs::write_atomic;
 
 /// The file in a run directory that holds its sign-offs.
 pub const SIGNOFFS_FILE: &str = "signoffs.json";
+/// The schema of a sign-off line in the history.
+pub const SIGNOFF_SCHEMA: &str = "reclab.signoff/1";
 /// Longest name accepted, in characters.
 pub const MAX_NAME: usize = 200;
 /// Longest comment accepted, in characters.
@@ -94,11 +96,46 @@ pub fn record(
     append_signoff(&store::history_path(state_dir, lab), lab, run8, signoff)
 }
 
+/// Appends a sign-off line (`"kind": "signoff"`) to a lab's history file.
+pub fn append_signoff(path: &Path, lab: &str, run8: &str, signoff: &SignOff) -> Result<()> {
+    let line = serde_json::json!({
+        "kind": "signoff",
+        "schema": SIGNOFF_SCHEMA,
+        "lab": lab,
+        "run": run8,
+        "name": signoff.name,
+        "comment": signoff.comment,
+        "at": signoff.at,
+        "vm": signoff.vm,
+    })
+    .to_string();
+    append_line(path, line)
+}
+
+/// The sign-off lines of a history file, oldest first: `(run8, sign-off)`.
+pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
+    let mut out = Vec::new();
+    for line in read_text(path)?.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["kind"] != "signoff" || v["schema"] != SIGNOFF_SCHEMA {
+            continue;
+        }
+        if let (Some(run), Ok(s)) = (
+            v["run"].as_str(),
+            serde_json::from_value::<SignOff>(v.clone()),
+        ) {
+            out.push((run.to_string(), s));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lab::journal::RunDir;
-    use crate::report::history::history_signoffs;
 
     #[test]
     fn a_sign_off_goes_into_the_runs_report() {
