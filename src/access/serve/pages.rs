@@ -144,72 +144,102 @@ fn render_lab_page(
     just_signed: bool,
     now: Timestamp,
 ) -> String {
-    let t = urlenc(&a.token);
-    let run = &a.run8;
-    let mut h = String::new();
+    let body = [
+        lab_heading(a, just_signed, now),
+        machines(a, vms),
+        checks(a, report),
+        signoff_list(signoffs),
+        signoff_form_html(a, vms),
+    ]
+    .concat();
+    page(&format!("Restore lab {}", a.rec.lab), &body)
+}
+
+/// The lab's name, run and time left, and the thanks after a sign-off.
+fn lab_heading(a: &Access, just_signed: bool, now: Timestamp) -> String {
     let left = console::expires(&a.rec)
         .map(|e| (e.as_second() - now.as_second()).max(0) / 60)
         .unwrap_or(0);
-    let _ = write!(
-        h,
+    format!(
         "<h1>Restore lab {lab}</h1><p class=sub>run {run} &middot; available until {exp} \
-         ({left} minutes left)</p>",
+         ({left} minutes left)</p>{thanks}",
         lab = esc(&a.rec.lab),
+        run = a.run8,
         exp = esc(&a.rec.expires),
-    );
-    if just_signed {
-        h.push_str("<p class=ok id=signed>Thank you: your sign-off was recorded.</p>");
-    }
-    h.push_str("<h2>Machines</h2><table id=vms><tr><th>machine</th><th>state</th><th>addresses</th><th>console</th></tr>");
-    for v in vms {
-        let _ = write!(
-            h,
-            "<tr><td>{name}</td><td>{state}</td><td>{addr}</td><td>\
-             <a class=console href=\"/lab/{run}/console/{uname}?token={t}\">open console</a></td></tr>",
-            name = esc(&v.name),
-            state = esc(&v.state),
-            addr = esc(&v.addresses.join(", ")),
-            uname = urlenc(&v.name),
-        );
-    }
-    h.push_str("</table>");
-    h.push_str("<h2>Checks</h2>");
-    match report {
-        None => h.push_str("<p id=checks>No check results yet for this lab.</p>"),
-        Some(Err(e)) => {
-            let _ = write!(
-                h,
-                "<p id=checks>The report could not be read: {}</p>",
-                esc(&format!("{e:#}"))
-            );
-        }
+        thanks = if just_signed {
+            "<p class=ok id=signed>Thank you: your sign-off was recorded.</p>"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The VMs with their state, addresses and console links.
+fn machines(a: &Access, vms: &[VmView]) -> String {
+    let rows: String = vms
+        .iter()
+        .map(|v| {
+            format!(
+                "<tr><td>{name}</td><td>{state}</td><td>{addr}</td><td>\
+                 <a class=console href=\"/lab/{run}/console/{uname}?token={t}\">open console</a></td></tr>",
+                name = esc(&v.name),
+                state = esc(&v.state),
+                addr = esc(&v.addresses.join(", ")),
+                run = a.run8,
+                uname = urlenc(&v.name),
+                t = urlenc(&a.token),
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Machines</h2><table id=vms><tr><th>machine</th><th>state</th><th>addresses</th>\
+         <th>console</th></tr>{rows}</table>"
+    )
+}
+
+/// The latest check results, from the run's report if there is one.
+fn checks(a: &Access, report: Option<&Result<serde_json::Value>>) -> String {
+    let section = match report {
+        None => "<p id=checks>No check results yet for this lab.</p>".to_string(),
+        Some(Err(e)) => format!(
+            "<p id=checks>The report could not be read: {}</p>",
+            esc(&format!("{e:#}"))
+        ),
         Some(Ok(r)) => {
-            let _ = write!(
-                h,
-                "<p id=checks>Result: <b>{}</b> &middot; <a href=\"/lab/{run}/report?token={t}\">full report</a></p>",
-                esc(r["result"].as_str().unwrap_or("unknown"))
-            );
-            h.push_str("<table><tr><th>check</th><th>machine</th><th>result</th></tr>");
-            for c in r["checks"].as_array().into_iter().flatten() {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(c["name"].as_str().unwrap_or("?")),
-                    esc(c["vm"].as_str().unwrap_or("")),
-                    esc(c["status"].as_str().unwrap_or("?")),
-                );
-            }
-            h.push_str("</table>");
+            let rows: String = r["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(c["name"].as_str().unwrap_or("?")),
+                        esc(c["vm"].as_str().unwrap_or("")),
+                        esc(c["status"].as_str().unwrap_or("?")),
+                    )
+                })
+                .collect();
+            format!(
+                "<p id=checks>Result: <b>{}</b> &middot; <a href=\"/lab/{run}/report?token={t}\">full report</a></p>\
+                 <table><tr><th>check</th><th>machine</th><th>result</th></tr>{rows}</table>",
+                esc(r["result"].as_str().unwrap_or("unknown")),
+                run = a.run8,
+                t = urlenc(&a.token),
+            )
         }
-    }
-    h.push_str("<h2>Sign-off</h2>");
+    };
+    format!("<h2>Checks</h2>{section}")
+}
+
+/// The sign-offs recorded so far.
+fn signoff_list(signoffs: &[SignOff]) -> String {
     if signoffs.is_empty() {
-        h.push_str("<p>Nobody has signed off yet.</p>");
-    } else {
-        h.push_str("<ul id=signoffs>");
-        for s in signoffs {
-            let _ = write!(
-                h,
+        return "<h2>Sign-off</h2><p>Nobody has signed off yet.</p>".to_string();
+    }
+    let items: String = signoffs
+        .iter()
+        .map(|s| {
+            format!(
                 "<li><b>{}</b>{} at {}: {}</li>",
                 esc(&s.name),
                 s.vm.as_deref()
@@ -217,12 +247,15 @@ fn render_lab_page(
                     .unwrap_or_default(),
                 esc(&s.at.to_string()),
                 esc(&s.comment)
-            );
-        }
-        h.push_str("</ul>");
-    }
-    let _ = write!(
-        h,
+            )
+        })
+        .collect();
+    format!("<h2>Sign-off</h2><ul id=signoffs>{items}</ul>")
+}
+
+/// The sign-off form ("I saw my data").
+fn signoff_form_html(a: &Access, vms: &[VmView]) -> String {
+    format!(
         "<form id=signoff method=post action=\"/lab/{run}/signoff\">\
          <p>When you have looked at your restored data, confirm it here.</p>\
          <input type=hidden name=token value=\"{tok}\">\
@@ -230,6 +263,7 @@ fn render_lab_page(
          <label>Machine <select id=vm name=vm><option value=\"\">the whole lab</option>{opts}</select></label>\
          <label>Comment <textarea id=comment name=comment maxlength={mc} rows=3></textarea></label>\
          <button type=submit id=sign>I saw my data</button></form>",
+        run = a.run8,
         tok = esc(&a.token),
         mn = signoff::MAX_NAME,
         mc = signoff::MAX_COMMENT,
@@ -237,8 +271,7 @@ fn render_lab_page(
             .iter()
             .map(|v| format!("<option value=\"{n}\">{n}</option>", n = esc(&v.name)))
             .collect::<String>(),
-    );
-    page(&format!("Restore lab {}", a.rec.lab), &h)
+    )
 }
 
 pub(super) async fn console_page(
@@ -263,9 +296,7 @@ pub(super) async fn console_page(
 
 /// The console page of one VM. Pure, for tests.
 fn render_console_page(a: &Access, vm: &str, novnc: bool) -> String {
-    let mut h = String::new();
-    let _ = write!(
-        h,
+    let bar = format!(
         "<header class=bar><a href=\"/lab/{run}?token={t}\">&larr; lab {lab}</a> \
          <b>{vm}</b> <span id=status>connecting&hellip;</span> \
          <button id=cad type=button>Send Ctrl-Alt-Del</button></header>",
@@ -274,21 +305,22 @@ fn render_console_page(a: &Access, vm: &str, novnc: bool) -> String {
         lab = esc(&a.rec.lab),
         vm = esc(vm),
     );
-    if novnc {
-        let _ = write!(
-            h,
+    let screen = if novnc {
+        format!(
             "<div id=screen data-ws=\"/lab/{run}/ws/{uvm}\"></div>\
              <script type=module src=\"/static/console.js\"></script>",
             run = a.run8,
             uvm = urlenc(vm),
-        );
+        )
     } else {
-        h.push_str(
-            "<p id=screen>The browser console is not installed on this server (the operator \
-             installs noVNC, or gives <code>reclab serve --novnc DIR</code>).</p>",
-        );
-    }
-    page(&format!("{vm}: console of lab {}", a.rec.lab), &h)
+        "<p id=screen>The browser console is not installed on this server (the operator \
+         installs noVNC, or gives <code>reclab serve --novnc DIR</code>).</p>"
+            .to_string()
+    };
+    page(
+        &format!("{vm}: console of lab {}", a.rec.lab),
+        &(bar + &screen),
+    )
 }
 
 pub(super) async fn report_page(
