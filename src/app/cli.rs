@@ -212,7 +212,7 @@ pub enum Command {
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// noVNC package directory (default: where scripts/novnc puts it).
+        /// noVNC package directory (default: /usr/share/novnc, where the novnc package puts it).
         #[arg(long, env = "RECLAB_NOVNC_DIR")]
         novnc: Option<PathBuf>,
     },

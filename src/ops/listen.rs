@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::base::text::last_bytes;
 use crate::spec::MqttSpec;
 
 /// Default bound of the queue.
@@ -139,15 +140,6 @@ fn drill_command(reclab: &Path, state_dir: &Path, job: &Job) -> std::process::Co
     cmd
 }
 
-fn tail(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let start = text.len().saturating_sub(max);
-    let start = (start..=text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
-    text[start..].to_string()
-}
-
 /// Runs one drill to its end and builds the reply.
 fn run_drill(reclab: &Path, state_dir: &Path, job: &Job) -> Reply {
     let mut reply = Reply::new("error", &job.lab);
@@ -174,7 +166,7 @@ fn run_drill(reclab: &Path, state_dir: &Path, job: &Job) -> Reply {
             }
             let mut both = out.stdout.clone();
             both.extend_from_slice(&out.stderr);
-            reply.output_tail = Some(tail(&both, 2000));
+            reply.output_tail = Some(last_bytes(&String::from_utf8_lossy(&both), 2000).to_string());
             // The drill appends its summary to the lab's history; take it if it is this one.
             if let Ok(history) =
                 crate::report::history(&crate::report::history_path(state_dir, &job.lab))
