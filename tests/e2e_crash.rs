@@ -165,10 +165,8 @@ fn assert_clean(sb: &Sandbox, run_dir: &Path, backup: &Backup, fingerprint: &str
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
-    if !e2e("sigkill_after_every_step_of_up_then_gc_leaves_nothing") {
-        return;
-    }
     let sb = Sandbox::start("crash-kill");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();
@@ -215,10 +213,8 @@ fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn libvirtd_restarted_in_the_middle_of_a_drill() {
-    if !e2e("libvirtd_restarted_in_the_middle_of_a_drill") {
-        return;
-    }
     let sb = Sandbox::start("crash-lvd");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();
@@ -285,10 +281,8 @@ fn libvirtd_restarted_in_the_middle_of_a_drill() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
-    if !e2e("a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing") {
-        return;
-    }
     let sb = Sandbox::start("crash-mute");
     // A blank disk: the kernel boots, finds no root file system, and no agent ever starts.
     let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
@@ -332,10 +326,8 @@ fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn a_full_state_disk_fails_cleanly_with_exit_code_2() {
-    if !e2e("a_full_state_disk_fails_cleanly_with_exit_code_2") {
-        return;
-    }
     let sb = Sandbox::start("crash-full");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();

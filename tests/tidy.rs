@@ -842,6 +842,49 @@ fn external_crates_stay_in_their_modules() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// The `#[ignore]` reason of every end-to-end test.
+const E2E_IGNORE: &str =
+    r#"#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]"#;
+
+/// Every test in `tests/e2e_*.rs` is ignored with [`E2E_IGNORE`], so that plain `cargo test`
+/// reports it as ignored rather than passing it without running it; `scripts/test` runs them
+/// with `--ignored`. No test skips itself on an environment variable instead.
+#[test]
+fn end_to_end_tests_are_ignored_not_skipped() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut files = Vec::new();
+    sources(&tests, &mut files);
+    files.sort();
+    let mut count = 0;
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(&tests).unwrap().display().to_string();
+        if rel != "tidy.rs" && (text.contains("if !e2e(") || text.contains("fn e2e(")) {
+            bad.push(format!(
+                "tests/{rel} gates a test on RECLAB_E2E: use {E2E_IGNORE}"
+            ));
+        }
+        if !rel.starts_with("e2e_") {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (n, l) in lines.iter().enumerate() {
+            if *l == "#[test]" {
+                count += 1;
+                if lines.get(n + 1) != Some(&E2E_IGNORE) {
+                    bad.push(format!(
+                        "tests/{rel}:{}: an end-to-end test without {E2E_IGNORE}",
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(count >= 10, "only {count} end-to-end tests found");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 /// The parser itself, on the forms the source uses.
 #[test]
 fn the_parser_reads_use_trees_paths_and_cfg_test() {
