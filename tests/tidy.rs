@@ -812,8 +812,13 @@ fn external_crates_stay_in_their_modules() {
             for (n, line) in s.code.lines().enumerate() {
                 let b = line.as_bytes();
                 let named = line.match_indices(krate).any(|(p, _)| {
+                    // Not part of a longer name (`libvirt::`) nor a segment of another path
+                    // (`hv::virt::`); `::virt::` is the crate.
+                    let segment = line[..p].ends_with("::")
+                        && p.checked_sub(3).is_some_and(|q| is_ident(b[q]));
                     let before = p.checked_sub(1).map(|q| b[q]);
-                    !before.is_some_and(|c| is_ident(c) || c == b':')
+                    !before.is_some_and(is_ident)
+                        && !segment
                         && (line[p + krate.len()..].starts_with("::")
                             || line[..p].trim_end().ends_with("extern crate"))
                 });
