@@ -166,10 +166,8 @@ fn assert_clean(sb: &Sandbox, run_dir: &Path, backup: &Backup, fingerprint: &str
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
-    if !e2e("sigkill_after_every_step_of_up_then_gc_leaves_nothing") {
-        return;
-    }
     let sb = Sandbox::start("crash-kill");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();
@@ -216,10 +214,8 @@ fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn libvirtd_restarted_in_the_middle_of_a_drill() {
-    if !e2e("libvirtd_restarted_in_the_middle_of_a_drill") {
-        return;
-    }
     let sb = Sandbox::start("crash-lvd");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();
@@ -305,10 +301,8 @@ fn blank_disk(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
-    if !e2e("a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing") {
-        return;
-    }
     let sb = Sandbox::start("crash-mute");
     let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
     let blank = blank_disk(scratch.path());
@@ -339,10 +333,8 @@ fn a_guest_that_never_answers_is_named_with_its_console_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn a_full_state_disk_fails_cleanly_with_exit_code_2() {
-    if !e2e("a_full_state_disk_fails_cleanly_with_exit_code_2") {
-        return;
-    }
     let sb = Sandbox::start("crash-full");
     let backup = Backup::restore(None);
     let fingerprint = backup.fingerprint();
@@ -424,10 +416,8 @@ fn interrupt_up(
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn ctrl_c_or_sigterm_during_up_unwinds_everything_and_exits_130_or_143() {
-    if !e2e("ctrl_c_or_sigterm_during_up_unwinds_everything_and_exits_130_or_143") {
-        return;
-    }
     let sb = Sandbox::start("crash-int");
     let scratch = tempfile::tempdir_in(dev_dir()).unwrap();
     let blank = blank_disk(scratch.path());

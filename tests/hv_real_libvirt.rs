@@ -1,6 +1,7 @@
 //! `LibvirtHv` and `agent` against a real (private) libvirtd running QEMU under TCG.
 //!
-//! Ignored by default. Run with a private daemon (testbed.md §2), never the system one:
+//! Ignored by default. Run with a private daemon (`scripts/sandbox start NAME` starts one and
+//! prints its URI; see docs/development.md), never the system one:
 //!
 //! ```text
 //! RECLAB_TEST_LIBVIRT_URI='qemu:///system?socket=/path/to/libvirt-sock' \

@@ -3,8 +3,10 @@
 //! requires STARTTLS, and a Python HTTP receiver; plus systemd unit files checked with
 //! `systemd-analyze verify`, and `reclab metrics` parsed back.
 //!
-//! A test whose program is missing skips with a message, unless `CI` or `RECLAB_E2E` is set:
-//! then it fails (scripts/setup installs them all).
+//! A test whose program is missing skips with a message, except in CI and scripts/test, where
+//! it fails (`common::need`; scripts/setup installs them all).
+
+mod common;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -22,25 +24,10 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// Whether `program` (a path or a name on PATH) is there; if not, skip or fail as documented.
 fn have(program: &str, package: &str) -> bool {
-    let found = if program.contains('/') {
-        Path::new(program).exists()
-    } else {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if !found {
-        if std::env::var_os("CI").is_some() || std::env::var_os("RECLAB_E2E").is_some() {
-            panic!(
-                "{program} is missing; install the Debian package {package} (scripts/setup does)"
-            );
-        }
-        eprintln!("SKIP: {program} is missing (Debian package {package}); run scripts/setup");
-    }
-    found
+    common::need_program(
+        program,
+        &format!("Debian package {package}; scripts/setup installs it"),
+    )
 }
 
 fn have_aiosmtpd() -> bool {
@@ -52,15 +39,11 @@ fn have_aiosmtpd() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() || std::env::var_os("RECLAB_E2E").is_some() {
-            panic!(
-                "python module aiosmtpd is missing; install python3-aiosmtpd (scripts/setup does)"
-            );
-        }
-        eprintln!("SKIP: aiosmtpd is missing (Debian package python3-aiosmtpd)");
-    }
-    ok
+    common::need(
+        ok,
+        "python module aiosmtpd",
+        "Debian package python3-aiosmtpd; scripts/setup installs it",
+    )
 }
 
 fn free_port() -> u16 {

@@ -1,6 +1,8 @@
 //! `reclab serve` as a process, without libvirt: TLS with a certificate made by openssl, the
 //! refusal of plain HTTP on a non-loopback address, clean exit on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,13 +20,6 @@ impl Drop for Server {
     }
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn reclab(state: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_reclab"));
     cmd.arg("--state-dir").arg(state);
@@ -33,8 +28,8 @@ fn reclab(state: &Path) -> Command {
 
 #[test]
 fn serve_speaks_tls_with_the_given_certificate_and_stops_on_sigterm() {
-    if !have("openssl") || !have("curl") {
-        eprintln!("skipped: needs openssl and curl");
+    let install = "Debian packages openssl and curl; scripts/setup installs them";
+    if !common::need_program("openssl", install) || !common::need_program("curl", install) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@
 //!
 //! Known qemu-ga limits this module respects:
 //! - a single `guest-file-write` larger than ~160 KiB raw never completes through libvirt 9.0
-//!   (testbed.md §4), so writes go in chunks of [`FILE_CHUNK`] bytes;
+//!   (seen on the Debian 12 test bed: one command above ~210 KB of JSON never answers), so
+//!   writes go in chunks of [`FILE_CHUNK`] bytes;
 //! - `guest-exec` is asynchronous and cannot be cancelled: a command that overruns its timeout
 //!   (or whose wait is cancelled, [`ExecOpts::cancel`]) may keep running in the guest;
 //! - a failed transfer leaves the guest file handle open unless it is closed, so

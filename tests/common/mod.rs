@@ -5,8 +5,13 @@
 //! down when the [`Sandbox`] is dropped, also when a test panics. reclab itself runs inside the
 //! sandbox's network namespace (`scripts/sandbox exec`), where the lab bridges live.
 //!
-//! End-to-end tests run when `RECLAB_E2E=1` (set by `scripts/test`); otherwise they print why
-//! they are skipped and return.
+//! End-to-end tests are `#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test
+//! runs it"]` (tests/tidy.rs holds them to it): plain `cargo test` lists them as ignored,
+//! `scripts/test` runs them with `--ignored`, one at a time.
+//!
+//! Tests that need a tool (openssl, curl, mosquitto, chromium, ...) use [`need`]: where tools are
+//! required ([`tools_required`]: CI and full `scripts/test` runs) a missing tool fails the test;
+//! elsewhere the test says it is skipped and returns.
 
 #![allow(dead_code)]
 
@@ -27,15 +32,43 @@ pub fn dev_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/tmp/reclab-dev"))
 }
 
-/// Whether end-to-end tests are enabled; prints the reason when they are not.
-pub fn e2e(test: &str) -> bool {
-    if std::env::var("RECLAB_E2E").as_deref() == Ok("1") {
+/// Whether a missing tool fails a test instead of skipping it: in CI (`CI` set to anything but
+/// `false`, `0` or nothing) and in full `scripts/test` runs (`RECLAB_E2E=1`), both of which
+/// install every tool first.
+pub fn tools_required() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    ci || std::env::var("RECLAB_E2E").as_deref() == Ok("1")
+}
+
+/// Whether `program` (a path, or a name on PATH) is there.
+pub fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    Command::new("sh")
+        .args(["-c", &format!("command -v '{program}'")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// For a test that needs `what`: true when it is `found`. When it is not, the test fails where
+/// tools are required ([`tools_required`]); elsewhere this prints that the test is skipped and
+/// why, and the caller returns. `install` says how to get it.
+pub fn need(found: bool, what: &str, install: &str) -> bool {
+    if found {
         return true;
     }
-    eprintln!(
-        "{test}: skipped: end-to-end tests need RECLAB_E2E=1 and root (scripts/test sets it)"
+    assert!(
+        !tools_required(),
+        "{what} is missing ({install}); in CI and scripts/test that is a failure, not a skip"
     );
+    eprintln!("skipped: {what} is missing ({install})");
     false
+}
+
+/// [`need`] for a program (a path, or a name on PATH).
+pub fn need_program(program: &str, install: &str) -> bool {
+    need(on_path(program), program, install)
 }
 
 fn script(name: &str) -> Command {

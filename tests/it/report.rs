@@ -1,7 +1,7 @@
 //! The drill report as a browser and a CI system see it: the HTML report rendered by a real
 //! headless Chromium must not be blank, and the JUnit report must validate against the
 //! Jenkins JUnit schema. Both need tools from `scripts/report-tools`; without them the tests
-//! say so and pass, except in CI or with `RECLAB_E2E` set, where a missing tool fails them.
+//! say so and pass, except in CI and scripts/test, where a missing tool fails them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,17 +12,9 @@ use reclab::hv::ppm::{Rgb, encode_png};
 use reclab::report::{DrillReport, Phase, RestoredDump, RestoredImage, VmRestore, write_report};
 use reclab::verify::{CheckResult, Status, eval_blank_png};
 
-fn tools_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("RECLAB_E2E").is_some()
-}
-
-/// Skips (or, where tools are required, fails) a test whose tool is missing.
+/// Skips (or, in CI and scripts/test, fails) a test whose tool is missing.
 fn missing(what: &str) {
-    assert!(
-        !tools_required(),
-        "{what} is missing; run scripts/report-tools"
-    );
-    eprintln!("skipped: {what} is missing (run scripts/report-tools)");
+    crate::common::need(false, what, "scripts/report-tools installs it");
 }
 
 fn ts(text: &str) -> Timestamp {
