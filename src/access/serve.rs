@@ -46,7 +46,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::console::{self, Lease};
 use crate::hv::{DomState, Hypervisor};
-use crate::lab::journal::{RunDir, RunRecord};
+use crate::lab::journal::RunDir;
+use crate::lab::record::RunRecord;
 use crate::report::signoff::{self, SignOff};
 
 /// Opens (or reuses) a hypervisor connection for a run's URI.

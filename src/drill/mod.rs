@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::hv::Hypervisor;
-use crate::lab::journal::RunRecord;
+use crate::lab::record::RunRecord;
 use crate::lab::{self, UpOpts};
 use crate::report::{self, DrillReport, Phase, report_dir};
 use crate::spec::{self, LabSpec};

@@ -8,8 +8,9 @@ use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
 use crate::lab::execute::progress;
-use crate::lab::journal::{Resource, RunDir, RunRecord};
+use crate::lab::journal::RunDir;
 use crate::lab::plan::Plan;
+use crate::lab::record::{Resource, RunRecord};
 use crate::lab::{UpReport, VmUp, plan};
 
 /// Starts the domains of one boot tier, waits until each is ready and runs its in-guest
@@ -23,7 +24,7 @@ pub(super) fn boot_tier(
     vms: &[usize],
     record: &mut RunRecord,
     report: &mut UpReport,
-    injections: &mut [crate::restore::inject::PlannedInjection],
+    injections: &mut [crate::restore::record::PlannedInjection],
 ) -> Result<Option<String>> {
     let names: Vec<&str> = vms.iter().map(|&i| plan.vms[i].name.as_str()).collect();
     progress(format!("tier {}: starting {}", tier + 1, names.join(", ")));
@@ -44,7 +45,7 @@ pub(super) fn boot_tier(
     }
     type Ready = (
         Result<Duration>,
-        Option<crate::restore::inject::PlannedInjection>,
+        Option<crate::restore::record::PlannedInjection>,
     );
     // A spinner while the guests boot (hidden when stderr is not a terminal).
     let spinner = indicatif::ProgressBar::new_spinner();

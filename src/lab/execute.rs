@@ -9,8 +9,9 @@ use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::lab::boot::boot_tier;
 use crate::lab::isolation::verify_isolation;
-use crate::lab::journal::{Resource, RunDir, RunRecord, RunState, SegmentRecord, VmRecord};
+use crate::lab::journal::RunDir;
 use crate::lab::plan::{Plan, Step};
+use crate::lab::record::{Resource, RunRecord, RunState, SegmentRecord, VmRecord};
 use crate::lab::{UpReport, image, services};
 use crate::xml;
 
@@ -18,7 +19,7 @@ pub(super) fn execute(
     plan: &Plan,
     hv: &dyn Hypervisor,
     dir: &RunDir,
-    fingerprints: Vec<crate::lab::journal::Fingerprint>,
+    fingerprints: Vec<crate::lab::record::Fingerprint>,
     report: &mut UpReport,
 ) -> Result<()> {
     let me = std::process::id();
@@ -124,7 +125,7 @@ fn run_step(
     step: &Step,
     record: &mut RunRecord,
     report: &mut UpReport,
-    injections: &mut [crate::restore::inject::PlannedInjection],
+    injections: &mut [crate::restore::record::PlannedInjection],
 ) -> Result<Option<String>> {
     for r in plan.resources(step) {
         // Firewall rules and services journal themselves next to each command.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
-use crate::lab::journal::RunRecord;
+use crate::lab::record::RunRecord;
 use crate::xml;
 
 /// Addresses of the namespace reclab runs in (the hypervisor side), without loopback.

@@ -13,7 +13,9 @@ pub mod image;
 mod isolation;
 pub mod journal;
 pub mod plan;
+pub mod record;
 pub mod resolve;
+pub mod resolved;
 mod runs;
 pub mod services;
 pub mod teardown;
@@ -29,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use crate::base::names::RunId;
 use crate::hv::Hypervisor;
-use crate::lab::journal::{RunDir, RunState};
+use crate::lab::journal::RunDir;
 use crate::lab::plan::{Plan, PlanInputs};
+use crate::lab::record::RunState;
 use crate::spec::LabSpec;
 
 /// Options of `up`.
@@ -59,7 +62,7 @@ pub struct UpReport {
     /// `--at` as given and the moment it meant.
     pub at: String,
     pub at_time: Option<String>,
-    pub injections: Vec<crate::restore::InjectionRecord>,
+    pub injections: Vec<crate::restore::record::InjectionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::base::sys;
 use crate::hv::Hypervisor;
-use crate::lab::journal::{Resource, RunDir};
+use crate::lab::journal::RunDir;
+use crate::lab::record::Resource;
 
 /// Remove every resource in the run's journal, then the run directory itself.
 /// Returns the resources that could not be removed, with the reason.
