@@ -171,6 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = lab::up(
                 &spec,
                 hv.as_ref(),
+                &lab::host::SysHost,
                 &state_dir,
                 &lab::UpOpts {
                     ttl,
@@ -223,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { lab } => {
-            let n = lab::down(&state_dir, lab, &reopen)?;
+            let n = lab::down(&state_dir, lab, &lab::host::SysHost, &reopen)?;
             if n == 0 {
                 println!("nothing to tear down for {lab}");
             }
@@ -463,7 +464,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gc { dry_run } => {
             let uri = default_uri(&cli.connect);
-            let rep = lab::gc(&state_dir, *dry_run, Some(&uri), &reopen)?;
+            let rep = lab::gc(
+                &state_dir,
+                *dry_run,
+                Some(&uri),
+                &lab::host::SysHost,
+                &reopen,
+            )?;
             let verb = if *dry_run { "would remove" } else { "removed" };
             for r in rep.removed_runs.iter().chain(&rep.removed_foreign) {
                 println!("{verb} {r}");

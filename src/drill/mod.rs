@@ -19,7 +19,7 @@ use crate::verify::{self, CheckContext, CheckResult, Status};
 /// The built-in isolation check of a running lab, as a check result.
 fn isolation_result(rec: &RunRecord, hv: &dyn Hypervisor) -> CheckResult {
     let t = Instant::now();
-    let (status, details, got) = match lab::verify_isolation(rec, hv) {
+    let (status, details, got) = match lab::verify_isolation(rec, hv, &lab::host::SysHost) {
         Ok(found) => (Status::Pass, found, None),
         Err(e) => (Status::Fail, vec![], Some(format!("{e:#}"))),
     };
@@ -198,6 +198,7 @@ pub fn run(
     let up = lab::up(
         spec,
         hv,
+        &lab::host::SysHost,
         state_dir,
         &UpOpts {
             ttl: opts.ttl,
@@ -245,7 +246,7 @@ pub fn run(
     if !opts.keep {
         let dstart = Timestamp::now();
         let t = Instant::now();
-        match lab::down(state_dir, &up.run, open) {
+        match lab::down(state_dir, &up.run, &lab::host::SysHost, open) {
             Ok(_) => phase(&mut rep, "down", dstart, t, true),
             Err(e) => {
                 phase(&mut rep, "down", dstart, t, false);

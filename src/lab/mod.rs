@@ -8,7 +8,12 @@
 
 mod boot;
 mod execute;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod fake;
 mod gc;
+#[cfg(feature = "test-hooks")]
+mod hooks;
+pub mod host;
 pub mod image;
 mod isolation;
 pub mod journal;
@@ -31,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::base::names::RunId;
 use crate::hv::Hypervisor;
+use crate::lab::host::Host;
 use crate::lab::journal::RunDir;
 use crate::lab::plan::{Plan, PlanInputs};
 use crate::lab::record::RunState;
@@ -130,8 +136,25 @@ pub fn prepare(
 pub fn up(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
+    host: &dyn Host,
     state_dir: &Path,
     opts: &UpOpts,
+) -> Result<UpReport> {
+    #[cfg(feature = "test-hooks")]
+    let mut after_step = hooks::from_env();
+    #[cfg(not(feature = "test-hooks"))]
+    let mut after_step = |_: &RunDir, _: execute::StepNo, _: &plan::Step| Ok(());
+    up_with(spec, hv, host, state_dir, opts, &mut after_step)
+}
+
+/// [`up`], running `after_step` after each step: an error from it fails `up` right there.
+pub(crate) fn up_with(
+    spec: &LabSpec,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+    state_dir: &Path,
+    opts: &UpOpts,
+    after_step: &mut execute::AfterStep,
 ) -> Result<UpReport> {
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts)?;
@@ -170,7 +193,7 @@ pub fn up(
             .and_then(|p| p.record.at_time.clone()),
         injections: Vec::new(),
     };
-    let result = execute::execute(&plan, hv, &dir, fingerprints, &mut report);
+    let result = execute::execute(&plan, hv, host, &dir, fingerprints, &mut report, after_step);
     match result {
         Ok(()) => Ok(report),
         Err(e) => {
@@ -188,7 +211,7 @@ pub fn up(
                 )))
             } else {
                 eprintln!("reclab: up failed, removing what was created");
-                match teardown::teardown(Some(hv), &dir) {
+                match teardown::teardown(Some(hv), host, &dir) {
                     Ok(left) if left.is_empty() => {}
                     Ok(left) => {
                         for (r, why) in left {

@@ -13,14 +13,14 @@ pub mod rules;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-use crate::base::sys;
+use crate::lab::host::Host;
 use crate::lab::journal::RunDir;
 use crate::lab::record::Resource;
 use crate::lab::services::rules::{INNER_LINK, ServicesPlan, dnsmasq_conf, hardening_rules};
 
 /// Harden a lab bridge that libvirt has just created: journal and insert the firewall rules,
 /// switch off IPv6 and ARP answers on the bridge.
-pub fn harden_bridge(dir: &RunDir, bridge: &str, tag: &str) -> Result<()> {
+pub fn harden_bridge(host: &dyn Host, dir: &RunDir, bridge: &str, tag: &str) -> Result<()> {
     for r in hardening_rules(bridge, tag) {
         dir.journal(&r)?;
         if let Resource::Firewall {
@@ -29,46 +29,25 @@ pub fn harden_bridge(dir: &RunDir, bridge: &str, tag: &str) -> Result<()> {
             rule,
         } = &r
         {
-            let mut args = vec!["-w", "-I", chain.as_str()];
-            args.extend(rule.iter().map(String::as_str));
-            sys::run(program, &args).with_context(|| format!("isolating bridge {bridge}"))?;
+            host.firewall_insert(program, chain, rule)
+                .with_context(|| format!("isolating bridge {bridge}"))?;
         }
     }
-    for (path, value) in [
-        (
-            format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
-            "1",
-        ),
-        (format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore"), "8"),
-    ] {
-        if std::path::Path::new(&path).exists() {
-            std::fs::write(&path, value).with_context(|| format!("writing {path}"))?;
-        }
-    }
-    Ok(())
+    host.quiet_bridge(bridge)
 }
 
 /// Start a segment's lab services. Every resource is journaled before it is created.
-pub fn start(dir: &RunDir, p: &ServicesPlan) -> Result<()> {
+pub fn start(host: &dyn Host, dir: &RunDir, p: &ServicesPlan) -> Result<()> {
     let ns = p.netns.as_str();
     dir.journal(&Resource::Netns { name: ns.into() })?;
-    sys::run("ip", &["netns", "add", ns]).with_context(|| format!("creating namespace {ns}"))?;
-    sys::run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
+    host.netns_add(ns)?;
 
     dir.journal(&Resource::Link {
         name: p.link.clone(),
     })?;
-    sys::run(
-        "ip",
-        &[
-            "link", "add", &p.link, "type", "veth", "peer", "name", INNER_LINK, "netns", ns,
-        ],
-    )
-    .with_context(|| format!("creating veth {} for lab services of {}", p.link, p.segment))?;
-    sys::run("ip", &["link", "set", &p.link, "master", &p.bridge, "up"])?;
     let cidr = format!("{}/{}", p.address, p.prefix);
-    sys::run("ip", &["-n", ns, "addr", "add", &cidr, "dev", INNER_LINK])?;
-    sys::run("ip", &["-n", ns, "link", "set", INNER_LINK, "up"])?;
+    host.veth_add(&p.link, &p.bridge, ns, INNER_LINK, &cidr)
+        .with_context(|| format!("creating veth {} for lab services of {}", p.link, p.segment))?;
 
     let (conf, hosts) = dnsmasq_conf(p, &dir.path);
     let conf_path = dir.file(&format!("services-{}.conf", p.segment));
@@ -81,8 +60,7 @@ pub fn start(dir: &RunDir, p: &ServicesPlan) -> Result<()> {
         pidfile: pidfile.clone(),
         netns: ns.into(),
     })?;
-    let conf_arg = format!("--conf-file={}", conf_path.display());
-    sys::run("ip", &["netns", "exec", ns, "dnsmasq", &conf_arg])
+    host.start_dnsmasq(ns, &conf_path)
         .with_context(|| format!("starting lab services (dnsmasq) for segment {}", p.segment))?;
     Ok(())
 }
