@@ -24,6 +24,8 @@ pub mod resolved;
 mod runs;
 pub mod services;
 pub mod teardown;
+#[cfg(test)]
+mod unwind;
 
 pub use gc::{GcReport, down, gc};
 pub use isolation::verify_isolation;
@@ -144,20 +146,21 @@ pub fn up(
     let mut after_step = hooks::from_env();
     #[cfg(not(feature = "test-hooks"))]
     let mut after_step = |_: &RunDir, _: execute::StepNo, _: &plan::Step| Ok(());
-    up_with(spec, hv, host, state_dir, opts, &mut after_step)
-}
-
-/// [`up`], running `after_step` after each step: an error from it fails `up` right there.
-pub(crate) fn up_with(
-    spec: &LabSpec,
-    hv: &dyn Hypervisor,
-    host: &dyn Host,
-    state_dir: &Path,
-    opts: &UpOpts,
-    after_step: &mut execute::AfterStep,
-) -> Result<UpReport> {
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts)?;
+    bring_up(&plan, hv, host, opts, t0, &mut after_step)
+}
+
+/// Carry out a plan: execute its steps, running `after_step` after each (an error from it
+/// fails `up` right there); on failure, unwind (unless `keep_on_failure`).
+fn bring_up(
+    plan: &Plan,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+    opts: &UpOpts,
+    t0: Instant,
+    after_step: &mut execute::AfterStep,
+) -> Result<UpReport> {
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
         for o in &vm.overlays {
@@ -193,7 +196,7 @@ pub(crate) fn up_with(
             .and_then(|p| p.record.at_time.clone()),
         injections: Vec::new(),
     };
-    let result = execute::execute(&plan, hv, host, &dir, fingerprints, &mut report, after_step);
+    let result = execute::execute(plan, hv, host, &dir, fingerprints, &mut report, after_step);
     match result {
         Ok(()) => Ok(report),
         Err(e) => {
