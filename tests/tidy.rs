@@ -68,35 +68,3 @@ fn plan_does_no_io() {
         );
     }
 }
-
-#[test]
-fn every_resource_kind_has_an_undo() {
-    let (_, journal) = all_sources()
-        .into_iter()
-        .find(|(f, _)| f == "src/journal.rs")
-        .unwrap();
-    let (_, teardown) = all_sources()
-        .into_iter()
-        .find(|(f, _)| f == "src/teardown.rs")
-        .unwrap();
-    let enum_body = journal
-        .split("pub enum Resource {")
-        .nth(1)
-        .unwrap()
-        .split("\n}")
-        .next()
-        .unwrap();
-    let kinds: Vec<&str> = enum_body
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
-        .map(|l| l.split(|c: char| !c.is_alphanumeric()).next().unwrap())
-        .collect();
-    assert!(kinds.len() >= 8, "{kinds:?}");
-    for k in kinds {
-        assert!(
-            teardown.contains(&format!("Resource::{k}")),
-            "teardown has no undo for {k}"
-        );
-    }
-}

@@ -5,6 +5,12 @@
 //!        ──plan (pure)──▶ Plan{steps} ──execute: journal, then create──▶ running lab
 //!        ──down / gc / failure──▶ teardown (journal replayed in reverse, idempotent)
 //! ```
+//!
+//! `plan` is pure: it imports only `base`, `spec` types, `xml`, `lab::{record, resolved,
+//! services::rules}` and `restore::record`. Everything the executor and teardown do goes through
+//! two traits, [`crate::hv::Hypervisor`] (libvirt) and [`host::Host`] (qemu-img, ip, iptables,
+//! dnsmasq, /sys): `hv::fake::FakeHv` and `lab::fake::FakeHost` (tests only) let the unit tests in
+//! `unwind.rs` fail, crash and unwind a whole run at every step.
 
 mod boot;
 mod execute;
