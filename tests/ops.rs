@@ -879,7 +879,8 @@ fn listen_rejects_requests_beyond_its_queue() {
 
 /// A run directory with a `run.json` of lab `erp` that expires at `expires`.
 fn fake_run(state: &Path, expires: Timestamp) -> reclab::lab::journal::RunDir {
-    use reclab::lab::journal::{RunDir, RunRecord, RunState, VmRecord};
+    use reclab::lab::journal::RunDir;
+    use reclab::lab::record::{RunRecord, RunState, VmRecord};
     let run = reclab::base::names::RunId::new();
     let dir = RunDir::new(state, &run);
     dir.create().unwrap();

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::hv::{ConsoleStream, Hypervisor};
-use crate::lab::journal::{RunDir, RunRecord};
+use crate::lab::journal::RunDir;
+use crate::lab::record::RunRecord;
 
 /// The key that detaches from a serial console: Ctrl-] (like `virsh console` and telnet).
 pub const ESCAPE: u8 = 0x1d;

@@ -64,7 +64,13 @@ pub fn up(
     let spec = spec::load(lab)?;
     opts.ttl = ttl.map(super::parse_ttl).transpose()?;
     let hv = ctx.open_for(&spec)?;
-    let report = lab::up(&spec, hv.as_ref(), &ctx.state_dir, &opts)?;
+    let report = lab::up(
+        &spec,
+        hv.as_ref(),
+        &lab::host::SysHost,
+        &ctx.state_dir,
+        &opts,
+    )?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -74,7 +80,9 @@ pub fn up(
 }
 
 pub fn down(ctx: &Ctx, out: &mut dyn Write, lab: &str) -> Result<ExitCode> {
-    let n = lab::down(&ctx.state_dir, lab, &|uri| ctx.reopen(uri))?;
+    let n = lab::down(&ctx.state_dir, lab, &lab::host::SysHost, &|uri| {
+        ctx.reopen(uri)
+    })?;
     if n == 0 {
         writeln!(out, "nothing to tear down for {lab}")?;
     }
@@ -120,7 +128,13 @@ pub fn exec(
 
 pub fn gc(ctx: &Ctx, out: &mut dyn Write, dry_run: bool) -> Result<ExitCode> {
     let uri = ctx.default_uri();
-    let rep = lab::gc(&ctx.state_dir, dry_run, Some(&uri), &|u| ctx.reopen(u))?;
+    let rep = lab::gc(
+        &ctx.state_dir,
+        dry_run,
+        Some(&uri),
+        &lab::host::SysHost,
+        &|u| ctx.reopen(u),
+    )?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for r in rep.removed_runs.iter().chain(&rep.removed_foreign) {
         writeln!(out, "{verb} {r}")?;
@@ -351,8 +365,8 @@ fn step_label(step: &Step) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::image::Layer;
     use crate::lab::plan::OverlayPlan;
+    use crate::lab::resolved::Layer;
 
     fn overlay() -> OverlayPlan {
         OverlayPlan {

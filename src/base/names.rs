@@ -66,6 +66,12 @@ pub fn firewall_tag(run: &RunId) -> String {
     format!("reclab:{}", run.short())
 }
 
+/// A VM's data disk image in the run directory: `<vm>-data.<extension>` (`img` for ext4,
+/// `iso` for ISO 9660).
+pub fn data_disk_image(run_dir: &std::path::Path, vm: &str, extension: &str) -> std::path::PathBuf {
+    run_dir.join(format!("{vm}-data.{extension}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

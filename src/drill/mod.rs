@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::base::cancel::{self, Interrupted};
 use crate::hv::Hypervisor;
-use crate::lab::journal::RunRecord;
+use crate::lab::record::RunRecord;
 use crate::lab::{self, UpOpts};
 use crate::report::{self, DrillReport, Phase, report_dir};
 use crate::spec::{self, LabSpec};
@@ -20,7 +20,7 @@ use crate::verify::{self, CheckContext, CheckResult, Status};
 /// The built-in isolation check of a running lab, as a check result.
 fn isolation_result(rec: &RunRecord, hv: &dyn Hypervisor) -> CheckResult {
     let t = Instant::now();
-    let (status, details, got) = match lab::verify_isolation(rec, hv) {
+    let (status, details, got) = match lab::verify_isolation(rec, hv, &lab::host::SysHost) {
         Ok(found) => (Status::Pass, found, None),
         Err(e) => (Status::Fail, vec![], Some(format!("{e:#}"))),
     };
@@ -203,6 +203,7 @@ pub fn run(
     let up = lab::up(
         spec,
         hv,
+        &lab::host::SysHost,
         state_dir,
         &UpOpts {
             ttl: opts.ttl,
@@ -254,7 +255,7 @@ pub fn run(
     if !opts.keep || interrupted.is_some() {
         let dstart = Timestamp::now();
         let t = Instant::now();
-        match lab::down(state_dir, &up.run, open) {
+        match lab::down(state_dir, &up.run, &lab::host::SysHost, open) {
             Ok(_) => phase(&mut rep, "down", dstart, t, true),
             Err(e) => {
                 phase(&mut rep, "down", dstart, t, false);

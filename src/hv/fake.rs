@@ -6,12 +6,15 @@
 //! ([`FakeHv::fail_at`]) or on the Nth call of one operation ([`FakeHv::fail_on`]). A failed
 //! call is recorded but changes nothing, like a libvirt call that failed.
 //!
+//! Built for the crate's tests only (`cfg(test)` or the `test-hooks` feature), never into a
+//! release binary.
+//!
 //! Guest agent commands are answered by a responder closure ([`FakeHv::set_agent`]); the
 //! default one answers `guest-ping` with `{"return":{}}` and rejects everything else the
 //! way libvirt reports an unknown agent command.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use quick_xml::Reader;
@@ -118,11 +121,13 @@ struct State {
     next_uuid: u32,
 }
 
-/// The in-memory fake. See the module documentation.
+/// The in-memory fake. See the module documentation. A clone is another connection to the
+/// same fake hypervisor: it sees and changes the same domains and networks.
+#[derive(Clone)]
 pub struct FakeHv {
     uri: String,
-    state: Mutex<State>,
-    agent: Mutex<AgentResponder>,
+    state: Arc<Mutex<State>>,
+    agent: Arc<Mutex<AgentResponder>>,
 }
 
 impl Default for FakeHv {
@@ -147,8 +152,8 @@ impl FakeHv {
     pub fn new() -> Self {
         FakeHv {
             uri: "fake:///".to_string(),
-            state: Mutex::new(State::default()),
-            agent: Mutex::new(default_agent_responder()),
+            state: Arc::new(Mutex::new(State::default())),
+            agent: Arc::new(Mutex::new(default_agent_responder())),
         }
     }
 

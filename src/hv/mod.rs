@@ -3,6 +3,7 @@
 
 pub mod agent;
 
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod fake;
 pub mod libvirt;
 pub mod ppm;

@@ -12,8 +12,9 @@ use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::hv::agent;
 use crate::lab::execute::progress;
-use crate::lab::journal::{Resource, RunDir, RunRecord};
+use crate::lab::journal::RunDir;
 use crate::lab::plan::Plan;
+use crate::lab::record::{Resource, RunRecord};
 use crate::lab::{UpReport, VmUp, plan};
 
 /// Starts the domains of one boot tier, waits until each is ready and runs its in-guest
@@ -27,7 +28,7 @@ pub(super) fn boot_tier(
     vms: &[usize],
     record: &mut RunRecord,
     report: &mut UpReport,
-    injections: &mut [crate::restore::inject::PlannedInjection],
+    injections: &mut [crate::restore::record::PlannedInjection],
 ) -> Result<Option<String>> {
     let names: Vec<&str> = vms.iter().map(|&i| plan.vms[i].name.as_str()).collect();
     progress(format!("tier {}: starting {}", tier + 1, names.join(", ")));
@@ -48,7 +49,7 @@ pub(super) fn boot_tier(
     }
     type Ready = (
         Result<Duration>,
-        Option<crate::restore::inject::PlannedInjection>,
+        Option<crate::restore::record::PlannedInjection>,
     );
     // A spinner while the guests boot (hidden when stderr is not a terminal).
     let spinner = indicatif::ProgressBar::new_spinner();
@@ -312,6 +313,7 @@ mod tests {
         let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", Some(5432))]);
         let app_domain = plan.vms[0].domain.clone();
         let hv = FakeHv::new();
+        let host = crate::lab::fake::FakeHost::new();
         let app_pings = Arc::new(AtomicUsize::new(0));
         let counted = app_pings.clone();
         hv.set_agent(move |dom, req| {
@@ -335,7 +337,16 @@ mod tests {
         };
         let mut report = empty_report(&plan);
 
-        let err = crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap_err();
+        let err = crate::lab::execute::execute(
+            &plan,
+            &hv,
+            &host,
+            &dir,
+            vec![],
+            &mut report,
+            &mut |_, _, _| Ok(()),
+        )
+        .unwrap_err();
 
         let msg = format!("{err:#}");
         assert!(
@@ -354,7 +365,7 @@ mod tests {
         assert!(journaled.contains(&Resource::Domain { name: app_domain }));
         assert_eq!(hv.domain_names().len(), 2);
         assert!(
-            crate::lab::teardown::teardown(Some(&hv), &dir)
+            crate::lab::teardown::teardown(Some(&hv), &host, &dir)
                 .unwrap()
                 .is_empty()
         );
@@ -366,11 +377,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let plan = one_tier_plan(tmp.path(), &[("app", None), ("db", None)]);
         let hv = FakeHv::new();
+        let host = crate::lab::fake::FakeHost::new();
         let dir = RunDir {
             path: plan.run_dir.clone(),
         };
         let mut report = empty_report(&plan);
-        crate::lab::execute::execute(&plan, &hv, &dir, vec![], &mut report).unwrap();
+        crate::lab::execute::execute(
+            &plan,
+            &hv,
+            &host,
+            &dir,
+            vec![],
+            &mut report,
+            &mut |_, _, _| Ok(()),
+        )
+        .unwrap();
         let up: Vec<&str> = report.vms.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(up, ["app", "db"]);
         assert!(

@@ -4,26 +4,41 @@
 //! unwinds like any failure.
 
 use anyhow::{Context, Result, bail};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::base::cancel::{self, Cancel};
+use crate::base::cancel;
 use crate::base::names::{self};
 use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::lab::boot::boot_tier;
+use crate::lab::host::Host;
 use crate::lab::isolation::verify_isolation;
-use crate::lab::journal::{Resource, RunDir, RunRecord, RunState, SegmentRecord, VmRecord};
+use crate::lab::journal::RunDir;
 use crate::lab::plan::{Plan, Step};
+use crate::lab::record::{Resource, RunRecord, RunState, SegmentRecord, VmRecord};
 use crate::lab::{UpReport, image, services};
 use crate::xml;
+
+/// What runs after each step of `up`: an error stops `up` there, and it
+/// unwinds like after a failed step. `up` passes one that does nothing (or, built with the
+/// `test-hooks` feature, the `RECLAB_*_AFTER_STEP` hooks of `lab::hooks`).
+pub(crate) type AfterStep<'a> = dyn FnMut(&RunDir, StepNo, &Step) -> Result<()> + 'a;
+
+/// A step's place in its plan: `number` (1-based) of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StepNo {
+    pub number: usize,
+    pub of: usize,
+}
 
 pub(super) fn execute(
     plan: &Plan,
     hv: &dyn Hypervisor,
+    host: &dyn Host,
     dir: &RunDir,
-    fingerprints: Vec<crate::lab::journal::Fingerprint>,
+    fingerprints: Vec<crate::lab::record::Fingerprint>,
     report: &mut UpReport,
+    after_step: &mut AfterStep,
 ) -> Result<()> {
     let me = std::process::id();
     let mut record = RunRecord {
@@ -69,30 +84,21 @@ pub(super) fn execute(
         at_time: report.at_time.clone(),
     };
     let mut injections = plan.injections.clone();
-    // Test hook: fail right after step N (1-based) has created its resources, to prove that
-    // unwinding from every step leaves nothing behind.
-    let fault_after: Option<usize> = std::env::var("RECLAB_FAULT_AFTER_STEP")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    // Test hook: after step N (1-based), write `paused-after-step` into the run directory and
-    // sleep, so that a crash test can SIGKILL reclab at exactly that point (tests/e2e_crash.rs).
-    let pause_after: Option<usize> = std::env::var("RECLAB_PAUSE_AFTER_STEP")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let on = On {
+        plan,
+        hv,
+        host,
+        dir,
+    };
     for (k, step) in plan.steps.iter().enumerate() {
         cancel::check_signals()?;
         let t = Instant::now();
-        let label = run_step(plan, hv, dir, step, &mut record, report, &mut injections)?;
-        if pause_after == Some(k + 1) {
-            pause_for_crash_test(dir, k + 1)?;
-        }
-        if fault_after == Some(k + 1) {
-            bail!(
-                "injected fault after step {} of {} ({step:?})",
-                k + 1,
-                plan.steps.len()
-            );
-        }
+        let label = run_step(&on, step, &mut record, report, &mut injections)?;
+        let number = StepNo {
+            number: k + 1,
+            of: plan.steps.len(),
+        };
+        after_step(dir, number, step)?;
         if let Some(label) = label {
             tracing::info!(step = %label, ms = t.elapsed().as_millis() as u64, "step done");
             report.timings_ms.push((label, t.elapsed().as_millis()));
@@ -108,30 +114,31 @@ pub(super) fn execute(
     Ok(())
 }
 
-/// The `RECLAB_PAUSE_AFTER_STEP` test hook: announce the step in the run directory, then
-/// wait to be killed (for at most ten minutes, so a forgotten test does not leave it forever),
-/// or interrupted.
-fn pause_for_crash_test(dir: &RunDir, step: usize) -> Result<()> {
-    let marker = dir.path.join("paused-after-step");
-    std::fs::write(&marker, step.to_string())
-        .with_context(|| format!("writing {}", marker.display()))?;
-    eprintln!("reclab: test hook: paused after step {step}");
-    crate::base::wait::sleep(Duration::from_secs(600), &Cancel::new())
-}
-
 pub(super) fn progress(msg: String) {
     eprintln!("reclab: {msg}");
 }
 
+/// What a step runs on.
+struct On<'a> {
+    plan: &'a Plan,
+    hv: &'a dyn Hypervisor,
+    host: &'a dyn Host,
+    dir: &'a RunDir,
+}
+
 fn run_step(
-    plan: &Plan,
-    hv: &dyn Hypervisor,
-    dir: &RunDir,
+    on: &On,
     step: &Step,
     record: &mut RunRecord,
     report: &mut UpReport,
-    injections: &mut [crate::restore::inject::PlannedInjection],
+    injections: &mut [crate::restore::record::PlannedInjection],
 ) -> Result<Option<String>> {
+    let On {
+        plan,
+        hv,
+        host,
+        dir,
+    } = *on;
     for r in plan.resources(step) {
         // Firewall rules and services journal themselves next to each command.
         if !matches!(r, Resource::Firewall { .. })
@@ -155,12 +162,12 @@ fn run_step(
             None
         }
         Step::CreateOverlay(o) => {
-            image::create_overlay(&o.path, &o.backing)
+            host.create_overlay(&o.path, &o.backing)
                 .with_context(|| format!("vm {}: cloning disk {}", o.vm, o.target))?;
             Some(format!("clone {}/{}", o.vm, o.target))
         }
         Step::CopyNvram { vm, from, to } => {
-            std::fs::copy(from, to)
+            host.copy_file(from, to)
                 .with_context(|| format!("vm {vm}: copying nvram {}", from.display()))?;
             Some(format!("nvram {vm}"))
         }
@@ -172,7 +179,7 @@ fn run_step(
                 .find(|v| v.name == p.vm)
                 .expect("planned vm");
             let image = vm.data_disk.clone().expect("planned data disk");
-            crate::restore::inject::build_disk(p, &image)?;
+            host.build_data_disk(p, &image)?;
             progress(format!(
                 "{}: restore point {} ({}) + dump {} ({}), skew {}",
                 p.vm,
@@ -192,7 +199,7 @@ fn run_step(
                     s.network
                 );
             }
-            if Path::new("/sys/class/net").join(&s.bridge).exists() {
+            if host.link_exists(&s.bridge)? {
                 bail!(
                     "interface {} already exists; refusing to reuse it",
                     s.bridge
@@ -208,12 +215,12 @@ fn run_step(
         }
         Step::HardenBridge { segment } => {
             let s = &plan.segments[*segment];
-            services::harden_bridge(dir, &s.bridge, &names::firewall_tag(&plan.run))?;
+            services::harden_bridge(host, dir, &s.bridge, &names::firewall_tag(&plan.run))?;
             None
         }
         Step::StartServices { segment } => {
             let s = plan.segments[*segment].services.as_ref().expect("planned");
-            services::start(dir, s)?;
+            services::start(host, dir, s)?;
             progress(format!(
                 "segment {}: lab services at {}/{} (dns {}, dhcp {})",
                 s.segment, s.address, s.prefix, s.dns, s.dhcp
@@ -241,7 +248,7 @@ fn run_step(
             boot_tier(plan, hv, dir, tier, vms, record, report, injections)?
         }
         Step::VerifyIsolation => {
-            let found = verify_isolation(record, hv)?;
+            let found = verify_isolation(record, hv, host)?;
             report.isolation.extend(found);
             Some("verify isolation".into())
         }

@@ -8,7 +8,9 @@ use crate::base::names::{self};
 use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::lab::execute::progress;
-use crate::lab::journal::{Resource, RunDir, RunRecord, RunState};
+use crate::lab::host::Host;
+use crate::lab::journal::RunDir;
+use crate::lab::record::{Resource, RunRecord, RunState};
 use crate::lab::runs::find_runs;
 use crate::lab::{image, teardown};
 use crate::xml;
@@ -17,12 +19,13 @@ use crate::xml;
 pub fn down(
     state_dir: &Path,
     which: &str,
+    host: &dyn Host,
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<usize> {
     let runs = find_runs(state_dir, Some(which))?;
     let mut n = 0;
     for (dir, rec) in runs {
-        remove_run(&dir, rec, open)?;
+        remove_run(&dir, rec, host, open)?;
         n += 1;
     }
     Ok(n)
@@ -31,6 +34,7 @@ pub fn down(
 fn remove_run(
     dir: &RunDir,
     rec: Option<RunRecord>,
+    host: &dyn Host,
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<()> {
     let uri = rec.as_ref().map(|r| r.uri.clone());
@@ -47,7 +51,7 @@ fn remove_run(
         r.state = RunState::TearingDown;
         let _ = dir.save_record(&r);
     }
-    let left = teardown::teardown(hv.as_deref(), dir)?;
+    let left = teardown::teardown(hv.as_deref(), host, dir)?;
     if !left.is_empty() {
         let msgs: Vec<String> = left
             .iter()
@@ -86,6 +90,7 @@ pub fn gc(
     state_dir: &Path,
     dry_run: bool,
     sweep_uri: Option<&str>,
+    host: &dyn Host,
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<GcReport> {
     let now = jiff::Timestamp::now();
@@ -124,7 +129,8 @@ pub fn gc(
             Some(why) => {
                 let label = format!("run {short} ({why})");
                 if !dry_run {
-                    remove_run(&dir, rec, open).with_context(|| format!("removing run {short}"))?;
+                    remove_run(&dir, rec, host, open)
+                        .with_context(|| format!("removing run {short}"))?;
                 }
                 rep.removed_runs.push(label);
             }
@@ -150,6 +156,7 @@ pub fn gc(
                 if !dry_run {
                     teardown::undo(
                         Some(hv.as_ref()),
+                        host,
                         &Resource::Domain {
                             name: d.name.clone(),
                         },
@@ -174,7 +181,7 @@ pub fn gc(
     // Network namespaces are not swept by name: /run/netns is shared by every state
     // directory on the host, and each namespace reclab creates is in its run's journal first.
     for program in ["iptables", "ip6tables"] {
-        let Ok(rules) = sys::run_stdout(program, &["-w", "-S"]) else {
+        let Ok(rules) = host.firewall_rules(program) else {
             continue;
         };
         for line in rules.lines() {
@@ -193,6 +200,7 @@ pub fn gc(
             if !dry_run {
                 teardown::undo(
                     None,
+                    host,
                     &Resource::Firewall {
                         program: program.into(),
                         chain,

@@ -13,19 +13,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::base::sys;
-use crate::lab::journal::Fingerprint;
+use crate::lab::record::Fingerprint;
+use crate::lab::resolved::Layer;
 
 /// Image formats reclab clones.
 pub const SUPPORTED_FORMATS: &[&str] = &["qcow2", "raw"];
-
-/// One layer of a source's backing chain, top first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layer {
-    pub path: PathBuf,
-    pub format: String,
-    pub block: bool,
-    pub virtual_size: u64,
-}
 
 #[derive(Deserialize)]
 struct QemuImgInfo {

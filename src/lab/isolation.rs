@@ -2,30 +2,21 @@
 //! reachable from inside.
 
 use anyhow::{Context, Result, bail};
-use std::path::Path;
 use std::time::Duration;
 
-use crate::base::sys;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
-use crate::lab::journal::RunRecord;
+use crate::lab::host::Host;
+use crate::lab::record::RunRecord;
 use crate::xml;
-
-/// Addresses of the namespace reclab runs in (the hypervisor side), without loopback.
-fn host_addresses() -> Result<Vec<String>> {
-    let out = sys::run_stdout("ip", &["-4", "-o", "addr", "show"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3))
-        .filter_map(|cidr| cidr.split('/').next())
-        .filter(|a| !a.starts_with("127."))
-        .map(String::from)
-        .collect())
-}
 
 /// Static and dynamic isolation checks of a running lab; an error if anything reaches outside.
 /// Used after boot by `up` and as the built-in `isolation` check of `verify`.
-pub fn verify_isolation(rec: &RunRecord, hv: &dyn Hypervisor) -> Result<Vec<String>> {
+pub fn verify_isolation(
+    rec: &RunRecord,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+) -> Result<Vec<String>> {
     let mut found = Vec::new();
     // Only lab interfaces on the bridges: the VMs' taps and reclab's services links.
     let mut ours: Vec<String> = rec
@@ -54,17 +45,7 @@ pub fn verify_isolation(rec: &RunRecord, hv: &dyn Hypervisor) -> Result<Vec<Stri
             "network {}: no forward, no host address",
             s.network
         ));
-        let brif = Path::new("/sys/class/net").join(&s.bridge).join("brif");
-        let mut members: Vec<String> = std::fs::read_dir(&brif)
-            .with_context(|| {
-                format!(
-                    "reading {} (is reclab running on the hypervisor?)",
-                    brif.display()
-                )
-            })?
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect();
-        members.sort();
+        let members = host.bridge_members(&s.bridge)?;
         let foreign: Vec<&String> = members.iter().filter(|m| !ours.contains(m)).collect();
         if !foreign.is_empty() {
             bail!(
@@ -84,7 +65,8 @@ pub fn verify_isolation(rec: &RunRecord, hv: &dyn Hypervisor) -> Result<Vec<Stri
         .iter()
         .filter_map(|s| s.services_address.clone())
         .collect();
-    let probes: Vec<String> = host_addresses()?
+    let probes: Vec<String> = host
+        .host_addresses()?
         .into_iter()
         .filter(|a| !served.contains(a))
         .collect();

@@ -1,4 +1,5 @@
-//! The run's state directory and its journal.
+//! The run's state directory and its journal (the IO; the records themselves are
+//! [`crate::lab::record`]).
 //!
 //! **Invariant:** every resource is appended (and fsynced) to the run's journal *before* it is
 //! created, so a crash at any point leaves a journal that names everything that may exist.
@@ -7,144 +8,14 @@
 //! Layout: `STATE/runs/<run8>/` holds `run.json` (the [`RunRecord`]), `journal.jsonl` (one
 //! [`Resource`] per line) and the run's files (overlays, serial logs, lab-services config).
 
-use crate::base::fs::write_atomic;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use crate::base::fs::write_atomic;
 use crate::base::names::RunId;
-
-/// Something reclab creates, with enough information to remove it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Resource {
-    /// A directory reclab created (removed recursively).
-    Dir { path: PathBuf },
-    /// A file reclab created (overlay, nvram copy, data disk).
-    File { path: PathBuf },
-    /// A transient libvirt network.
-    Network { name: String },
-    /// A transient libvirt domain.
-    Domain { name: String },
-    /// A network namespace (lab services).
-    Netns { name: String },
-    /// A network link in reclab's own namespace (host side of a veth).
-    Link { name: String },
-    /// A daemon reclab started inside one of its own namespaces; its PID is read from `pidfile`.
-    Process { pidfile: PathBuf, netns: String },
-    /// An iptables/ip6tables rule: `program` (`iptables` or `ip6tables`) and the rule spec
-    /// after the chain, inserted into `chain` of table `filter`.
-    Firewall {
-        program: String,
-        chain: String,
-        rule: Vec<String>,
-    },
-}
-
-impl Resource {
-    /// One-line human description.
-    pub fn describe(&self) -> String {
-        match self {
-            Resource::Dir { path } => format!("directory {}", path.display()),
-            Resource::File { path } => format!("file {}", path.display()),
-            Resource::Network { name } => format!("network {name}"),
-            Resource::Domain { name } => format!("domain {name}"),
-            Resource::Netns { name } => format!("network namespace {name}"),
-            Resource::Link { name } => format!("link {name}"),
-            Resource::Process { pidfile, .. } => format!("process of {}", pidfile.display()),
-            Resource::Firewall {
-                program,
-                chain,
-                rule,
-            } => {
-                format!("{program} rule {chain} {}", rule.join(" "))
-            }
-        }
-    }
-}
-
-/// Lifecycle state of a run, as recorded in `run.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// `up` is in progress (or was killed: then the creating PID is gone).
-    Creating,
-    /// All VMs ready.
-    Up,
-    /// `up` failed and kept its resources (`--keep-on-failure`).
-    Failed,
-    /// Being torn down.
-    TearingDown,
-}
-
-/// One VM of a run as recorded for `status`, consoles and teardown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VmRecord {
-    pub name: String,
-    pub domain: String,
-    pub tier: usize,
-    pub macs: Vec<String>,
-    pub addresses: Vec<String>,
-    pub serial_log: PathBuf,
-    /// One-time console password (run.json is mode 0600).
-    pub console_password: String,
-}
-
-/// One lab segment of a run, for status and the isolation checks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SegmentRecord {
-    pub name: String,
-    pub network: String,
-    pub bridge: String,
-    /// Host side of the lab-services veth, if the segment has lab services.
-    pub services_link: Option<String>,
-    /// Address the lab services answer at.
-    pub services_address: Option<String>,
-}
-
-/// Fingerprint of a production image taken before the run and checked after it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub path: PathBuf,
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub inode: u64,
-    /// sha256 of the first 1 MiB (the qcow2 header and tables live there).
-    pub head_sha256: String,
-}
-
-/// `run.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub schema: u32,
-    pub lab: String,
-    pub run_id: RunId,
-    pub lab_file: PathBuf,
-    pub uri: String,
-    pub created: String,
-    pub expires: String,
-    pub state: RunState,
-    /// PID and start time of the reclab process that is creating the run.
-    pub owner_pid: u32,
-    pub owner_start: u64,
-    pub vms: Vec<VmRecord>,
-    pub networks: Vec<String>,
-    #[serde(default)]
-    pub segments: Vec<SegmentRecord>,
-    pub fingerprints: Vec<Fingerprint>,
-    /// What the domain rewrite removed or changed, per VM, for the output.
-    pub changes: Vec<String>,
-    /// The restore point: which image and dump each VM got, checksums, skew, durations.
-    #[serde(default)]
-    pub injections: Vec<crate::restore::InjectionRecord>,
-    /// `--at` as given, and the moment it meant (RFC 3339; none for `latest`).
-    #[serde(default)]
-    pub at: Option<String>,
-    #[serde(default)]
-    pub at_time: Option<String>,
-}
+use crate::lab::record::{Resource, RunRecord};
 
 /// A run's directory.
 #[derive(Debug, Clone)]

@@ -5,18 +5,33 @@
 //!        ──plan (pure)──▶ Plan{steps} ──execute: journal, then create──▶ running lab
 //!        ──down / gc / failure──▶ teardown (journal replayed in reverse, idempotent)
 //! ```
+//!
+//! `plan` is pure: it imports only `base`, `spec` types, `xml`, `lab::{record, resolved,
+//! services::rules}` and `restore::record`. Everything the executor and teardown do goes through
+//! two traits, [`crate::hv::Hypervisor`] (libvirt) and [`host::Host`] (qemu-img, ip, iptables,
+//! dnsmasq, /sys): `hv::fake::FakeHv` and `lab::fake::FakeHost` (tests only) let the unit tests in
+//! `unwind.rs` fail, crash and unwind a whole run at every step.
 
 mod boot;
 mod execute;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod fake;
 mod gc;
+#[cfg(feature = "test-hooks")]
+mod hooks;
+pub mod host;
 pub mod image;
 mod isolation;
 pub mod journal;
 pub mod plan;
+pub mod record;
 pub mod resolve;
+pub mod resolved;
 mod runs;
 pub mod services;
 pub mod teardown;
+#[cfg(test)]
+mod unwind;
 
 pub use gc::{GcReport, down, gc};
 pub use isolation::verify_isolation;
@@ -29,8 +44,10 @@ use std::time::{Duration, Instant};
 
 use crate::base::names::RunId;
 use crate::hv::Hypervisor;
-use crate::lab::journal::{RunDir, RunState};
+use crate::lab::host::Host;
+use crate::lab::journal::RunDir;
 use crate::lab::plan::{Plan, PlanInputs};
+use crate::lab::record::RunState;
 use crate::spec::LabSpec;
 
 /// Options of `up`.
@@ -59,7 +76,7 @@ pub struct UpReport {
     /// `--at` as given and the moment it meant.
     pub at: String,
     pub at_time: Option<String>,
-    pub injections: Vec<crate::restore::InjectionRecord>,
+    pub injections: Vec<crate::restore::record::InjectionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,11 +144,29 @@ pub fn prepare(
 pub fn up(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
+    host: &dyn Host,
     state_dir: &Path,
     opts: &UpOpts,
 ) -> Result<UpReport> {
+    #[cfg(feature = "test-hooks")]
+    let mut after_step = hooks::from_env();
+    #[cfg(not(feature = "test-hooks"))]
+    let mut after_step = |_: &RunDir, _: execute::StepNo, _: &plan::Step| Ok(());
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts)?;
+    bring_up(&plan, hv, host, opts, t0, &mut after_step)
+}
+
+/// Carry out a plan: execute its steps, running `after_step` after each (an error from it
+/// fails `up` right there); on failure, unwind (unless `keep_on_failure`).
+fn bring_up(
+    plan: &Plan,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+    opts: &UpOpts,
+    t0: Instant,
+    after_step: &mut execute::AfterStep,
+) -> Result<UpReport> {
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
         for o in &vm.overlays {
@@ -169,7 +204,7 @@ pub fn up(
     };
     // From here on SIGINT/SIGTERM unwind (below) instead of ending the process.
     let _signals = crate::base::cancel::catch_signals();
-    let result = execute::execute(&plan, hv, &dir, fingerprints, &mut report);
+    let result = execute::execute(plan, hv, host, &dir, fingerprints, &mut report, after_step);
     match result {
         Ok(()) => Ok(report),
         Err(e) => {
@@ -187,7 +222,7 @@ pub fn up(
                 )))
             } else {
                 eprintln!("reclab: up failed, removing what was created");
-                match teardown::teardown(Some(hv), &dir) {
+                match teardown::teardown(Some(hv), host, &dir) {
                     Ok(left) if left.is_empty() => {}
                     Ok(left) => {
                         for (r, why) in left {

@@ -7,39 +7,18 @@
 //! its undo, journaled by the executor before the step runs.
 
 use anyhow::{Context, Result, bail};
+use core::net::Ipv4Addr;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::base::names::{self, RunId};
-use crate::lab::image::Layer;
-use crate::lab::journal::Resource;
-use crate::lab::services::ServicesPlan;
-use crate::spec::{Accel, LabSpec};
+use crate::lab::record::Resource;
+use crate::lab::resolved::{Layer, ResolvedVm};
+use crate::lab::services::rules::{ServicesPlan, hardening_rules};
+use crate::restore::record::PlannedInjection;
+use crate::spec::model::{Accel, DiskFormat, LabSpec};
 use crate::xml;
-use crate::xml::facts::DomainFacts;
-
-/// A source disk of a VM with its read-only backing chain (top first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedDisk {
-    pub target: String,
-    pub chain: Vec<Layer>,
-}
-
-/// A VM's source as read from libvirt or files (by `resolve`, which does the IO).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedVm {
-    pub name: String,
-    /// Where it came from, for messages (`domain prod-db snapshot nightly`).
-    pub origin: String,
-    /// Production domain XML (or the snapshot XML embedding it).
-    pub xml: String,
-    pub facts: DomainFacts,
-    pub disks: Vec<ResolvedDisk>,
-    /// nvram file of the production domain, if it has one.
-    pub nvram: Option<PathBuf>,
-}
 
 /// One lab segment: a transient isolated libvirt network, and maybe lab services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +108,7 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
     pub vms: Vec<VmPlan>,
     /// Dumps going into VMs, chosen and verified on the host before planning.
-    pub injections: Vec<crate::restore::inject::PlannedInjection>,
+    pub injections: Vec<PlannedInjection>,
     pub steps: Vec<Step>,
 }
 
@@ -154,7 +133,7 @@ impl Plan {
                     name: self.segments[*segment].network.clone(),
                 }]
             }
-            Step::HardenBridge { segment } => crate::lab::services::hardening_rules(
+            Step::HardenBridge { segment } => hardening_rules(
                 &self.segments[*segment].bridge,
                 &names::firewall_tag(&self.run),
             ),
@@ -198,7 +177,7 @@ pub struct PlanInputs<'a> {
     /// One console password per VM (≤ 8 characters: libvirt's VNC limit), in spec order.
     pub passwords: &'a [String],
     /// Chosen and host-verified dumps per VM.
-    pub injections: &'a [crate::restore::inject::PlannedInjection],
+    pub injections: &'a [PlannedInjection],
 }
 
 /// Decide everything. Pure.
@@ -355,20 +334,25 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
             .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
         let injection = i.injections.iter().find(|p| p.vm == vm.name);
-        let data_disk = injection
-            .map(|p| crate::restore::inject::image_path(i.run_dir, &vm.name, p.dumps.format));
+        let data_disk = injection.map(|p| {
+            let extension = match p.dumps.format {
+                DiskFormat::Ext4 => "img",
+                DiskFormat::Iso => "iso",
+            };
+            names::data_disk_image(i.run_dir, &vm.name, extension)
+        });
         let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
         let (xml, hotplug_disk) = match (&data_disk, injection) {
-            (Some(img), Some(p)) if p.dumps.attach == crate::spec::DiskAttach::Hotplug => {
-                let target = crate::restore::inject::free_target(&used)
+            (Some(img), Some(p)) if p.dumps.attach == crate::spec::model::DiskAttach::Hotplug => {
+                let target = xml::disk::free_target(&used)
                     .with_context(|| format!("vm {}: adding the data disk", vm.name))?;
                 (
                     rewritten.xml.clone(),
-                    Some(crate::restore::inject::disk_xml(img, &target)),
+                    Some(xml::disk::disk_xml(img, &target)),
                 )
             }
             (Some(img), _) => (
-                crate::restore::inject::add_disk(&rewritten.xml, img, &used)
+                xml::disk::add_disk(&rewritten.xml, img, &used)
                     .with_context(|| format!("vm {}: adding the data disk", vm.name))?,
                 None,
             ),

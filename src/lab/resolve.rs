@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::hv::Hypervisor;
 use crate::lab::image;
-use crate::lab::plan::{ResolvedDisk, ResolvedVm};
+use crate::lab::resolved::{ResolvedDisk, ResolvedVm};
 use crate::spec::{LabSpec, VmSource};
 use crate::xml::facts::{self, DiskInfo};
 

@@ -5,7 +5,8 @@ use serde::Serialize;
 use std::path::Path;
 
 use crate::hv::{DomState, Hypervisor};
-use crate::lab::journal::{RunDir, RunRecord, VmRecord};
+use crate::lab::journal::RunDir;
+use crate::lab::record::{RunRecord, VmRecord};
 
 /// Runs matching a lab name or run id (all runs with `None`).
 pub fn find_runs(

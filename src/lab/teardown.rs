@@ -12,11 +12,17 @@ use crate::base::cancel::Cancel;
 use crate::base::sys;
 use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
-use crate::lab::journal::{Resource, RunDir};
+use crate::lab::host::Host;
+use crate::lab::journal::RunDir;
+use crate::lab::record::Resource;
 
 /// Remove every resource in the run's journal, then the run directory itself.
 /// Returns the resources that could not be removed, with the reason.
-pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resource, String)>> {
+pub fn teardown(
+    hv: Option<&dyn Hypervisor>,
+    host: &dyn Host,
+    dir: &RunDir,
+) -> Result<Vec<(Resource, String)>> {
     let resources = dir.resources()?;
     let mut failures = Vec::new();
 
@@ -27,7 +33,7 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
     std::thread::scope(|s| {
         let handles: Vec<_> = domains
             .iter()
-            .map(|r| s.spawn(move || (*r, undo(hv, r))))
+            .map(|r| s.spawn(move || (*r, undo(hv, host, r))))
             .collect();
         for h in handles {
             let (r, res) = h.join().expect("teardown thread panicked");
@@ -41,7 +47,7 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
         if matches!(r, Resource::Domain { .. }) {
             continue;
         }
-        if let Err(e) = undo(hv, r) {
+        if let Err(e) = undo(hv, host, r) {
             failures.push((r.clone(), format!("{e:#}")));
         }
     }
@@ -52,14 +58,16 @@ pub fn teardown(hv: Option<&dyn Hypervisor>, dir: &RunDir) -> Result<Vec<(Resour
 }
 
 /// Undo one resource; already gone is success.
-pub fn undo(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
-    let t = Instant::now();
-    let result = undo_one(hv, r);
+pub fn undo(hv: Option<&dyn Hypervisor>, host: &dyn Host, r: &Resource) -> Result<()> {
+    let t = std::time::Instant::now();
+    let result = undo_one(hv, host, r);
     tracing::debug!(resource = %r.describe(), ms = t.elapsed().as_millis() as u64, "undone");
     result
 }
 
-fn undo_one(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
+/// Every kind of resource has its undo here: the `match` names each one (no catch-all arm),
+/// so a new kind does not compile until it has one.
+fn undo_one(hv: Option<&dyn Hypervisor>, host: &dyn Host, r: &Resource) -> Result<()> {
     match r {
         Resource::Domain { name } => {
             let hv = hv.context("no hypervisor connection to remove a domain")?;
@@ -73,41 +81,20 @@ fn undo_one(hv: Option<&dyn Hypervisor>, r: &Resource) -> Result<()> {
             hv.destroy_network(name)
                 .with_context(|| format!("destroying network {name}"))?;
         }
-        Resource::Process { pidfile, netns } => stop_process(pidfile, netns)?,
-        Resource::Link { name } => {
-            let link = Path::new("/sys/class/net").join(name);
-            if link.exists()
-                && let Err(e) = sys::run("ip", &["link", "del", name])
-            {
-                // A veth also goes away by itself, asynchronously, when the namespace holding
-                // its peer is freed (its last process ended): gone in the meantime is success.
-                if link.exists() {
-                    return Err(e);
-                }
-            }
-        }
-        Resource::Netns { name } => remove_netns(name)?,
+        Resource::Process { pidfile, netns } => host.stop_process(pidfile, netns)?,
+        Resource::Link { name } => host.link_remove(name)?,
+        Resource::Netns { name } => host.netns_remove(name)?,
         Resource::Firewall {
             program,
             chain,
             rule,
         } => {
-            let mut check = vec!["-w", "-C", chain.as_str()];
-            check.extend(rule.iter().map(String::as_str));
             // A rule that is not there anymore is fine; delete every copy that is.
             for _ in 0..16 {
-                let present = std::process::Command::new(program)
-                    .args(&check)
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .with_context(|| format!("running {program}"))?
-                    .success();
-                if !present {
+                if !host.firewall_present(program, chain, rule)? {
                     break;
                 }
-                let mut del = vec!["-w", "-D", chain.as_str()];
-                del.extend(rule.iter().map(String::as_str));
-                sys::run(program, &del)?;
+                host.firewall_delete(program, chain, rule)?;
             }
         }
         Resource::File { path } => match std::fs::remove_file(path) {
@@ -129,8 +116,8 @@ fn remove_dir(path: &Path) -> Result<()> {
 }
 
 /// Stop a daemon reclab started: only if the PID in its pidfile still lives inside the
-/// run's own namespace, so a recycled PID is never hit.
-fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
+/// run's own namespace, so a recycled PID is never hit. ([`crate::lab::host::SysHost`]'s.)
+pub(crate) fn stop_process(pidfile: &Path, netns: &str) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(pidfile) else {
         return Ok(());
     };
@@ -204,8 +191,8 @@ pub fn netns_pids(name: &str) -> Result<Vec<u32>> {
 }
 
 /// Delete a network namespace reclab created, ending every process still inside it first
-/// (they can only be reclab's: nothing else knows the namespace).
-pub fn remove_netns(name: &str) -> Result<()> {
+/// (they can only be reclab's: nothing else knows the namespace). ([`crate::lab::host::SysHost`]'s.)
+pub(crate) fn remove_netns(name: &str) -> Result<()> {
     for pid in netns_pids(name)? {
         kill_and_wait(pid);
     }
@@ -219,6 +206,7 @@ pub fn remove_netns(name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::base::names::RunId;
+    use crate::lab::host::SysHost;
 
     #[test]
     fn files_and_dirs_are_removed_and_a_second_teardown_is_a_no_op() {
@@ -232,9 +220,9 @@ mod tests {
             path: dir.file("never-created"),
         })
         .unwrap();
-        assert!(teardown(None, &dir).unwrap().is_empty());
+        assert!(teardown(None, &SysHost, &dir).unwrap().is_empty());
         assert!(!dir.path.exists());
-        assert!(teardown(None, &dir).unwrap().is_empty());
+        assert!(teardown(None, &SysHost, &dir).unwrap().is_empty());
     }
 
     #[test]

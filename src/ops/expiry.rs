@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::hv::Hypervisor;
 use crate::lab::find_runs;
-use crate::lab::journal::RunState;
+use crate::lab::record::RunState;
 use crate::xml::domain::{LabMetadata, RECLAB_NS, RECLAB_PREFIX, parse_lab_metadata};
 
 /// What `extend` did.

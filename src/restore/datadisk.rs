@@ -20,7 +20,7 @@
 //! dumps where the file system allows it (no copy), else copies; it is removed when the image is
 //! done, and a failed build leaves no image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -33,35 +33,8 @@ pub const LABEL: &str = "RECLAB";
 /// The checksum file written into every data disk.
 pub const SUMS: &str = "SHA256SUMS";
 
-/// A file to put on a data disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataDiskFile {
-    /// Name on the disk (a plain file name, no directories).
-    pub name: String,
-    pub source: PathBuf,
-    /// The file's sha256 if already known (from the host-side verification), to avoid hashing
-    /// it twice.
-    pub sha256: Option<String>,
-}
-
-/// One file on a built data disk.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DiskEntry {
-    pub name: String,
-    pub sha256: String,
-    pub bytes: u64,
-}
-
-/// A built data disk.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DataDisk {
-    pub path: PathBuf,
-    pub format: DiskFormat,
-    /// Size of the image file.
-    pub bytes: u64,
-    /// The files on it, `SHA256SUMS` excluded, by name.
-    pub files: Vec<DiskEntry>,
-}
+pub use crate::restore::record::DataDiskFile;
+use crate::restore::record::{DataDisk, DiskEntry};
 
 /// Builds a data disk image at `image` (replacing any file there) holding `files` and a
 /// `SHA256SUMS` of them.

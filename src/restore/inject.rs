@@ -12,7 +12,7 @@
 //! its output.
 
 use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::base::cancel::Cancel;
@@ -20,22 +20,11 @@ use crate::base::wait::{self, Poll};
 use crate::base::when::When;
 use crate::hv::Hypervisor;
 use crate::hv::agent;
-use crate::restore::datadisk::{DataDiskFile, build_data_disk};
-use crate::restore::{self, CommandRecord, InjectionRecord};
-use crate::spec::{DiskFormat, DumpsSpec, LabSpec};
-
-/// Serial of the data disk, how the guest finds it.
-pub const DISK_SERIAL: &str = "reclab-data";
-
-/// One VM's planned injection: what goes on its data disk and what runs in the guest.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedInjection {
-    pub vm: String,
-    pub dumps: DumpsSpec,
-    pub files: Vec<DataDiskFile>,
-    pub commands: Vec<String>,
-    pub record: InjectionRecord,
-}
+use crate::restore;
+use crate::restore::datadisk::build_data_disk;
+use crate::restore::record::{CommandRecord, DataDiskFile, InjectionRecord, PlannedInjection};
+use crate::spec::{DiskFormat, LabSpec};
+use crate::xml::disk::DISK_SERIAL;
 
 /// Choose every VM's restore point for `when` and verify the chosen dumps on the host. Reads
 /// only. `now` bounds `--at`. Returns every VM's choice and the injections of those with dumps.
@@ -96,40 +85,6 @@ pub fn choose_injections(
         });
     }
     Ok((choices, out))
-}
-
-/// The data disk's `<disk>` element for the lab domain: read-only, raw, virtio, with a serial
-/// the guest finds it by. Pure.
-pub fn disk_xml(image: &Path, target: &str) -> String {
-    format!(
-        "<disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      \
-         <source file='{}'/>\n      <target dev='{target}' bus='virtio'/>\n      <readonly/>\n      \
-         <serial>{DISK_SERIAL}</serial>\n    </disk>",
-        quick_xml::escape::escape(image.display().to_string())
-    )
-}
-
-/// The first virtio disk target the domain does not use. Pure.
-pub fn free_target(used_targets: &[String]) -> Result<String> {
-    ('b'..='z')
-        .map(|c| format!("vd{c}"))
-        .find(|t| !used_targets.contains(t))
-        .context("no free virtio disk target for the data disk")
-}
-
-/// Add the data disk to a lab domain XML, before `</devices>`. Pure.
-pub fn add_disk(domain_xml: &str, image: &Path, used_targets: &[String]) -> Result<String> {
-    let target = free_target(used_targets)?;
-    let at = domain_xml
-        .rfind("</devices>")
-        .context("lab domain XML has no </devices>")?;
-    let mut out = String::with_capacity(domain_xml.len() + 300);
-    out.push_str(&domain_xml[..at]);
-    out.push_str("  ");
-    out.push_str(&disk_xml(image, &target));
-    out.push_str("\n  ");
-    out.push_str(&domain_xml[at..]);
-    Ok(out)
 }
 
 /// Build the data disk image for a planned injection.
@@ -272,43 +227,9 @@ pub fn inject_in_guest(
     Ok(())
 }
 
-/// Where a VM's data disk image goes in the run directory.
-pub fn image_path(run_dir: &Path, vm: &str, format: DiskFormat) -> PathBuf {
-    run_dir.join(match format {
-        DiskFormat::Ext4 => format!("{vm}-data.img"),
-        DiskFormat::Iso => format!("{vm}-data.iso"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn data_disk_goes_before_the_end_of_devices_on_a_free_target() {
-        let xml = "<domain>\n  <devices>\n    <disk><target dev='vda'/></disk>\n  </devices>\n</domain>\n";
-        let out = add_disk(xml, Path::new("/run/x/db-data.img"), &["vda".into()]).unwrap();
-        assert!(out.contains("<target dev='vdb' bus='virtio'/>"), "{out}");
-        assert!(out.contains("<readonly/>"));
-        assert!(out.contains("<serial>reclab-data</serial>"));
-        assert!(out.find("reclab-data").unwrap() < out.find("</devices>").unwrap());
-    }
-
-    #[test]
-    fn a_hotplugged_data_disk_takes_the_first_free_target() {
-        assert_eq!(free_target(&["vda".into(), "vdb".into()]).unwrap(), "vdc");
-        let all: Vec<String> = ('a'..='z').map(|c| format!("vd{c}")).collect();
-        assert!(
-            free_target(&all)
-                .unwrap_err()
-                .to_string()
-                .contains("no free virtio disk target")
-        );
-        let xml = disk_xml(Path::new("/run/x/db-data.img"), "vdc");
-        assert!(xml.contains("<target dev='vdc' bus='virtio'/>"), "{xml}");
-        assert!(xml.contains("<readonly/>") && xml.contains("<serial>reclab-data</serial>"));
-        assert!(xml.contains("<source file='/run/x/db-data.img'/>"), "{xml}");
-    }
 
     #[test]
     fn mount_script_looks_for_the_serial_then_the_label() {

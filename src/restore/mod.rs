@@ -17,6 +17,7 @@ pub mod datadisk;
 pub mod dumps;
 pub mod inject;
 pub mod manifest;
+pub mod record;
 
 use std::fmt;
 use std::io::Write;
@@ -27,7 +28,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ZonedDateTime};
 use quick_xml::Reader;
 use quick_xml::events::Event;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::base::duration::format_duration;
 use crate::base::pattern::NamePattern;
@@ -44,6 +45,8 @@ use crate::restore::dumps::show_skew;
 use crate::restore::dumps::skew;
 use crate::restore::dumps::skew_ok;
 use crate::spec::{LabSpec, VmSource, VmSpec};
+
+use crate::restore::record::{InjectionDurations, InjectionRecord, PointRecord};
 
 /// One VM image a lab can clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -769,71 +772,6 @@ fn write_text(
 
 // ---------------------------------------------------------------------------------------------
 // The record of an injection, for run.json and reports.
-
-/// A point as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PointRecord {
-    /// Snapshot name or dump file name.
-    pub name: String,
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// `snapshot prod-db/nightly`, `files ...`, or the dump directory.
-    pub source: String,
-}
-
-/// One restore command as it ran in the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandRecord {
-    pub command: String,
-    pub exit_code: Option<i32>,
-    pub duration_ms: u64,
-    /// The end of its output (capped).
-    pub output_tail: String,
-}
-
-/// How long each phase of an injection took; `None` for phases that did not run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InjectionDurations {
-    pub verify_host_ms: Option<u64>,
-    pub build_disk_ms: Option<u64>,
-    pub attach_ms: Option<u64>,
-    pub verify_guest_ms: Option<u64>,
-    pub restore_ms: Option<u64>,
-}
-
-/// Exactly which image and which dump a VM got, their times and checksums, the skew, and how
-/// long injection and restore took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InjectionRecord {
-    pub vm: String,
-    /// `--at` as given (`latest` by default).
-    pub at: String,
-    /// The moment `--at` resolved to (RFC 3339); `None` for `latest`.
-    pub at_time: Option<String>,
-    pub at_note: Option<String>,
-    pub image: PointRecord,
-    pub dump: PointRecord,
-    /// sha256 of the dump (lowercase hex), as verified on the host.
-    pub sha256: String,
-    pub bytes: u64,
-    /// The files that vouched for the checksum (manifest, SHA256SUMS).
-    pub verified_against: Vec<String>,
-    /// The dump's manifest as written by the dump tool (row counts etc.), if any.
-    pub manifest: Option<serde_json::Value>,
-    /// Dump time minus image time, in seconds, and for people.
-    pub skew_seconds: i64,
-    pub skew: String,
-    pub max_skew_seconds: Option<u64>,
-    pub data_disk: Option<crate::restore::datadisk::DataDisk>,
-    /// Where the guest mounted the data disk.
-    pub mount: String,
-    /// When the data disk was attached (from boot, or hot-plugged once the agent answered).
-    #[serde(default)]
-    pub attach: crate::spec::DiskAttach,
-    pub restore_as: Option<String>,
-    pub commands: Vec<CommandRecord>,
-    pub durations: InjectionDurations,
-}
 
 impl InjectionRecord {
     /// The host-side part of a record: the choice and the verified dump. The guest-side

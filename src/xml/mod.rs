@@ -3,6 +3,7 @@
 
 pub mod facts;
 
+pub mod disk;
 pub mod domain;
 pub mod network;
 mod tree;

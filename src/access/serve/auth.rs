@@ -9,7 +9,8 @@ use super::pages::page;
 use super::secure;
 use crate::access::console;
 use crate::base::text::html_escape as esc;
-use crate::lab::journal::{RunDir, RunRecord};
+use crate::lab::journal::RunDir;
+use crate::lab::record::RunRecord;
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -321,7 +321,8 @@ pub(crate) mod tests {
     use axum::http::StatusCode;
 
     use crate::hv::fake::FakeHv;
-    use crate::lab::journal::{RunDir, RunRecord};
+    use crate::lab::journal::RunDir;
+    use crate::lab::record::RunRecord;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;

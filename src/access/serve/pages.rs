@@ -17,7 +17,8 @@ use super::{App, TokenQuery, blocking, secure};
 use crate::access::console;
 use crate::base::text::html_escape as esc;
 use crate::hv::DomState;
-use crate::lab::journal::{RunDir, RunRecord};
+use crate::lab::journal::RunDir;
+use crate::lab::record::RunRecord;
 use crate::report::signoff::{self, SignOff};
 use crate::report::store::{REPORT_HTML, REPORT_JSON, run_report_dir};
 

@@ -1,20 +1,10 @@
-//! Network-level pieces of a lab segment that libvirt does not provide:
-//!
-//! - **Hardening** of the lab bridge in reclab's own namespace: no IPv6 link-local address, no
-//!   ARP answers for the host's addresses, and firewall rules that drop anything arriving from
-//!   the bridge for the host, so a restored (untrusted) guest cannot reach the hypervisor.
-//! - **Lab services**: DNS with the production hostnames and DHCP reservations, answered at the
-//!   production gateway/DNS address by a dnsmasq in a per-segment network namespace joined to
-//!   the bridge by a veth. The host gets no address on the segment and dnsmasq has no upstream
-//!   resolver (`no-resolv`), so no query ever leaves the lab.
+//! The pure half of a segment's services: what to start ([`ServicesPlan`], built by
+//! `plan`), the firewall rules that harden a lab bridge, and the dnsmasq configuration.
 
-use anyhow::{Context, Result};
+use core::net::Ipv4Addr;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use crate::base::sys;
-use crate::lab::journal::{Resource, RunDir};
+use crate::lab::record::Resource;
 
 /// Everything needed to start one segment's lab services. Built by `plan`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,37 +55,7 @@ pub fn hardening_rules(bridge: &str, tag: &str) -> Vec<Resource> {
     out
 }
 
-/// Harden a lab bridge that libvirt has just created: journal and insert the firewall rules,
-/// switch off IPv6 and ARP answers on the bridge.
-pub fn harden_bridge(dir: &RunDir, bridge: &str, tag: &str) -> Result<()> {
-    for r in hardening_rules(bridge, tag) {
-        dir.journal(&r)?;
-        if let Resource::Firewall {
-            program,
-            chain,
-            rule,
-        } = &r
-        {
-            let mut args = vec!["-w", "-I", chain.as_str()];
-            args.extend(rule.iter().map(String::as_str));
-            sys::run(program, &args).with_context(|| format!("isolating bridge {bridge}"))?;
-        }
-    }
-    for (path, value) in [
-        (
-            format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
-            "1",
-        ),
-        (format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore"), "8"),
-    ] {
-        if std::path::Path::new(&path).exists() {
-            std::fs::write(&path, value).with_context(|| format!("writing {path}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// The dnsmasq configuration for a segment. Pure.
+/// The dnsmasq configuration for a segment.
 pub fn dnsmasq_conf(p: &ServicesPlan, dir: &std::path::Path) -> (String, String) {
     let mut conf = String::new();
     let file = |n: &str| {
@@ -158,45 +118,6 @@ pub fn netmask(prefix: u8) -> Ipv4Addr {
 
 pub fn network_of(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(a) & u32::from(netmask(prefix)))
-}
-
-/// Start a segment's lab services. Every resource is journaled before it is created.
-pub fn start(dir: &RunDir, p: &ServicesPlan) -> Result<()> {
-    let ns = p.netns.as_str();
-    dir.journal(&Resource::Netns { name: ns.into() })?;
-    sys::run("ip", &["netns", "add", ns]).with_context(|| format!("creating namespace {ns}"))?;
-    sys::run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-
-    dir.journal(&Resource::Link {
-        name: p.link.clone(),
-    })?;
-    sys::run(
-        "ip",
-        &[
-            "link", "add", &p.link, "type", "veth", "peer", "name", INNER_LINK, "netns", ns,
-        ],
-    )
-    .with_context(|| format!("creating veth {} for lab services of {}", p.link, p.segment))?;
-    sys::run("ip", &["link", "set", &p.link, "master", &p.bridge, "up"])?;
-    let cidr = format!("{}/{}", p.address, p.prefix);
-    sys::run("ip", &["-n", ns, "addr", "add", &cidr, "dev", INNER_LINK])?;
-    sys::run("ip", &["-n", ns, "link", "set", INNER_LINK, "up"])?;
-
-    let (conf, hosts) = dnsmasq_conf(p, &dir.path);
-    let conf_path = dir.file(&format!("services-{}.conf", p.segment));
-    std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-    let hosts_path = dir.file(&format!("services-{}.hosts", p.segment));
-    std::fs::write(&hosts_path, hosts)
-        .with_context(|| format!("writing {}", hosts_path.display()))?;
-    let pidfile: PathBuf = dir.file(&format!("services-{}.pid", p.segment));
-    dir.journal(&Resource::Process {
-        pidfile: pidfile.clone(),
-        netns: ns.into(),
-    })?;
-    let conf_arg = format!("--conf-file={}", conf_path.display());
-    sys::run("ip", &["netns", "exec", ns, "dnsmasq", &conf_arg])
-        .with_context(|| format!("starting lab services (dnsmasq) for segment {}", p.segment))?;
-    Ok(())
 }
 
 #[cfg(test)]

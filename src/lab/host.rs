@@ -1,0 +1,214 @@
+//! The host side effects of a lab, beside [`crate::hv::Hypervisor`]: everything `up`, teardown
+//! and `gc` do to the hypervisor host that is not a libvirt call. [`SysHost`] is the real host
+//! (qemu-img, ip, iptables, dnsmasq, /sys and /proc); `lab::fake::FakeHost` records the same
+//! operations in memory for the unit tests of the executor and of teardown.
+//!
+//! Each operation that creates something has one that removes it, and removing something
+//! already gone succeeds, so that replaying a journal stays idempotent.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+use crate::base::sys;
+use crate::lab::resolved::Layer;
+use crate::restore::record::PlannedInjection;
+
+/// The host operations of a lab. See the module documentation.
+pub trait Host: Send + Sync {
+    /// Create a thin qcow2 overlay over `backing` (never opening it).
+    fn create_overlay(&self, overlay: &Path, backing: &Layer) -> Result<()>;
+    /// Copy a file (a production nvram into the run directory).
+    fn copy_file(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Build the data disk of a planned injection at `image`; fills the injection's record.
+    fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()>;
+
+    /// Whether a network interface exists in reclab's namespace (`/sys/class/net/NAME`).
+    fn link_exists(&self, name: &str) -> Result<bool>;
+    /// The interfaces enslaved to a bridge (`/sys/class/net/BRIDGE/brif`).
+    fn bridge_members(&self, bridge: &str) -> Result<Vec<String>>;
+    /// No IPv6 and no ARP answers for the host's addresses on a lab bridge.
+    fn quiet_bridge(&self, bridge: &str) -> Result<()>;
+    /// The IPv4 addresses of reclab's namespace, loopback excluded.
+    fn host_addresses(&self) -> Result<Vec<String>>;
+
+    /// Insert a rule at the top of `chain` (table `filter`) with `program` (iptables, ip6tables).
+    fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()>;
+    /// Whether the rule is in `chain`.
+    fn firewall_present(&self, program: &str, chain: &str, rule: &[String]) -> Result<bool>;
+    /// Delete one copy of the rule from `chain`.
+    fn firewall_delete(&self, program: &str, chain: &str, rule: &[String]) -> Result<()>;
+    /// Every rule, as `iptables -S` prints them.
+    fn firewall_rules(&self, program: &str) -> Result<String>;
+
+    /// Create a network namespace with its loopback up.
+    fn netns_add(&self, name: &str) -> Result<()>;
+    /// Delete a network namespace reclab created, ending the processes still inside it first;
+    /// an absent one is fine.
+    fn netns_remove(&self, name: &str) -> Result<()>;
+    /// A veth pair: `link` in reclab's namespace, enslaved to `bridge` and up, its peer `inner`
+    /// in `netns` with address `cidr`, up.
+    fn veth_add(
+        &self,
+        link: &str,
+        bridge: &str,
+        netns: &str,
+        inner: &str,
+        cidr: &str,
+    ) -> Result<()>;
+    /// Delete a link of reclab's namespace; an absent one is fine.
+    fn link_remove(&self, name: &str) -> Result<()>;
+    /// Start dnsmasq inside `netns` with the configuration file `conf` (it daemonizes and
+    /// writes the pidfile the configuration names).
+    fn start_dnsmasq(&self, netns: &str, conf: &Path) -> Result<()>;
+    /// Stop the daemon whose PID is in `pidfile`, only if it is still reclab's (inside `netns`
+    /// or started from the pidfile's directory); a missing pidfile or process is fine.
+    fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()>;
+}
+
+/// The real host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SysHost;
+
+impl Host for SysHost {
+    fn create_overlay(&self, overlay: &Path, backing: &Layer) -> Result<()> {
+        crate::lab::image::create_overlay(overlay, backing)
+    }
+
+    fn copy_file(&self, from: &Path, to: &Path) -> Result<()> {
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+        Ok(())
+    }
+
+    fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()> {
+        crate::restore::inject::build_disk(p, image)
+    }
+
+    fn link_exists(&self, name: &str) -> Result<bool> {
+        Ok(Path::new("/sys/class/net").join(name).exists())
+    }
+
+    fn bridge_members(&self, bridge: &str) -> Result<Vec<String>> {
+        let brif = Path::new("/sys/class/net").join(bridge).join("brif");
+        let mut members: Vec<String> = std::fs::read_dir(&brif)
+            .with_context(|| {
+                format!(
+                    "reading {} (is reclab running on the hypervisor?)",
+                    brif.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        members.sort();
+        Ok(members)
+    }
+
+    fn quiet_bridge(&self, bridge: &str) -> Result<()> {
+        for (path, value) in [
+            (
+                format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
+                "1",
+            ),
+            (format!("/proc/sys/net/ipv4/conf/{bridge}/arp_ignore"), "8"),
+        ] {
+            if Path::new(&path).exists() {
+                std::fs::write(&path, value).with_context(|| format!("writing {path}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn host_addresses(&self) -> Result<Vec<String>> {
+        let out = sys::run_stdout("ip", &["-4", "-o", "addr", "show"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter_map(|cidr| cidr.split('/').next())
+            .filter(|a| !a.starts_with("127."))
+            .map(String::from)
+            .collect())
+    }
+
+    fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {
+        let mut args = vec!["-w", "-I", chain];
+        args.extend(rule.iter().map(String::as_str));
+        sys::run(program, &args)?;
+        Ok(())
+    }
+
+    fn firewall_present(&self, program: &str, chain: &str, rule: &[String]) -> Result<bool> {
+        let mut check = vec!["-w", "-C", chain];
+        check.extend(rule.iter().map(String::as_str));
+        Ok(std::process::Command::new(program)
+            .args(&check)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running {program}"))?
+            .success())
+    }
+
+    fn firewall_delete(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {
+        let mut del = vec!["-w", "-D", chain];
+        del.extend(rule.iter().map(String::as_str));
+        sys::run(program, &del)?;
+        Ok(())
+    }
+
+    fn firewall_rules(&self, program: &str) -> Result<String> {
+        sys::run_stdout(program, &["-w", "-S"])
+    }
+
+    fn netns_add(&self, name: &str) -> Result<()> {
+        sys::run("ip", &["netns", "add", name])
+            .with_context(|| format!("creating namespace {name}"))?;
+        sys::run("ip", &["-n", name, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn netns_remove(&self, name: &str) -> Result<()> {
+        crate::lab::teardown::remove_netns(name)
+    }
+
+    fn veth_add(
+        &self,
+        link: &str,
+        bridge: &str,
+        netns: &str,
+        inner: &str,
+        cidr: &str,
+    ) -> Result<()> {
+        sys::run(
+            "ip",
+            &[
+                "link", "add", link, "type", "veth", "peer", "name", inner, "netns", netns,
+            ],
+        )?;
+        sys::run("ip", &["link", "set", link, "master", bridge, "up"])?;
+        sys::run("ip", &["-n", netns, "addr", "add", cidr, "dev", inner])?;
+        sys::run("ip", &["-n", netns, "link", "set", inner, "up"])?;
+        Ok(())
+    }
+
+    fn link_remove(&self, name: &str) -> Result<()> {
+        let link = Path::new("/sys/class/net").join(name);
+        if link.exists()
+            && let Err(e) = sys::run("ip", &["link", "del", name])
+        {
+            // A veth also goes away by itself, asynchronously, when the namespace holding
+            // its peer is freed (its last process ended): gone in the meantime is success.
+            if link.exists() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_dnsmasq(&self, netns: &str, conf: &Path) -> Result<()> {
+        let conf_arg = format!("--conf-file={}", conf.display());
+        sys::run("ip", &["netns", "exec", netns, "dnsmasq", &conf_arg])?;
+        Ok(())
+    }
+
+    fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
+        crate::lab::teardown::stop_process(pidfile, netns)
+    }
+}

@@ -1,0 +1,607 @@
+//! Unwinding at every step, on the fakes (`hv::fake::FakeHv`, `lab::fake::FakeHost`): a
+//! realistic plan (two segments with lab services, two boot tiers, a dump injection, an nvram)
+//! fails after each step and inside each call of each step, crashes after each step, and is
+//! torn down resource by resource twice; every time, nothing is left.
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::execute::StepNo;
+use super::{UpOpts, UpReport, bring_up, gc, teardown};
+use crate::base::names::RunId;
+use crate::hv::Hypervisor;
+use crate::hv::fake::FakeHv;
+use crate::lab::fake::FakeHost;
+use crate::lab::host::Host;
+use crate::lab::journal::RunDir;
+use crate::lab::plan::{self, Plan, PlanInputs, Step};
+use crate::lab::record::Resource;
+use crate::lab::resolved::{Layer, ResolvedDisk, ResolvedVm};
+use crate::restore::record::{DataDiskFile, PlannedInjection};
+
+const LAB: &str = r#"name = "erp"
+accel = "tcg"
+
+[segment.lan]
+production = ["prod"]
+hosts = { "db.prod.example" = "10.20.0.10" }
+
+[segment.lan.services]
+address = "10.20.0.1/24"
+dns = true
+dhcp = true
+
+[segment.dmz]
+production = ["dmz"]
+
+[segment.dmz.services]
+address = "10.30.0.1/24"
+dns = true
+
+[[vm]]
+name = "db"
+from = { xml = "db.xml", disks = { vda = "db.qcow2" } }
+ready = { timeout = "5s" }
+dhcp = { ip = "10.20.0.10", segment = "lan" }
+
+[vm.dumps]
+dir = "dumps"
+pattern = "erp-%Y%m%d-%H%M.sql"
+restore = ["sqlite3 /var/lib/erp/erp.db < {dump}"]
+
+[[vm]]
+name = "web"
+from = { xml = "web.xml", disks = { vda = "web.qcow2" } }
+after = ["db"]
+ready = { timeout = "5s" }
+"#;
+
+/// A production domain on networks `prod` (and `dmz`), with an nvram when `nvram` is given.
+fn production_xml(name: &str, disk: &Path, nvram: Option<&Path>, dmz: bool) -> String {
+    let nvram = nvram
+        .map(|p| format!("\n    <nvram>{}</nvram>", p.display()))
+        .unwrap_or_default();
+    let dmz = if dmz {
+        "\n    <interface type='network'>\n      <mac address='52:54:00:30:00:0b'/>\n      <source network='dmz'/>\n      <model type='virtio'/>\n    </interface>"
+    } else {
+        ""
+    };
+    format!(
+        "<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>{nvram}
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <mac address='52:54:00:20:00:0a'/>
+      <source network='prod'/>
+      <model type='virtio'/>
+    </interface>{dmz}
+  </devices>
+</domain>
+",
+        disk.display()
+    )
+}
+
+/// The production side of the lab, in a temporary directory, and the plan of a run of it.
+struct Estate {
+    tmp: tempfile::TempDir,
+    plan: Plan,
+    /// Production files, which must survive every run unchanged.
+    production: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Estate {
+    fn new() -> Estate {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        let db_disk = p.join("db.qcow2");
+        let web_disk = p.join("web.qcow2");
+        let nvram = p.join("db-nvram.fd");
+        let dump = p.join("dumps/erp-20261126-1200.sql");
+        std::fs::create_dir_all(p.join("dumps")).unwrap();
+        let mut production = Vec::new();
+        for (path, bytes) in [
+            (&db_disk, b"QFI\xfb db".to_vec()),
+            (&web_disk, b"QFI\xfb web".to_vec()),
+            (&nvram, b"nvram vars".to_vec()),
+            (&dump, b"create table t(x);\n".to_vec()),
+        ] {
+            std::fs::write(path, &bytes).unwrap();
+            production.push((path.clone(), bytes));
+        }
+        let db_xml = production_xml("prod-db", &db_disk, Some(&nvram), false);
+        let web_xml = production_xml("prod-web", &web_disk, None, true);
+        std::fs::write(p.join("db.xml"), &db_xml).unwrap();
+        std::fs::write(p.join("web.xml"), &web_xml).unwrap();
+        let spec = crate::spec::parse(LAB, &p.join("lab.toml")).unwrap();
+
+        let resolved: Vec<ResolvedVm> = [("db", &db_xml, &db_disk), ("web", &web_xml, &web_disk)]
+            .into_iter()
+            .map(|(name, xml, disk)| {
+                let facts = crate::xml::facts::facts(xml).unwrap();
+                ResolvedVm {
+                    name: name.into(),
+                    origin: format!("file {name}.xml"),
+                    xml: xml.clone(),
+                    nvram: facts.nvram.clone().map(PathBuf::from),
+                    facts,
+                    disks: vec![ResolvedDisk {
+                        target: "vda".into(),
+                        chain: vec![Layer {
+                            path: disk.clone(),
+                            format: "qcow2".into(),
+                            block: false,
+                            virtual_size: 1 << 30,
+                        }],
+                    }],
+                }
+            })
+            .collect();
+        let dumps = spec.vms[0].dumps.clone().unwrap();
+        let record = serde_json::from_value(json!({
+            "vm": "db", "at": "latest",
+            "image": { "name": "db.qcow2", "time": "2026-11-26T02:00:00Z", "source": "files" },
+            "dump": { "name": "erp-20261126-1200.sql", "time": "2026-11-26T12:00:00Z",
+                      "source": dumps.dir.display().to_string() },
+            "sha256": "00", "bytes": 19, "verified_against": [],
+            "skew_seconds": 36000, "skew": "10h", "mount": dumps.mount,
+            "commands": [], "durations": {}
+        }))
+        .unwrap();
+        let injection = PlannedInjection {
+            vm: "db".into(),
+            commands: vec![format!(
+                "sqlite3 /var/lib/erp/erp.db < {}/erp-20261126-1200.sql",
+                dumps.mount
+            )],
+            dumps,
+            files: vec![DataDiskFile {
+                name: "erp-20261126-1200.sql".into(),
+                source: dump.clone(),
+                sha256: None,
+            }],
+            record,
+        };
+        let run = RunId::new();
+        let state = p.join("state");
+        let plan = plan::plan(&PlanInputs {
+            spec: &spec,
+            resolved: &resolved,
+            run: &run,
+            uri: "fake:///",
+            run_dir: &RunDir::new(&state, &run).path,
+            now: jiff::Timestamp::now(),
+            ttl: std::time::Duration::from_secs(3600),
+            passwords: &["pw-db".into(), "pw-web".into()],
+            injections: &[injection],
+        })
+        .unwrap();
+        Estate {
+            tmp,
+            plan,
+            production,
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn dir(&self) -> RunDir {
+        RunDir {
+            path: self.plan.run_dir.clone(),
+        }
+    }
+
+    fn up(
+        &self,
+        hv: &FakeHv,
+        host: &FakeHost,
+        after_step: &mut dyn FnMut(&RunDir, StepNo, &Step) -> Result<()>,
+    ) -> Result<UpReport> {
+        bring_up(
+            &self.plan,
+            hv,
+            host,
+            &UpOpts::default(),
+            Instant::now(),
+            after_step,
+        )
+    }
+
+    /// Nothing of the run is left on the fakes or on disk, and production is unchanged.
+    fn assert_nothing_left(&self, hv: &FakeHv, host: &FakeHost, when: &str) {
+        assert_eq!(hv.domain_names(), Vec::<String>::new(), "{when}: domains");
+        assert_eq!(hv.network_names(), Vec::<String>::new(), "{when}: networks");
+        assert_eq!(host.rules(), vec![], "{when}: firewall rules");
+        assert_eq!(
+            host.namespaces(),
+            Vec::<String>::new(),
+            "{when}: namespaces"
+        );
+        assert!(host.links().is_empty(), "{when}: links {:?}", host.links());
+        assert!(
+            host.daemons().is_empty(),
+            "{when}: daemons {:?}",
+            host.daemons()
+        );
+        assert!(
+            !self.plan.run_dir.exists(),
+            "{when}: the run directory is left"
+        );
+        let runs: Vec<_> = std::fs::read_dir(RunDir::runs_root(&self.state_dir()))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(
+            runs.is_empty(),
+            "{when}: left in the state directory: {runs:?}"
+        );
+        for (path, bytes) in &self.production {
+            assert_eq!(
+                &std::fs::read(path).unwrap(),
+                bytes,
+                "{when}: {}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Fresh fakes: a guest whose agent runs every script successfully, except pings (the
+/// isolation probe of the hypervisor's address), which get no answer.
+fn fakes() -> (FakeHv, FakeHost) {
+    let hv = FakeHv::new();
+    let started: Arc<Mutex<Vec<String>>> = Arc::default();
+    hv.set_agent(move |_, req| {
+        let mut started = started.lock().unwrap();
+        let ret = match req["execute"].as_str().unwrap_or("") {
+            "guest-ping" => json!({}),
+            "guest-info" => json!({ "version": "8.2.0", "supported_commands": [
+                { "name": "guest-exec", "enabled": true },
+                { "name": "guest-exec-status", "enabled": true } ] }),
+            "guest-exec" => {
+                let script = req["arguments"]["arg"][1]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                started.push(script);
+                json!({ "pid": started.len() })
+            }
+            "guest-exec-status" => {
+                let pid = req["arguments"]["pid"].as_u64().unwrap() as usize;
+                let code = if started[pid - 1].starts_with("ping ") {
+                    1
+                } else {
+                    0
+                };
+                json!({ "exited": true, "exitcode": code })
+            }
+            other => bail!("the fake guest's agent does not know {other}"),
+        };
+        Ok::<Value, anyhow::Error>(json!({ "return": ret }))
+    });
+    (hv, FakeHost::new())
+}
+
+fn no_hook(_: &RunDir, _: StepNo, _: &Step) -> Result<()> {
+    Ok(())
+}
+
+/// The plan covers what the test claims to cover.
+fn assert_realistic(plan: &Plan) {
+    let count = |f: fn(&Step) -> bool| plan.steps.iter().filter(|s| f(s)).count();
+    assert_eq!(count(|s| matches!(s, Step::StartServices { .. })), 2);
+    assert_eq!(count(|s| matches!(s, Step::BootTier { .. })), 2);
+    assert_eq!(count(|s| matches!(s, Step::BuildDataDisk { .. })), 1);
+    assert_eq!(count(|s| matches!(s, Step::CopyNvram { .. })), 1);
+}
+
+/// How many calls each fake had received when each step ended: `(hv, host)` per step.
+fn calls_per_step(estate: &Estate) -> Vec<(usize, usize)> {
+    let (hv, host) = fakes();
+    let mut marks = Vec::new();
+    estate
+        .up(&hv, &host, &mut |_, _, _| {
+            marks.push((hv.calls().len(), host.calls().len()));
+            Ok(())
+        })
+        .unwrap();
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+    estate.assert_nothing_left(&hv, &host, "after a successful run and its teardown");
+    marks
+}
+
+#[test]
+fn a_failure_after_any_step_or_in_any_call_of_it_unwinds_to_nothing() {
+    let estate = Estate::new();
+    assert_realistic(&estate.plan);
+    let steps = estate.plan.steps.len();
+    let marks = calls_per_step(&estate);
+    assert_eq!(marks.len(), steps);
+
+    for k in 1..=steps {
+        let (hv, host) = fakes();
+        let err = estate
+            .up(&hv, &host, &mut |_, at, _| {
+                if at.number == k {
+                    bail!("injected fault after step {k}");
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), format!("injected fault after step {k}"));
+        estate.assert_nothing_left(&hv, &host, &format!("fault after step {k}"));
+    }
+
+    let mut failed_in = vec![0; steps];
+    for k in 0..steps {
+        let (hv_from, host_from) = if k == 0 { (0, 0) } else { marks[k - 1] };
+        let (hv_to, host_to) = marks[k];
+        let hv_calls = (hv_from + 1..=hv_to).map(|n| (true, n));
+        let host_calls = (host_from + 1..=host_to).map(|n| (false, n));
+        for (on_hv, n) in hv_calls.chain(host_calls) {
+            let (hv, host) = fakes();
+            if on_hv {
+                hv.fail_at(n);
+            } else {
+                host.fail_at(n);
+            }
+            let result = estate.up(&hv, &host, &mut no_hook);
+            let call = if on_hv {
+                hv.calls()[n - 1].clone()
+            } else {
+                host.calls()[n - 1].clone()
+            };
+            let when = format!(
+                "failure of call {call:?} in step {} ({:?})",
+                k + 1,
+                estate.plan.steps[k]
+            );
+            match result {
+                Err(e) => {
+                    assert!(
+                        format!("{e:?}").contains("injected failure"),
+                        "{when}: {e:#}"
+                    );
+                    failed_in[k] += 1;
+                }
+                // Reads whose failure `up` rides out: a guest agent that does not answer
+                // yet, a domain XML read for the isolation check's interface list.
+                Ok(_) => {
+                    assert!(
+                        call.contains("guest-ping") || call.starts_with("domain_xml "),
+                        "{when}: up succeeded"
+                    );
+                    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+                }
+            }
+            estate.assert_nothing_left(&hv, &host, &when);
+        }
+    }
+    // Every step but the creation of the run directory calls the hypervisor or the host, and
+    // a failure there fails `up`.
+    for (k, n) in failed_in.iter().enumerate().skip(1) {
+        assert!(
+            *n > 0,
+            "no call of step {} ({:?}) failed up",
+            k + 1,
+            estate.plan.steps[k]
+        );
+    }
+}
+
+#[test]
+fn a_crash_after_any_step_leaves_a_journal_that_gc_replays_to_nothing() {
+    let estate = Estate::new();
+    let steps = estate.plan.steps.len();
+    for k in 1..=steps {
+        let (hv, host) = fakes();
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            estate.up(&hv, &host, &mut |_, at, _| {
+                if at.number == k {
+                    panic!("simulated crash after step {k}");
+                }
+                Ok(())
+            })
+        }));
+        assert!(crashed.is_err(), "step {k}: up did not crash");
+        let dir = estate.dir();
+        assert!(
+            dir.path.exists(),
+            "step {k}: the crash left no run directory"
+        );
+        // The reclab process that was creating the run is gone (as after a SIGKILL).
+        let mut rec = dir
+            .load_record()
+            .unwrap()
+            .expect("run.json written by step 1");
+        rec.owner_start = rec.owner_start.wrapping_add(1);
+        dir.save_record(&rec).unwrap();
+
+        let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+        let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+        assert_eq!(report.removed_runs.len(), 1, "step {k}: {report:?}");
+        assert!(report.removed_runs[0].contains("orphaned"), "{report:?}");
+        estate.assert_nothing_left(&hv, &host, &format!("gc after a crash after step {k}"));
+    }
+}
+
+/// What the fakes and the run directory hold.
+fn snapshot(hv: &FakeHv, host: &FakeHost, dir: &RunDir) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(&dir.path)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {files:?}",
+        hv.domain_names(),
+        hv.network_names(),
+        host.rules(),
+        host.namespaces(),
+        host.links(),
+        host.daemons()
+    )
+}
+
+#[test]
+fn undoing_each_journaled_resource_twice_is_undoing_it_once() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let dir = estate.dir();
+    let resources = dir.resources().unwrap();
+    let before = snapshot(&hv, &host, &dir);
+    // Teardown's order: domains first, then the rest newest first.
+    let (domains, rest): (Vec<&Resource>, Vec<&Resource>) = resources
+        .iter()
+        .partition(|r| matches!(r, Resource::Domain { .. }));
+    for r in domains.into_iter().chain(rest.into_iter().rev()) {
+        teardown::undo(Some(&hv), &host, r).unwrap();
+        let once = snapshot(&hv, &host, &dir);
+        teardown::undo(Some(&hv), &host, r).unwrap();
+        assert_eq!(
+            snapshot(&hv, &host, &dir),
+            once,
+            "undoing {} again",
+            r.describe()
+        );
+    }
+    assert_ne!(snapshot(&hv, &host, &dir), before);
+    for _ in 0..2 {
+        assert!(
+            teardown::teardown(Some(&hv), &host, &dir)
+                .unwrap()
+                .is_empty()
+        );
+        estate.assert_nothing_left(&hv, &host, "after teardown");
+    }
+}
+
+/// Creates `r` on the fakes (or on disk). Names every kind: a new kind of resource does not
+/// compile until this test creates one.
+fn create(r: &Resource, hv: &FakeHv, host: &FakeHost, scratch: &Path) {
+    match r {
+        Resource::Dir { path } => std::fs::create_dir_all(path.join("sub")).unwrap(),
+        Resource::File { path } => std::fs::write(path, "x").unwrap(),
+        Resource::Network { name } => hv
+            .create_network(&crate::xml::network::isolated_network_xml(
+                name,
+                "rl0",
+                "00000000-0000-4000-8000-000000000001",
+            ))
+            .unwrap(),
+        Resource::Domain { name } => hv
+            .create_domain(&format!("<domain><name>{name}</name></domain>"))
+            .unwrap(),
+        Resource::Netns { name } => host.netns_add(name).unwrap(),
+        Resource::Link { name } => host
+            .veth_add(name, "rl0", "reclab-ns", "ls0", "10.0.0.1/24")
+            .unwrap(),
+        Resource::Process { pidfile: _, netns } => {
+            let conf = scratch.join("services.conf");
+            std::fs::write(&conf, "").unwrap();
+            host.start_dnsmasq(netns, &conf).unwrap()
+        }
+        Resource::Firewall {
+            program,
+            chain,
+            rule,
+        } => host.firewall_insert(program, chain, rule).unwrap(),
+    }
+}
+
+/// Whether `r` exists on the fakes (or on disk).
+fn exists(r: &Resource, hv: &FakeHv, host: &FakeHost) -> bool {
+    match r {
+        Resource::Dir { path } | Resource::File { path } => path.exists(),
+        Resource::Network { name } => hv.network_names().contains(name),
+        Resource::Domain { name } => hv.domain_names().contains(name),
+        Resource::Netns { name } => host.namespaces().contains(name),
+        Resource::Link { name } => host.links().contains_key(name),
+        Resource::Process { netns, .. } => host.daemons().contains_key(netns),
+        Resource::Firewall {
+            program,
+            chain,
+            rule,
+        } => host
+            .rules()
+            .contains(&(program.clone(), chain.clone(), rule.clone())),
+    }
+}
+
+fn kind(r: &Resource) -> &'static str {
+    match r {
+        Resource::Dir { .. } => "dir",
+        Resource::File { .. } => "file",
+        Resource::Network { .. } => "network",
+        Resource::Domain { .. } => "domain",
+        Resource::Netns { .. } => "netns",
+        Resource::Link { .. } => "link",
+        Resource::Process { .. } => "process",
+        Resource::Firewall { .. } => "firewall",
+    }
+}
+
+#[test]
+fn every_kind_of_resource_has_an_undo_that_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hv, host) = fakes();
+    // Creation order; undone newest first, as teardown does.
+    let all = [
+        Resource::Dir {
+            path: tmp.path().join("d"),
+        },
+        Resource::File {
+            path: tmp.path().join("f"),
+        },
+        Resource::Network {
+            name: "reclab-0-lan".into(),
+        },
+        Resource::Netns {
+            name: "reclab-ns".into(),
+        },
+        Resource::Link { name: "rv0".into() },
+        Resource::Process {
+            pidfile: tmp.path().join("services.pid"),
+            netns: "reclab-ns".into(),
+        },
+        Resource::Firewall {
+            program: "iptables".into(),
+            chain: "INPUT".into(),
+            rule: vec!["-i".into(), "rl0".into(), "-j".into(), "DROP".into()],
+        },
+        Resource::Domain {
+            name: "reclab-erp-0-db".into(),
+        },
+    ];
+    let kinds: std::collections::BTreeSet<&str> = all.iter().map(kind).collect();
+    assert_eq!(
+        kinds.len(),
+        all.len(),
+        "one resource of each kind: {kinds:?}"
+    );
+    for r in &all {
+        create(r, &hv, &host, tmp.path());
+        assert!(exists(r, &hv, &host), "{} was not created", r.describe());
+    }
+    for r in all.iter().rev() {
+        teardown::undo(Some(&hv), &host, r).unwrap();
+        assert!(!exists(r, &hv, &host), "undo left {}", r.describe());
+    }
+    assert!(host.is_clean());
+}
