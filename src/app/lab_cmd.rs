@@ -48,7 +48,7 @@ pub fn points(
         true => Some(ctx.open_for(&spec)?),
         false => None,
     };
-    crate::restore::run_points(&spec, hv.as_deref(), at, &now, json, out)?;
+    crate::restore::points_cmd::run_points(&spec, hv.as_deref(), at, &now, json, out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -106,11 +106,10 @@ pub trait Hypervisor: Send + Sync {
     fn set_domain_metadata(
         &self,
         name: &str,
-        namespace_uri: &str,
-        prefix: &str,
-        xml: &str,
+        _namespace_uri: &str,
+        _prefix: &str,
+        _xml: &str,
     ) -> Result<()> {
-        let _ = (namespace_uri, prefix, xml);
         anyhow::bail!("this hypervisor connection cannot update the metadata of domain {name}")
     }
     /// Raw QEMU guest agent command (JSON in, JSON out) with a timeout in seconds (never blocking).

@@ -11,25 +11,21 @@ use crate::base::text;
 use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::hv::agent;
-use crate::lab::execute::progress;
-use crate::lab::journal::RunDir;
-use crate::lab::plan::Plan;
+use crate::lab::execute::{On, progress};
 use crate::lab::record::{Resource, RunRecord};
 use crate::lab::{UpReport, VmUp, plan};
 
 /// Starts the domains of one boot tier, waits until each is ready and runs its in-guest
 /// injection; the step's label for the timings.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn boot_tier(
-    plan: &Plan,
-    hv: &dyn Hypervisor,
-    dir: &RunDir,
+    on: &On<'_>,
     tier: &usize,
     vms: &[usize],
     record: &mut RunRecord,
     report: &mut UpReport,
     injections: &mut [crate::restore::record::PlannedInjection],
 ) -> Result<Option<String>> {
+    let (plan, hv, dir) = (on.plan, on.hv, on.dir);
     let names: Vec<&str> = vms.iter().map(|&i| plan.vms[i].name.as_str()).collect();
     progress(format!("tier {}: starting {}", tier + 1, names.join(", ")));
     let t = Instant::now();
@@ -234,7 +230,8 @@ mod tests {
     use crate::base::names::RunId;
     use crate::hv::HvError;
     use crate::hv::fake::FakeHv;
-    use crate::lab::plan::{Step, VmPlan};
+    use crate::lab::journal::RunDir;
+    use crate::lab::plan::{Plan, Step, VmPlan};
     use serde_json::json;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -119,11 +119,11 @@ pub(super) fn progress(msg: String) {
 }
 
 /// What a step runs on.
-struct On<'a> {
-    plan: &'a Plan,
-    hv: &'a dyn Hypervisor,
-    host: &'a dyn Host,
-    dir: &'a RunDir,
+pub(super) struct On<'a> {
+    pub(super) plan: &'a Plan,
+    pub(super) hv: &'a dyn Hypervisor,
+    pub(super) host: &'a dyn Host,
+    pub(super) dir: &'a RunDir,
 }
 
 fn run_step(
@@ -244,9 +244,7 @@ fn run_step(
             }
             None
         }
-        Step::BootTier { tier, vms } => {
-            boot_tier(plan, hv, dir, tier, vms, record, report, injections)?
-        }
+        Step::BootTier { tier, vms } => boot_tier(on, tier, vms, record, report, injections)?,
         Step::VerifyIsolation => {
             let found = verify_isolation(record, hv, host)?;
             report.isolation.extend(found);

@@ -70,6 +70,18 @@ pub enum RunState {
     TearingDown,
 }
 
+impl RunState {
+    /// The state's name as people read it and `run.json` stores it (`tearing_down`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Creating => "creating",
+            RunState::Up => "up",
+            RunState::Failed => "failed",
+            RunState::TearingDown => "tearing_down",
+        }
+    }
+}
+
 /// One VM of a run as recorded for `status`, consoles and teardown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmRecord {

@@ -93,7 +93,7 @@ pub fn status(
 ) -> Result<Vec<RunStatus>> {
     let now = jiff::Timestamp::now();
     let mut out = Vec::new();
-    for (dir, rec) in find_runs(state_dir, which)? {
+    for (_, rec) in find_runs(state_dir, which)? {
         let Some(rec) = rec else { continue };
         let hv = open(&rec.uri).ok();
         let mut vms = Vec::new();
@@ -132,11 +132,10 @@ pub fn status(
             .parse::<jiff::Timestamp>()
             .map(|e| e.as_second() - now.as_second())
             .unwrap_or(0);
-        let _ = dir;
         out.push(RunStatus {
             lab: rec.lab.clone(),
             run: rec.run_id.short().to_string(),
-            state: format!("{:?}", rec.state).to_lowercase(),
+            state: rec.state.as_str().to_string(),
             created: rec.created.clone(),
             expires: rec.expires.clone(),
             seconds_left: left,

@@ -67,7 +67,7 @@ pub fn extend(
         bail!(
             "lab {} run {short} is {}; only a lab that is up can be extended",
             rec.lab,
-            format!("{:?}", rec.state).to_lowercase()
+            rec.state.as_str()
         );
     }
     let old: Timestamp = rec

@@ -152,7 +152,7 @@ pub fn body(s: &Summary) -> String {
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<15} {v}\n"));
     line("lab", s.lab.clone());
     line("run", s.run.clone());
-    line("result", format!("{:?}", s.result).to_lowercase());
+    line("result", s.result.as_str().to_string());
     line("started", s.started_at.to_string());
     line(
         "moment",

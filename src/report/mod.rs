@@ -66,6 +66,17 @@ pub enum DrillResult {
 }
 
 impl DrillResult {
+    /// The verdict's name, as in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillResult::Verified => "verified",
+            DrillResult::Failed => "failed",
+            DrillResult::Error => "error",
+        }
+    }
+}
+
+impl DrillResult {
     /// The process exit code: 0 verified, 1 a check failed, 2 an operational error.
     pub fn exit_code(self) -> u8 {
         match self {

@@ -1,14 +1,14 @@
-//! Restore points: the moments a source can be restored to, and choosing among them.
+//! Dump points: the moments a database dump can restore to, and choosing among them.
 //!
 //! A *dump point* is one database dump file in a VM's dump directory; its time comes from its
 //! name, read with a strftime-like [`NamePattern`] such as `erp-%Y%m%d-%H%M.sql`, or from the
-//! file's modification time. An *image point* is a VM image (a libvirt snapshot with its
-//! `<creationTime>`, or backup disk files with their modification time; see `restore`).
-//! For a moment `at`, every source gives its newest point at or before `at` ([`select`]).
+//! file's modification time. (Image points are in [`crate::restore::images`].) For a moment
+//! `at`, every source gives its newest point at or before `at` ([`select`]).
 //!
-//! Everything here is pure except [`scan_dumps`] (which lists one directory and, only for
-//! `time = "mtime"`, reads the matching files' metadata) and the manifest and checksum readers
-//! ([`read_manifest`], [`read_sha256sums`], [`sha256_file`], [`verify_dump`]), which only read.
+//! Everything here is pure except [`scan_dumps`] and [`choose_in_dir`], which list one
+//! directory (and, only for `time = "mtime"`, read the matching files' metadata). Checksums
+//! are in [`crate::restore::manifest`].
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};

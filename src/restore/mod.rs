@@ -1,38 +1,41 @@
-//! Restore points of a whole lab: gathering them, choosing a combination for `--at`, what each
-//! moment would pick, `reclab points`, and the record of an injection.
+//! Restore points of a whole lab: gathering them, choosing a combination for `--at`, and what
+//! each moment would pick.
 //!
-//! For each VM there are *image points* (the VM image the lab clones: its libvirt snapshot
-//! with the snapshot's `<creationTime>`, or its backup disk files with their newest
-//! modification time) and, with `[vm.dumps]`, *dump points* (see [`dumps`]). For a moment, each
-//! source gives its newest point at or before it; `latest` takes each source's newest point.
-//! The *skew* of a VM is the chosen dump's time minus the chosen image's time; the lab's
-//! `max_skew` bounds it in either direction.
+//! For each VM there are *image points* (the VM image the lab clones: see [`images`]) and,
+//! with `[vm.dumps]`, *dump points* (see [`dumps`]). For a moment, each source gives its
+//! newest point at or before it; `latest` takes each source's newest point. The *skew* of a VM
+//! is the chosen dump's time minus the chosen image's time; the lab's `max_skew` bounds it in
+//! either direction. A snapshot pattern (`snapshot = "nightly-*"`) makes every matching
+//! snapshot an image point; [`with_chosen_snapshots`] then names the chosen one, before
+//! anything is resolved.
 //!
-//! A snapshot source names one snapshot, or a pattern (`snapshot = "nightly-*"`) of which
-//! every matching snapshot is an image point; `--at` picks among them ([`with_chosen_snapshots`]
-//! then names the chosen one, before anything is resolved).
+//! # Layout
+//! - this file: [`lab_points`], [`choose`], [`timeline`], the injection record of a choice,
+//!   and the host-side verification of a chosen dump ([`verify_chosen`]);
+//! - [`images`], [`dumps`] (name patterns → points, selection, skew), [`manifest`]
+//!   (checksums), [`commands`] (restore commands);
+//! - [`points_cmd`]: `reclab points`;
+//! - [`record`]: the pure records (`InjectionRecord`, `PlannedInjection`);
+//! - [`datadisk`] and [`inject`]: carrying the dump into the VM and restoring it there.
 
 pub mod commands;
 pub mod datadisk;
 pub mod dumps;
+pub mod images;
 pub mod inject;
 pub mod manifest;
+pub mod points_cmd;
 pub mod record;
 
 use std::fmt;
-use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp, ZonedDateTime};
-use quick_xml::Reader;
-use quick_xml::events::Event;
-use serde::Serialize;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::base::duration::format_duration;
-use crate::base::pattern::NamePattern;
-use crate::base::when::{At, When, parse_when, rfc3339, show};
+use crate::base::when::{At, When, rfc3339, show};
 use crate::hv::Hypervisor;
 use crate::restore::dumps::DumpPoint;
 use crate::restore::dumps::DumpScan;
@@ -44,28 +47,11 @@ use crate::restore::dumps::select;
 use crate::restore::dumps::show_skew;
 use crate::restore::dumps::skew;
 use crate::restore::dumps::skew_ok;
-use crate::spec::{LabSpec, VmSource, VmSpec};
+use crate::restore::images::{ImagePoint, image_points};
+
+use crate::spec::{LabSpec, VmSource};
 
 use crate::restore::record::{InjectionDurations, InjectionRecord, PointRecord};
-
-/// One VM image a lab can clone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImagePoint {
-    /// Snapshot name, or the first disk's file name for backup files.
-    pub name: String,
-    pub time: Timestamp,
-    /// Where it is: `snapshot prod-db/nightly`, or `files vda=/backups/db.qcow2`.
-    pub source: String,
-}
-
-impl Timed for ImagePoint {
-    fn time(&self) -> Timestamp {
-        self.time
-    }
-    fn label(&self) -> String {
-        self.name.clone()
-    }
-}
 
 /// The restore points of one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,48 +60,6 @@ pub struct VmPoints {
     /// Sorted by time.
     pub images: Vec<ImagePoint>,
     pub dumps: Option<DumpScan>,
-}
-
-/// The `<creationTime>` (seconds since 1970) of a `<domainsnapshot>` XML.
-pub fn snapshot_creation_time(xml: &str) -> Result<Timestamp> {
-    let mut reader = Reader::from_str(xml);
-    let mut stack: Vec<String> = Vec::new();
-    let mut text: Option<String> = None;
-    loop {
-        match reader.read_event().context("parsing snapshot xml")? {
-            Event::Start(e) => {
-                stack.push(e.local_name().as_ref().to_string());
-            }
-            Event::Text(t) if stack == ["domainsnapshot", "creationTime"] => {
-                text.get_or_insert_with(String::new)
-                    .push_str(&t.xml10_content());
-            }
-            Event::End(_) => {
-                stack.pop();
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    let Some(text) = text else {
-        bail!("the snapshot xml has no <creationTime>");
-    };
-    let seconds: i64 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("the snapshot's <creationTime> {text:?} is not a number"))?;
-    Timestamp::from_second(seconds)
-        .with_context(|| format!("the snapshot's <creationTime> {seconds} is out of range"))
-}
-
-/// Whether snapshot `name` is meant by `pattern`: the same name, or, where the pattern has
-/// `*` (any run of characters), a match of the whole name. Other characters, `%` among them,
-/// are literal; the matching is [`NamePattern`]'s.
-pub fn snapshot_matches(pattern: &str, name: &str) -> bool {
-    if !pattern.contains('*') {
-        return pattern == name;
-    }
-    NamePattern::parse(&pattern.replace('%', "%%"), false).is_ok_and(|p| p.matches(name))
 }
 
 /// The lab file as a chosen restore point makes it: every VM cloned from a snapshot pattern
@@ -131,99 +75,6 @@ pub fn with_chosen_snapshots(spec: &LabSpec, choices: &[Choice]) -> LabSpec {
         }
     }
     out
-}
-
-/// The image points of a VM: its snapshot, or every snapshot matching its pattern (needs the
-/// hypervisor), or its backup files (dated by their newest modification time).
-pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<ImagePoint>> {
-    match &vm.source {
-        VmSource::Domain { domain, snapshot } => {
-            let Some(hv) = hv else {
-                bail!(
-                    "vm {}: its image is snapshot {snapshot} of domain {domain}, and reading its time needs the hypervisor",
-                    vm.name
-                );
-            };
-            let names = hv
-                .list_snapshots(domain)
-                .with_context(|| format!("vm {}: listing the snapshots of {domain}", vm.name))?;
-            // A name with `*` is a pattern: every matching snapshot is an image point.
-            let chosen: Vec<&String> = names
-                .iter()
-                .filter(|n| snapshot_matches(snapshot, n))
-                .collect();
-            if chosen.is_empty() {
-                bail!(
-                    "vm {}: domain {domain} has no snapshot {}{snapshot}; it has: {}",
-                    vm.name,
-                    if snapshot.contains('*') {
-                        "matching "
-                    } else {
-                        ""
-                    },
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                );
-            }
-            chosen
-                .into_iter()
-                .map(|name| {
-                    let xml = hv.snapshot_xml(domain, name).with_context(|| {
-                        format!("vm {}: reading snapshot {name} of {domain}", vm.name)
-                    })?;
-                    let time = snapshot_creation_time(&xml).with_context(|| {
-                        format!("vm {}: reading snapshot {name} of {domain}", vm.name)
-                    })?;
-                    Ok(ImagePoint {
-                        name: name.clone(),
-                        time,
-                        source: format!("snapshot {domain}/{name}"),
-                    })
-                })
-                .collect()
-        }
-        VmSource::Files { disks, .. } => {
-            let mut newest: Option<Timestamp> = None;
-            for path in disks.values() {
-                let modified = std::fs::metadata(path)
-                    .and_then(|m| m.modified())
-                    .with_context(|| {
-                        format!(
-                            "vm {}: reading the modification time of disk image {}",
-                            vm.name,
-                            path.display()
-                        )
-                    })?;
-                let time = Timestamp::try_from(modified).with_context(|| {
-                    format!(
-                        "vm {}: the time of {} is out of range",
-                        vm.name,
-                        path.display()
-                    )
-                })?;
-                newest = newest.max(Some(time));
-            }
-            let first = disks.values().next();
-            Ok(vec![ImagePoint {
-                name: first
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                time: newest.context("the vm has no disks")?,
-                source: format!(
-                    "files {}",
-                    disks
-                        .iter()
-                        .map(|(target, path)| format!("{target}={}", path.display()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-            }])
-        }
-    }
 }
 
 /// The restore points of every VM of a lab, in file order.
@@ -447,332 +298,6 @@ pub fn timeline(points: &[VmPoints], max_skew: Option<Duration>) -> Vec<Moment> 
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// `reclab points`.
-
-#[derive(Serialize)]
-struct PointsReport {
-    lab: String,
-    now: String,
-    time_zone: String,
-    max_skew_seconds: Option<u64>,
-    vms: Vec<VmPointsReport>,
-    at: AtReport,
-    timeline: Vec<MomentReport>,
-}
-
-#[derive(Serialize)]
-struct VmPointsReport {
-    name: String,
-    images: Vec<PointReport>,
-    dumps: Option<DumpsReport>,
-}
-
-#[derive(Serialize)]
-struct DumpsReport {
-    dir: String,
-    pattern: String,
-    points: Vec<PointReport>,
-    other_files: usize,
-    invalid: Vec<InvalidReport>,
-    ambiguous: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct InvalidReport {
-    file: String,
-    reason: String,
-}
-
-#[derive(Serialize)]
-struct PointReport {
-    name: String,
-    time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<String>,
-}
-
-#[derive(Serialize)]
-struct AtReport {
-    text: String,
-    time: Option<String>,
-    note: Option<String>,
-    choices: Vec<ChoiceReport>,
-    error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ChoiceReport {
-    vm: String,
-    image: String,
-    image_time: String,
-    dump: Option<String>,
-    dump_time: Option<String>,
-    skew_seconds: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct MomentReport {
-    from: String,
-    choices: Vec<ChoiceReport>,
-    over_max_skew: Vec<String>,
-}
-
-fn choice_report(choice: &Choice) -> ChoiceReport {
-    ChoiceReport {
-        vm: choice.vm.clone(),
-        image: choice.image.name.clone(),
-        image_time: rfc3339(choice.image.time),
-        dump: choice.dump.as_ref().map(|d| d.file.clone()),
-        dump_time: choice.dump.as_ref().map(|d| rfc3339(d.time)),
-        skew_seconds: choice.skew.map(|s| s.as_secs()),
-    }
-}
-
-/// How many dumps and timeline entries the text output shows (the JSON has all).
-const TEXT_LIMIT: usize = 12;
-
-/// `reclab points`: lists every VM's restore points, what each moment picks, and the choice
-/// for `at` (default `latest`), as text or JSON, to `out`. `now` carries the time zone for
-/// wall-clock `--at` forms and for display. An `--at` that picks nothing (in the future,
-/// before the oldest point, over `max_skew`) is an error after the listing.
-pub fn run_points(
-    spec: &LabSpec,
-    hv: Option<&dyn Hypervisor>,
-    at: Option<&str>,
-    now: &ZonedDateTime,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let when = parse_when(at.unwrap_or("latest"), now).map_err(|e| anyhow::anyhow!("--at: {e}"))?;
-    let points = lab_points(spec, hv)?;
-    let tz = now.time_zone().clone();
-    let chosen = choose(&points, &when, now.timestamp(), spec.max_skew, &tz);
-    let moments = timeline(&points, spec.max_skew);
-    if json {
-        let report = PointsReport {
-            lab: spec.name.clone(),
-            now: rfc3339(now.timestamp()),
-            time_zone: tz.iana_name().unwrap_or("local").to_string(),
-            max_skew_seconds: spec.max_skew.map(|d| d.as_secs()),
-            vms: points
-                .iter()
-                .map(|vm| VmPointsReport {
-                    name: vm.vm.clone(),
-                    images: vm
-                        .images
-                        .iter()
-                        .map(|p| PointReport {
-                            name: p.name.clone(),
-                            time: rfc3339(p.time),
-                            source: Some(p.source.clone()),
-                        })
-                        .collect(),
-                    dumps: vm.dumps.as_ref().map(|d| DumpsReport {
-                        dir: d.dir.display().to_string(),
-                        pattern: spec
-                            .vm(&vm.vm)
-                            .and_then(|v| v.dumps.as_ref())
-                            .map(|s| s.pattern.to_string())
-                            .unwrap_or_default(),
-                        points: d
-                            .points
-                            .iter()
-                            .map(|p| PointReport {
-                                name: p.file.clone(),
-                                time: rfc3339(p.time),
-                                source: None,
-                            })
-                            .collect(),
-                        other_files: d.others,
-                        invalid: d
-                            .invalid
-                            .iter()
-                            .map(|(file, reason)| InvalidReport {
-                                file: file.clone(),
-                                reason: reason.clone(),
-                            })
-                            .collect(),
-                        ambiguous: d.ambiguous.clone(),
-                    }),
-                })
-                .collect(),
-            at: AtReport {
-                text: when.text.clone(),
-                time: match when.at {
-                    At::Latest => None,
-                    At::Moment(t) => Some(rfc3339(t)),
-                },
-                note: when.note.clone(),
-                choices: chosen
-                    .as_ref()
-                    .map(|c| c.iter().map(choice_report).collect())
-                    .unwrap_or_default(),
-                error: chosen.as_ref().err().map(|e| e.to_string()),
-            },
-            timeline: moments
-                .iter()
-                .map(|m| MomentReport {
-                    from: rfc3339(m.from),
-                    choices: m.choices.iter().map(choice_report).collect(),
-                    over_max_skew: m.over_max_skew.clone(),
-                })
-                .collect(),
-        };
-        serde_json::to_writer_pretty(&mut *out, &report).context("writing the json report")?;
-        writeln!(out).context("writing the json report")?;
-    } else {
-        write_text(spec, &points, &moments, &when, &chosen, now, out)
-            .context("writing the points report")?;
-    }
-    chosen.map(|_| ()).map_err(anyhow::Error::new)
-}
-
-fn write_text(
-    spec: &LabSpec,
-    points: &[VmPoints],
-    moments: &[Moment],
-    when: &When,
-    chosen: &Result<Vec<Choice>, ChooseError>,
-    now: &ZonedDateTime,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    let tz = now.time_zone();
-    writeln!(
-        out,
-        "lab {}: restore points (now {}{})",
-        spec.name,
-        show(now.timestamp(), tz),
-        spec.max_skew
-            .map(|d| format!(", max_skew {}", format_duration(d)))
-            .unwrap_or_default()
-    )?;
-    for vm in points {
-        writeln!(out, "vm {}", vm.vm)?;
-        for image in &vm.images {
-            writeln!(out, "  image  {}  {}", show(image.time, tz), image.source)?;
-        }
-        let Some(dumps) = &vm.dumps else {
-            writeln!(out, "  dumps  none")?;
-            continue;
-        };
-        let pattern = spec
-            .vm(&vm.vm)
-            .and_then(|v| v.dumps.as_ref())
-            .map(|d| d.pattern.to_string())
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  dumps  {} in {} matching {pattern}",
-            dumps.points.len(),
-            dumps.dir.display()
-        )?;
-        for dump in dumps.points.iter().rev().take(TEXT_LIMIT) {
-            writeln!(out, "    {}  {}", show(dump.time, tz), dump.file)?;
-        }
-        if dumps.points.len() > TEXT_LIMIT {
-            writeln!(
-                out,
-                "    ... and {} older (--json lists all)",
-                dumps.points.len() - TEXT_LIMIT
-            )?;
-        }
-        if let Some((file, why)) = dumps.invalid.first() {
-            writeln!(
-                out,
-                "  ignored {} names that match the pattern but are no valid time, like {file} ({why})",
-                dumps.invalid.len()
-            )?;
-        }
-        if !dumps.ambiguous.is_empty() {
-            writeln!(
-                out,
-                "  {} names have a time that happens twice in their time zone; read as the first, like {}",
-                dumps.ambiguous.len(),
-                dumps.ambiguous[0]
-            )?;
-        }
-    }
-    let line = |choices: &[Choice]| {
-        choices
-            .iter()
-            .map(|c| match (&c.dump, c.skew) {
-                (Some(dump), Some(skew)) => format!(
-                    "{}: {} + {} (skew {})",
-                    c.vm,
-                    c.image.name,
-                    dump.file,
-                    show_skew(skew)
-                ),
-                _ => format!("{}: {}", c.vm, c.image.name),
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    writeln!(out, "what each moment picks (newest last)")?;
-    if moments.len() > TEXT_LIMIT {
-        writeln!(
-            out,
-            "  ... {} earlier changes (--json lists all)",
-            moments.len() - TEXT_LIMIT
-        )?;
-    }
-    for moment in moments
-        .iter()
-        .skip(moments.len().saturating_sub(TEXT_LIMIT))
-    {
-        let over = if moment.over_max_skew.is_empty() {
-            String::new()
-        } else {
-            format!("  [over max_skew: {}]", moment.over_max_skew.join(", "))
-        };
-        writeln!(
-            out,
-            "  from {}  {}{over}",
-            show(moment.from, tz),
-            line(&moment.choices)
-        )?;
-    }
-    let asked = match when.at {
-        At::Latest => "latest".to_string(),
-        At::Moment(t) => format!("{:?} = {}", when.text, show(t, tz)),
-    };
-    if let Some(note) = &when.note {
-        writeln!(out, "note: {note}")?;
-    }
-    match chosen {
-        Ok(choices) => {
-            writeln!(out, "at {asked}:")?;
-            for c in choices {
-                match (&c.dump, c.skew) {
-                    (Some(dump), Some(skew)) => writeln!(
-                        out,
-                        "  {}: image {} ({}) + dump {} ({}), skew {}",
-                        c.vm,
-                        c.image.name,
-                        show(c.image.time, tz),
-                        dump.file,
-                        show(dump.time, tz),
-                        show_skew(skew)
-                    )?,
-                    _ => writeln!(
-                        out,
-                        "  {}: image {} ({}), no dumps",
-                        c.vm,
-                        c.image.name,
-                        show(c.image.time, tz)
-                    )?,
-                }
-            }
-        }
-        Err(_) => writeln!(out, "at {asked}: nothing can be chosen (see the error)")?,
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The record of an injection, for run.json and reports.
-
 impl InjectionRecord {
     /// The host-side part of a record: the choice and the verified dump. The guest-side
     /// fields (`data_disk`, `commands`, most durations) are filled in as injection proceeds.
@@ -856,7 +381,11 @@ pub fn verify_chosen(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::when::parse_when;
     use crate::hv::fake::FakeHv;
+    use crate::restore::images::{snapshot_creation_time, snapshot_matches};
+    use crate::restore::points_cmd::run_points;
+    use jiff::ZonedDateTime;
     use std::path::Path;
 
     const NOW: &str = "2026-11-26T14:30:00+00:00[UTC]";
