@@ -1,20 +1,25 @@
 //! reclab: prove backups can really be restored.
 //!
 //! # Layout
-//! - `cli`: clap definitions.
-//! - `spec`: the lab file (parse, then validate).
-//! - `plan`: pure; names, MACs, paths, boot tiers, every step with its undo.
-//! - `xml`: surgical rewrite of production domain XML; lab network XML.
-//! - `hv`: the hypervisor trait; `hv::libvirt` is the only module that imports `virt`.
-//! - `agent`: QEMU guest agent protocol on top of `hv`.
-//! - `verify`: the lab file's checks: pure evaluations of captured output, and the runner.
-//! - `report`: drill reports (JSON, JUnit, HTML, terminal) and the per-lab history.
-//! - `when`: `--at` moments (RFC 3339, "2h ago", wall-clock times), DST-aware.
-//! - `points`: restore points: dump name patterns, selection, skew, manifests, checksums.
-//! - `restore`: a lab's restore points, choosing for `--at`, `reclab points`, injection records.
-//! - `datadisk`: read-only ext4/iso data disks that carry dumps into a VM (no root mounts).
-//! - `notify`, `metrics`, `schedule`, `listen`, `expiry`: operations (see docs/operations.md);
-//!   `ops_cmd` runs their subcommands.
+//! The folders follow a lab's lifecycle; each depends only on those above it in this list
+//! (`tests/tidy.rs` checks it; `ARCHITECTURE.md` has the map and the invariants).
+//! - [`base`]: the leaf vocabulary (durations, `--at` moments, names, patterns, templates,
+//!   text, atomic files, host commands, the one wait loop, cancellation).
+//! - [`spec`]: the lab file: decode, validate, the pure model.
+//! - [`xml`]: the surgical rewrite of production domain XML, lab networks, read-only facts.
+//! - [`hv`]: the hypervisor trait; `hv::libvirt` is the only module that names `virt`;
+//!   the guest-agent client.
+//! - [`restore`]: restore points (images, dumps, manifests), the choice for `--at`, `reclab
+//!   points`, data disks and the injection.
+//! - [`lab`]: resolve → plan (pure) → execute (journal first) → boot → teardown; `status`,
+//!   `down`, `gc`; host side effects behind `lab::host::Host`.
+//! - [`verify`]: the lab file's checks: the runner and its pure judges.
+//! - [`report`]: drill reports (JSON, JUnit, HTML, terminal), their store, the history,
+//!   sign-offs.
+//! - [`drill`]: `verify` and `run` (up, verify, report, down).
+//! - [`ops`]: notifications, metrics, schedules, MQTT drills, expiry.
+//! - [`access`]: consoles and `reclab serve`, for people.
+//! - [`app`]: the command layer the binary calls.
 
 pub mod access;
 pub mod app;
