@@ -105,6 +105,7 @@ pub fn options(xml: &str) -> RewriteOpts {
         graphics_valid_to: "2026-11-26T22:00:00Z".parse().unwrap(),
         serial_log: Some("/var/lib/reclab/runs/f00dcafe/vm-serial.log".into()),
         nvram_path: Some("/var/lib/reclab/runs/f00dcafe/vm_VARS.fd".into()),
+        private_dir: Some("/var/lib/reclab/runs/f00dcafe".into()),
         metadata: LabMetadata {
             lab: "fuzz".into(),
             run: "f00dcafe".into(),

@@ -54,6 +54,7 @@ fn opts(vm: &str, disks: Vec<(String, DiskPlan)>) -> RewriteOpts {
         graphics_valid_to: "2026-11-26T22:00:00Z".parse().unwrap(),
         serial_log: Some(format!("/var/lib/reclab/runs/{RUN}/{vm}-serial.log")),
         nvram_path: None,
+        private_dir: None,
         metadata: LabMetadata {
             lab: "nightly-restore".to_string(),
             run: RUN.to_string(),
@@ -107,7 +108,13 @@ fn windows_opts() -> RewriteOpts {
         )],
     );
     o.networks = NetworkMap {
-        bridges: [("br0".to_string(), LAN.to_string())].into(),
+        // The segment's `production` list names the bridge and the host interface of the
+        // macvtap.
+        bridges: [
+            ("br0".to_string(), LAN.to_string()),
+            ("enp3s0".to_string(), LAN.to_string()),
+        ]
+        .into(),
         ..NetworkMap::default()
     };
     o.nvram_path = Some(format!("/var/lib/reclab/runs/{RUN}/win11-cad_VARS.fd"));
@@ -150,7 +157,11 @@ fn snapshot_opts() -> RewriteOpts {
         )],
     );
     o.networks = NetworkMap {
-        by_mac: [("52:54:00:C4:11:02".to_string(), LAN.to_string())].into(),
+        by_mac: [
+            ("52:54:00:C4:11:02".to_string(), LAN.to_string()),
+            ("52:54:00:c4:11:03".to_string(), LAN.to_string()),
+        ]
+        .into(),
         ..NetworkMap::default()
     };
     o
@@ -202,6 +213,13 @@ fn report(r: &Rewritten) -> String {
         s.push_str(&format!("- {} on {}\n", i.mac, i.network));
     }
     s.push_str(&format!("nvram_source: {:?}\n", r.nvram_source));
+    if !r.copies.is_empty() {
+        s.push_str("copies:\n");
+        for c in &r.copies {
+            let kind = if c.dir { "dir" } else { "file" };
+            s.push_str(&format!("- {} ({kind}) {} -> {}\n", c.what, c.from, c.to));
+        }
+    }
     s
 }
 
