@@ -612,7 +612,14 @@ impl Cx<'_> {
 
     /// The path of the private copy of `from` named `file` in `private_dir`, recorded in
     /// [`Rewritten::copies`]; `from` itself when it already is that copy.
-    fn private_copy(&mut self, what: &str, from: &str, file: &str, dir: bool) -> Result<String> {
+    fn private_copy(
+        &mut self,
+        what: &str,
+        from: &str,
+        file: &str,
+        dir: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<String> {
         let Some(private_dir) = &self.opts.private_dir else {
             bail!(
                 "the domain has {what} {from} but no private copy was planned: the lab would write production's file"
@@ -630,11 +637,11 @@ impl Cx<'_> {
                 to: to.clone(),
                 dir,
             });
-            self.record(
-                ChangeKind::Modified,
-                format!("{what} {from} to the private copy {to}"),
-                "the lab must not write production's files",
-            );
+            changes.push(Change {
+                kind: ChangeKind::Modified,
+                what: format!("{what} {from} to the private copy {to}"),
+                why: "the lab must not write production's files".to_string(),
+            });
         }
         Ok(to)
     }
@@ -652,7 +659,15 @@ impl Cx<'_> {
         if !writable || path.is_empty() {
             return Ok(());
         }
-        let copy = self.private_copy("writable firmware <loader>", &path, "loader.fd", false)?;
+        let mut changes = Vec::new();
+        let copy = self.private_copy(
+            "writable firmware <loader>",
+            &path,
+            "loader.fd",
+            false,
+            &mut changes,
+        )?;
+        self.changes.append(&mut changes);
         let loader = domain
             .child_mut("os")
             .and_then(|os| os.child_mut("loader"))
@@ -856,7 +871,7 @@ impl Cx<'_> {
                 _ => {}
             },
             "audio" => self.audio(dev, changes),
-            "memory" => self.memory(dev, state)?,
+            "memory" => self.memory(dev, state, changes)?,
             "pstore" => {
                 return remove(
                     dev,
@@ -892,7 +907,7 @@ impl Cx<'_> {
                     return remove(dev, "uses the host's tpm", changes);
                 }
                 if backend == "emulator" {
-                    self.tpm_state(dev)?;
+                    self.tpm_state(dev, changes)?;
                 }
             }
             "rng" => self.rng(dev, changes),
@@ -1101,6 +1116,9 @@ impl Cx<'_> {
                 .is_some_and(|d| d != "qemu" && d != "vhost")
             {
                 driver.remove_attr("name");
+                if driver.attrs().is_empty() && driver.elems().next().is_none() {
+                    iface.remove_where(|e| e.name() == "driver");
+                }
             }
         }
         if iface.to_xml() != before {
@@ -1165,7 +1183,12 @@ impl Cx<'_> {
 
     /// A persistent-memory device backed by a file the guest writes through (`nvdimm`,
     /// `virtio-pmem`, unless `access='private'`) uses a private copy.
-    fn memory(&mut self, mem: &mut Elem, state: &mut DeviceState) -> Result<()> {
+    fn memory(
+        &mut self,
+        mem: &mut Elem,
+        state: &mut DeviceState,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
         let model = mem.attr("model").unwrap_or_default();
         if model != "nvdimm" && model != "virtio-pmem" {
             return Ok(());
@@ -1188,6 +1211,7 @@ impl Cx<'_> {
             &path,
             &format!("pmem{n}.img"),
             false,
+            changes,
         )?;
         let p = mem
             .child_mut("source")
@@ -1200,7 +1224,7 @@ impl Cx<'_> {
     /// Software TPM state named in the XML (`<backend type='emulator'><source type='dir'
     /// path=…>` in newer libvirt) is production's: the lab uses a copy. Without a `<source>`
     /// libvirt keeps the state under the domain uuid, which is the lab's own.
-    fn tpm_state(&mut self, tpm: &mut Elem) -> Result<()> {
+    fn tpm_state(&mut self, tpm: &mut Elem, changes: &mut Vec<Change>) -> Result<()> {
         let Some(source) = tpm.child("backend").and_then(|b| b.child("source")) else {
             return Ok(());
         };
@@ -1209,7 +1233,7 @@ impl Cx<'_> {
         };
         let dir = source.attr("type").as_deref() != Some("file");
         let file = if dir { "tpm" } else { "tpm.state" };
-        let copy = self.private_copy("tpm state", &path, file, dir)?;
+        let copy = self.private_copy("tpm state", &path, file, dir, changes)?;
         tpm.child_mut("backend")
             .and_then(|b| b.child_mut("source"))
             .expect("source exists")
