@@ -193,7 +193,9 @@ fn edited(path: &str) -> bool {
             "devices",
             "interface",
             "source" | "target" | "virtualport" | "vlan" | "ip" | "route" | "script" | "downscript"
-            | "portForward" | "backend",
+            | "portForward" | "backend"
+            // `<driver name='vfio'/>` of a host PCI function, empty once its name goes.
+            | "driver",
             ..,
         ] => true,
         [
