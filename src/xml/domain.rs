@@ -15,13 +15,24 @@
 //! - Disks with `device='disk'`: they write to a planned qcow2 overlay whose full read-only
 //!   backing chain is spelled out and ends with `<backingStore/>`, so libvirt probes nothing.
 //!   CD-ROM and floppy media are ejected.
-//! - Interfaces: `network`, `bridge` and `ethernet` interfaces move to a lab network and keep
-//!   their production MAC address.
+//! - Interfaces of every kind (`network`, `bridge`, `ethernet`, `direct` macvtap, `hostdev`
+//!   SR-IOV, `user`, `vhostuser`, `vdpa`, socket tunnels) move to a lab network and keep
+//!   their production MAC address and `<model>`. What tied them to the host goes: `<source>`,
+//!   `<target>`, `<backend tap= vhost=>` or passt, scripts, `<virtualport>`, `<vlan>`, a
+//!   hostdev's `vfio` driver and `managed`.
 //! - Graphics: VNC and SPICE listen on 127.0.0.1 only, with a fresh password that expires.
 //! - Character devices: serials and consoles that reach a host file, device, pipe or socket
 //!   become `pty`; such channels and parallels are removed; production log files are never
 //!   reused; the guest agent channel gets a fresh socket (or is added).
 //! - `<os><nvram>`: points at the lab's own copy (the caller copies the file).
+//! - Private copies in [`RewriteOpts::private_dir`], listed in [`Rewritten::copies`] for the
+//!   caller to make: a writable pflash `<loader>` (`readonly='no'` or no `readonly`), the
+//!   software TPM state a `<backend type='emulator'>` names with `<source>`, and the file of
+//!   an `nvdimm` or `virtio-pmem` `<memory>` the guest writes through (not
+//!   `access='private'`). A TPM without `<source>` keeps its state under the domain uuid,
+//!   which is the lab's own: production's state is not used.
+//! - Audio backends other than `none` and `spice` (PulseAudio, JACK, PipeWire, ALSA, OSS,
+//!   SDL, a file, D-Bus) become `type='none'`, keeping their `id`.
 //! - With [`Accel::Tcg`], a host CPU model (`host-passthrough`, `host-model`) is dropped
 //!   (topology and NUMA cells are kept, so the guest sees the same sockets and cores), and so
 //!   are the Hyper-V enlightenments QEMU cannot emulate (`vpindex` and those built on it).
@@ -32,16 +43,21 @@
 //! production: `type='network'` or `type='volume'` disks and other non-file storage (the lab
 //! would open production storage), `device='lun'` (SCSI passthrough), encrypted disks, a disk
 //! with no overlay planned, an interface without a `<mac>` (production MACs are kept), an
-//! interface no [`NetworkMap`] entry covers, an interface type reclab does not know, and an
-//! `<nvram>` file with no copy planned (the lab would write production's UEFI variables).
+//! interface no [`NetworkMap`] entry covers, an interface type reclab does not know, an
+//! `<nvram>` file with no copy planned (the lab would write production's UEFI variables), and
+//! a writable loader, named TPM state or written-through pmem file when no `private_dir` is
+//! given.
 //!
 //! # What is removed (and reported as a [`Change`])
 //!
-//! Everything that could reach outside the lab or touch the host: `direct` (macvtap),
-//! `hostdev`, `user`, `vhostuser`, `vdpa` and socket interfaces; `<hostdev>`, `<redirdev>`,
-//! `<filesystem>`, `<shmem>`, host input devices, smartcard and TPM passthrough, RDP
-//! graphics, `<qemu:commandline>` arguments. An EGD random-number backend becomes
-//! `/dev/urandom`; a fixed vsock CID becomes automatic (it would collide with production).
+//! Everything that could reach outside the lab or touch the host: `<hostdev>`, `<redirdev>`,
+//! `<filesystem>`, `<shmem>`, host input devices, smartcard passthrough and host certificate
+//! databases, TPM passthrough, RDP, SDL and desktop graphics, D-Bus graphics with an
+//! `address`, `<pstore>` (production's store file), `<lease>` (production's lock), security
+//! labels that are not dynamic (`static` is production's own label or user, `none` runs
+//! unconfined), and `<qemu:commandline>`, `<qemu:override>`, `<qemu:capabilities>`,
+//! `<qemu:deprecation>`. An EGD random-number backend becomes `/dev/urandom`; a fixed vsock
+//! CID becomes automatic (it would collide with production).
 //!
 //! Applying the rewrite to its own output with the same options gives the same XML.
 
