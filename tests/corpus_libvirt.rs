@@ -440,6 +440,9 @@ fn check_device(dev: &Node, opts: &RewriteOpts) -> Result<(), String> {
                 Some("emulator") | None => {}
                 Some(_) => return fail("the host's tpm"),
             }
+            if backend.and_then(|b| b.attr("persistent_state")) == Some("yes") {
+                return fail("tpm state that outlives the lab");
+            }
             if let Some(p) = backend
                 .and_then(|b| b.child("source"))
                 .and_then(|s| s.attr("path"))

@@ -30,7 +30,8 @@
 //!   software TPM state a `<backend type='emulator'>` names with `<source>`, and the file of
 //!   an `nvdimm` or `virtio-pmem` `<memory>` the guest writes through (not
 //!   `access='private'`). A TPM without `<source>` keeps its state under the domain uuid,
-//!   which is the lab's own: production's state is not used.
+//!   which is the lab's own: production's state is not used; `persistent_state='yes'` goes,
+//!   so that state does not outlive the lab.
 //! - Audio backends other than `none` and `spice` (PulseAudio, JACK, PipeWire, ALSA, OSS,
 //!   SDL, a file, D-Bus) become `type='none'`, keeping their `id`.
 //! - With [`Accel::Tcg`], a host CPU model (`host-passthrough`, `host-model`) is dropped
@@ -1241,6 +1242,17 @@ impl Cx<'_> {
     /// path=…>` in newer libvirt) is production's: the lab uses a copy. Without a `<source>`
     /// libvirt keeps the state under the domain uuid, which is the lab's own.
     fn tpm_state(&mut self, tpm: &mut Elem, changes: &mut Vec<Change>) -> Result<()> {
+        if let Some(backend) = tpm.child_mut("backend")
+            && backend.attr("persistent_state").as_deref() == Some("yes")
+        {
+            // libvirt would keep the lab's state on the host after the lab is gone.
+            backend.remove_attr("persistent_state");
+            changes.push(Change {
+                kind: ChangeKind::Modified,
+                what: "tpm persistent_state='yes' to the default".to_string(),
+                why: "the lab's tpm state goes with the lab".to_string(),
+            });
+        }
         let Some(source) = tpm.child("backend").and_then(|b| b.child("source")) else {
             return Ok(());
         };

@@ -977,7 +977,19 @@ fn writable_firmware_tpm_state_and_pmem_use_private_copies_or_are_refused() {
     let private = pmem.replace("'shared'", "'private'");
     assert!(rewrite_one(&private, &o).is_ok());
     let default_tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>";
-    assert!(rewrite_one(default_tpm, &o).is_ok());
+    assert!(
+        rewrite_one(default_tpm, &o)
+            .unwrap()
+            .xml
+            .contains(default_tpm)
+    );
+    let persistent = default_tpm.replace("version=", "persistent_state='yes' version=");
+    let out = rewrite_one(&persistent, &o).unwrap();
+    assert!(out.xml.contains(default_tpm), "{}", out.xml);
+    assert_eq!(
+        out.changes[0].to_string(),
+        "changed tpm persistent_state='yes' to the default: the lab's tpm state goes with the lab"
+    );
 }
 
 #[test]
