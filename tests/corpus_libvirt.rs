@@ -12,7 +12,8 @@
 //! - the output is valid against libvirt's RNG schema whenever the input was (`xmllint
 //!   --relaxng` with the installed `/usr/share/libvirt/schemas/domain.rng`; under `CI=true` a
 //!   missing schema or xmllint fails the test);
-//! - rewriting the output again changes nothing.
+//! - rewriting the output again changes nothing, and without a directory for private copies
+//!   the rewrite either needs none or refuses naming the production file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,6 +42,7 @@ const REFUSALS: &[&str] = &[
     "disk ",
     "interface ",
     "<nvram type='",
+    "the domain has ",
 ];
 
 /// A small element tree, read with quick-xml independently of the code under test.
@@ -625,6 +627,26 @@ fn libvirts_test_domains_become_isolated_valid_lab_domains() {
         }
         if let Err(e) = check_output(&out, &opts) {
             failures.push(format!("{name}: {e}"));
+        }
+        // Without a run directory for private copies: the same result, or a refusal that
+        // names the production file.
+        let no_copies = RewriteOpts {
+            private_dir: None,
+            ..opts.clone()
+        };
+        match rewrite_domain(&xml, &no_copies) {
+            Ok(o) if r.copies.is_empty() && o.xml == r.xml => {}
+            Ok(_) if r.copies.is_empty() => failures.push(format!(
+                "{name}: the output depends on an unused private_dir"
+            )),
+            Ok(_) => failures.push(format!("{name}: private copies made without a private_dir")),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let named = r.copies.iter().any(|c| msg.contains(&c.from));
+                if !(msg.starts_with("the domain has ") && named) {
+                    failures.push(format!("{name}: without private_dir: {msg}"));
+                }
+            }
         }
         match rewrite_domain(&r.xml, &opts) {
             Ok(again) if again.xml == r.xml => {}
