@@ -323,6 +323,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             graphics_valid_to: expires,
             serial_log: Some(serial_log.display().to_string()),
             nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
+            private_dir: None,
             metadata: xml::domain::LabMetadata {
                 lab: spec.name.clone(),
                 run: run.0.clone(),

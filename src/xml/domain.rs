@@ -15,13 +15,25 @@
 //! - Disks with `device='disk'`: they write to a planned qcow2 overlay whose full read-only
 //!   backing chain is spelled out and ends with `<backingStore/>`, so libvirt probes nothing.
 //!   CD-ROM and floppy media are ejected.
-//! - Interfaces: `network`, `bridge` and `ethernet` interfaces move to a lab network and keep
-//!   their production MAC address.
+//! - Interfaces of every kind (`network`, `bridge`, `ethernet`, `direct` macvtap, `hostdev`
+//!   SR-IOV, `user`, `vhostuser`, `vdpa`, socket tunnels) move to a lab network and keep
+//!   their production MAC address and `<model>`. What tied them to the host goes: `<source>`,
+//!   `<target>`, `<backend tap= vhost=>` or passt, scripts, `<virtualport>`, `<vlan>`, a
+//!   hostdev's `vfio` driver and `managed`.
 //! - Graphics: VNC and SPICE listen on 127.0.0.1 only, with a fresh password that expires.
 //! - Character devices: serials and consoles that reach a host file, device, pipe or socket
 //!   become `pty`; such channels and parallels are removed; production log files are never
 //!   reused; the guest agent channel gets a fresh socket (or is added).
 //! - `<os><nvram>`: points at the lab's own copy (the caller copies the file).
+//! - Private copies in [`RewriteOpts::private_dir`], listed in [`Rewritten::copies`] for the
+//!   caller to make: a writable pflash `<loader>` (`readonly='no'` or no `readonly`), the
+//!   software TPM state a `<backend type='emulator'>` names with `<source>`, and the file of
+//!   an `nvdimm` or `virtio-pmem` `<memory>` the guest writes through (not
+//!   `access='private'`). A TPM without `<source>` keeps its state under the domain uuid,
+//!   which is the lab's own: production's state is not used; `persistent_state='yes'` goes,
+//!   so that state does not outlive the lab.
+//! - Audio backends other than `none` and `spice` (PulseAudio, JACK, PipeWire, ALSA, OSS,
+//!   SDL, a file, D-Bus) become `type='none'`, keeping their `id`.
 //! - With [`Accel::Tcg`], a host CPU model (`host-passthrough`, `host-model`) is dropped
 //!   (topology and NUMA cells are kept, so the guest sees the same sockets and cores), and so
 //!   are the Hyper-V enlightenments QEMU cannot emulate (`vpindex` and those built on it).
@@ -32,16 +44,21 @@
 //! production: `type='network'` or `type='volume'` disks and other non-file storage (the lab
 //! would open production storage), `device='lun'` (SCSI passthrough), encrypted disks, a disk
 //! with no overlay planned, an interface without a `<mac>` (production MACs are kept), an
-//! interface no [`NetworkMap`] entry covers, an interface type reclab does not know, and an
-//! `<nvram>` file with no copy planned (the lab would write production's UEFI variables).
+//! interface no [`NetworkMap`] entry covers, an interface type reclab does not know, an
+//! `<nvram>` file with no copy planned (the lab would write production's UEFI variables), and
+//! a writable loader, named TPM state or written-through pmem file when no `private_dir` is
+//! given.
 //!
 //! # What is removed (and reported as a [`Change`])
 //!
-//! Everything that could reach outside the lab or touch the host: `direct` (macvtap),
-//! `hostdev`, `user`, `vhostuser`, `vdpa` and socket interfaces; `<hostdev>`, `<redirdev>`,
-//! `<filesystem>`, `<shmem>`, host input devices, smartcard and TPM passthrough, RDP
-//! graphics, `<qemu:commandline>` arguments. An EGD random-number backend becomes
-//! `/dev/urandom`; a fixed vsock CID becomes automatic (it would collide with production).
+//! Everything that could reach outside the lab or touch the host: `<hostdev>`, `<redirdev>`,
+//! `<filesystem>`, `<shmem>`, host input devices, smartcard passthrough and host certificate
+//! databases, TPM passthrough, RDP, SDL and desktop graphics, D-Bus graphics with an
+//! `address`, `<pstore>` (production's store file), `<lease>` (production's lock), security
+//! labels that are not dynamic (`static` is production's own label or user, `none` runs
+//! unconfined), and `<qemu:commandline>`, `<qemu:override>`, `<qemu:capabilities>`,
+//! `<qemu:deprecation>`. An EGD random-number backend becomes `/dev/urandom`; a fixed vsock
+//! CID becomes automatic (it would collide with production).
 //!
 //! Applying the rewrite to its own output with the same options gives the same XML.
 
@@ -125,14 +142,16 @@ pub struct DiskPlan {
 }
 
 /// How production interfaces map to lab networks. Lookups, first match wins: the MAC address,
-/// then the production network name (`type='network'`) or bridge name (`type='bridge'`), then
-/// an interface already on one of the lab networks stays there (this makes the rewrite
-/// idempotent), then the default.
+/// then the production network name (`type='network'`) or the host bridge or host interface
+/// it used (`type='bridge'`, a `direct` macvtap's `<source dev>`), then an interface already
+/// on one of the lab networks stays there (this makes the rewrite idempotent), then the
+/// default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkMap {
     /// Production libvirt network name → lab network name.
     pub networks: BTreeMap<String, String>,
-    /// Production host bridge name → lab network name.
+    /// Production host bridge or host interface name (the `dev` of a `direct` interface) →
+    /// lab network name.
     pub bridges: BTreeMap<String, String>,
     /// MAC address (any case) → lab network name.
     pub by_mac: BTreeMap<String, String>,
@@ -175,8 +194,10 @@ impl NetworkMap {
                 .get(name)
                 .map(String::as_str)
                 .or_else(|| self.lab_networks().get(name.as_str()).copied()),
-            IfaceSource::Bridge(name) => self.bridges.get(name).map(String::as_str),
-            IfaceSource::Ethernet => None,
+            IfaceSource::Bridge(name) | IfaceSource::Direct(name) => {
+                self.bridges.get(name).map(String::as_str)
+            }
+            IfaceSource::Ethernet | IfaceSource::Other { .. } => None,
         };
         by_source.or(self.default.as_deref())
     }
@@ -189,6 +210,14 @@ pub enum IfaceSource {
     Bridge(String),
     /// A tap device with no libvirt-managed attachment.
     Ethernet,
+    /// A macvtap on this host interface (`type='direct'`).
+    Direct(String),
+    /// Any other kind of interface (`user`, `vhostuser`, `hostdev`, `vdpa`, a socket tunnel):
+    /// mapped by MAC or the default only. `detail` names what it was attached to.
+    Other {
+        kind: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for IfaceSource {
@@ -197,6 +226,9 @@ impl fmt::Display for IfaceSource {
             IfaceSource::Network(n) => write!(f, "network '{n}'"),
             IfaceSource::Bridge(b) => write!(f, "bridge '{b}'"),
             IfaceSource::Ethernet => write!(f, "ethernet"),
+            IfaceSource::Direct(dev) => write!(f, "direct '{dev}'"),
+            IfaceSource::Other { kind, detail } if detail.is_empty() => write!(f, "{kind}"),
+            IfaceSource::Other { kind, detail } => write!(f, "{kind} {detail}"),
         }
     }
 }
@@ -233,6 +265,11 @@ pub struct RewriteOpts {
     pub serial_log: Option<String>,
     /// Where the lab's copy of the UEFI variable store goes, if the domain has `<nvram>`.
     pub nvram_path: Option<String>,
+    /// The run directory, where private copies of other production state go: a writable
+    /// firmware image, software TPM state, persistent-memory backing files. The rewrite names
+    /// each copy after [`LabMetadata::vm`] and lists it in [`Rewritten::copies`]; `None`
+    /// refuses a domain that needs one.
+    pub private_dir: Option<String>,
     pub metadata: LabMetadata,
 }
 
@@ -282,6 +319,22 @@ pub struct Rewritten {
     /// The production UEFI variable store the caller must copy to `nvram_path` before the lab
     /// starts; `None` when the domain has no nvram file or already points at `nvram_path`.
     pub nvram_source: Option<String>,
+    /// The private copies (other than the nvram) the caller must make, in `private_dir`,
+    /// before the lab starts; empty when the domain already uses its copies.
+    pub copies: Vec<PrivateCopy>,
+}
+
+/// A production file or directory the lab domain uses only through a private copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateCopy {
+    /// What it is, for messages and the journal: `firmware`, `tpm state`, `pmem 0`.
+    pub what: String,
+    /// The production path; copied, never opened for writing.
+    pub from: String,
+    /// The copy in `private_dir` the lab domain uses.
+    pub to: String,
+    /// A directory (copied recursively) rather than a file.
+    pub dir: bool,
 }
 
 const REACH_OUT: &str = "could reach outside the lab";
@@ -319,6 +372,7 @@ pub fn rewrite_domain(xml: &str, opts: &RewriteOpts) -> Result<Rewritten> {
         changes: Vec::new(),
         interfaces: Vec::new(),
         nvram_source: None,
+        copies: Vec::new(),
     };
     cx.rewrite(&mut out.root)?;
     Ok(Rewritten {
@@ -326,6 +380,7 @@ pub fn rewrite_domain(xml: &str, opts: &RewriteOpts) -> Result<Rewritten> {
         changes: cx.changes,
         interfaces: cx.interfaces,
         nvram_source: cx.nvram_source,
+        copies: cx.copies,
     })
 }
 
@@ -366,7 +421,12 @@ fn validate_opts(opts: &RewriteOpts) -> Result<()> {
             }
         }
     }
-    for path in opts.serial_log.iter().chain(opts.nvram_path.iter()) {
+    for path in opts
+        .serial_log
+        .iter()
+        .chain(opts.nvram_path.iter())
+        .chain(opts.private_dir.iter())
+    {
         if !path.starts_with('/') {
             bail!("'{path}' is not an absolute path");
         }
@@ -408,6 +468,7 @@ struct Cx<'a> {
     changes: Vec<Change>,
     interfaces: Vec<LabInterface>,
     nvram_source: Option<String>,
+    copies: Vec<PrivateCopy>,
 }
 
 /// A compact description of an element for messages: its start tag without secrets, plus its
@@ -459,6 +520,7 @@ impl Cx<'_> {
         self.os(domain)?;
         self.sysinfo(domain);
         self.qemu_commandline(domain);
+        self.seclabels(domain);
         self.devices(domain)
     }
 
@@ -565,7 +627,74 @@ impl Cx<'_> {
         }
     }
 
+    /// The path of the private copy of `from` named `file` in `private_dir`, recorded in
+    /// [`Rewritten::copies`]; `from` itself when it already is that copy.
+    fn private_copy(
+        &mut self,
+        what: &str,
+        from: &str,
+        file: &str,
+        dir: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<String> {
+        let Some(private_dir) = &self.opts.private_dir else {
+            bail!(
+                "the domain has {what} {from} but no private copy was planned: the lab would write production's file"
+            );
+        };
+        let to = format!(
+            "{}/{}-{file}",
+            private_dir.trim_end_matches('/'),
+            self.opts.metadata.vm
+        );
+        if from != to {
+            self.copies.push(PrivateCopy {
+                what: what.to_string(),
+                from: from.to_string(),
+                to: to.clone(),
+                dir,
+            });
+            changes.push(Change {
+                kind: ChangeKind::Modified,
+                what: format!("{what} {from} to the private copy {to}"),
+                why: "the lab must not write production's files".to_string(),
+            });
+        }
+        Ok(to)
+    }
+
+    /// A pflash loader QEMU may write (`readonly='no'`, or no `readonly` at all) is a
+    /// production file the guest writes: the lab uses a copy.
+    fn loader(&mut self, domain: &mut Elem) -> Result<()> {
+        let Some(loader) = domain.child("os").and_then(|os| os.child("loader")) else {
+            return Ok(());
+        };
+        let readonly = loader.attr("readonly");
+        let writable = readonly.as_deref() == Some("no")
+            || (loader.attr("type").as_deref() == Some("pflash") && readonly.is_none());
+        let path = loader.text().trim().to_string();
+        if !writable || path.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::new();
+        let copy = self.private_copy(
+            "writable firmware <loader>",
+            &path,
+            "loader.fd",
+            false,
+            &mut changes,
+        )?;
+        self.changes.append(&mut changes);
+        let loader = domain
+            .child_mut("os")
+            .and_then(|os| os.child_mut("loader"))
+            .expect("loader exists");
+        loader.set_text(&copy);
+        Ok(())
+    }
+
     fn os(&mut self, domain: &mut Elem) -> Result<()> {
+        self.loader(domain)?;
         let Some(nvram) = domain.child_mut("os").and_then(|os| os.child_mut("nvram")) else {
             return Ok(());
         };
@@ -629,17 +758,49 @@ impl Cx<'_> {
         }
     }
 
+    /// `<qemu:commandline>`, `<qemu:override>`, `<qemu:capabilities>` and
+    /// `<qemu:deprecation>` hand QEMU options libvirt does not check.
     fn qemu_commandline(&mut self, domain: &mut Elem) {
         let inherited = domain.ns_decls();
         let removed = domain.remove_where(|e| {
-            e.local_name() == "commandline" && e.namespace(&inherited).as_deref() == Some(QEMU_NS)
+            ["commandline", "override", "capabilities", "deprecation"]
+                .contains(&e.local_name().as_str())
+                && e.namespace(&inherited).as_deref() == Some(QEMU_NS)
         });
         for e in removed {
-            let args: Vec<String> = e.elems().filter_map(|a| a.attr("value")).collect();
+            if e.local_name() == "commandline" {
+                let args: Vec<String> = e.elems().filter_map(|a| a.attr("value")).collect();
+                self.record(
+                    ChangeKind::Removed,
+                    format!("<{}> ({})", e.name(), args.join(" ")),
+                    "raw qemu arguments could reach outside the lab",
+                );
+            } else {
+                self.record(
+                    ChangeKind::Removed,
+                    format!("<{}>", e.name()),
+                    "unchecked qemu options could reach outside the lab",
+                );
+            }
+        }
+    }
+
+    /// Only dynamic security labels stay: a static label is production's own (the lab would
+    /// be allowed production's files), a static DAC label runs QEMU as another user, and
+    /// `type='none'` runs it unconfined. libvirt gives the lab its default dynamic labels.
+    fn seclabels(&mut self, domain: &mut Elem) {
+        let removed = domain.remove_where(|e| {
+            e.name() == "seclabel" && e.attr("type").is_some_and(|t| t != "dynamic")
+        });
+        for e in removed {
+            let label = e.child("label").map(|l| l.text().trim().to_string());
             self.record(
                 ChangeKind::Removed,
-                format!("<{}> ({})", e.name(), args.join(" ")),
-                "raw qemu arguments could reach outside the lab",
+                match label {
+                    Some(l) => format!("{} ({l})", describe(&e)),
+                    None => describe(&e),
+                },
+                "a fixed or absent security label would give the lab production's rights",
             );
         }
     }
@@ -718,8 +879,24 @@ impl Cx<'_> {
             "graphics" => match kind.as_str() {
                 "vnc" | "spice" => self.graphics(dev),
                 "rdp" => return remove(dev, REACH_OUT, changes),
+                "sdl" | "desktop" => {
+                    return remove(dev, "opens a window on a host display", changes);
+                }
+                "dbus" if dev.has_attr("address") => {
+                    return remove(dev, "connects to a d-bus outside the lab", changes);
+                }
                 _ => {}
             },
+            "audio" => self.audio(dev, changes),
+            "memory" => self.memory(dev, state, changes)?,
+            "pstore" => {
+                return remove(
+                    dev,
+                    "writes production's persistent store (a host file)",
+                    changes,
+                );
+            }
+            "lease" => return remove(dev, "the lab would take production's lock", changes),
             "hostdev" | "redirdev" => return remove(dev, TOUCH_HOST, changes),
             "filesystem" => return remove(dev, "shares a host directory with the guest", changes),
             "shmem" => {
@@ -735,6 +912,9 @@ impl Cx<'_> {
             "smartcard" if matches!(dev.attr("mode").as_deref(), Some("passthrough" | "host")) => {
                 return remove(dev, TOUCH_HOST, changes);
             }
+            "smartcard" if dev.attr("mode").as_deref() == Some("host-certificates") => {
+                return remove(dev, "uses the host's certificate database", changes);
+            }
             "tpm" => {
                 let backend = dev
                     .child("backend")
@@ -742,6 +922,9 @@ impl Cx<'_> {
                     .unwrap_or_default();
                 if backend == "passthrough" || backend == "external" {
                     return remove(dev, "uses the host's tpm", changes);
+                }
+                if backend == "emulator" {
+                    self.tpm_state(dev, changes)?;
                 }
             }
             "rng" => self.rng(dev, changes),
@@ -876,22 +1059,37 @@ impl Cx<'_> {
     fn interface(&mut self, iface: &mut Elem, n: usize, changes: &mut Vec<Change>) -> Result<bool> {
         let kind = iface.attr("type").unwrap_or_default();
         let source = iface.child("source");
+        let source_attr = |k: &str| source.and_then(|s| s.attr(k)).unwrap_or_default();
         let source = match kind.as_str() {
-            "network" => {
-                IfaceSource::Network(source.and_then(|s| s.attr("network")).unwrap_or_default())
-            }
-            "bridge" => {
-                IfaceSource::Bridge(source.and_then(|s| s.attr("bridge")).unwrap_or_default())
-            }
+            "network" => IfaceSource::Network(source_attr("network")),
+            "bridge" => IfaceSource::Bridge(source_attr("bridge")),
             "ethernet" => IfaceSource::Ethernet,
-            "direct" | "hostdev" | "user" | "vhostuser" | "vdpa" | "server" | "client"
-            | "mcast" | "udp" => {
-                changes.push(Change {
-                    kind: ChangeKind::Removed,
-                    what: describe(iface),
-                    why: REACH_OUT.to_string(),
-                });
-                return Ok(false);
+            "direct" => IfaceSource::Direct(source_attr("dev")),
+            "user" | "vhostuser" | "hostdev" | "vdpa" | "server" | "client" | "mcast" | "udp"
+            | "null" | "vds" => {
+                let detail = match kind.as_str() {
+                    "vhostuser" => source_attr("path"),
+                    "vdpa" => source_attr("dev"),
+                    "hostdev" => source
+                        .and_then(|s| s.child("address"))
+                        .map(host_address)
+                        .unwrap_or_default(),
+                    "server" | "client" | "mcast" | "udp" => {
+                        let (a, p) = (source_attr("address"), source_attr("port"));
+                        if a.is_empty() && p.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{a}:{p}")
+                        }
+                    }
+                    _ => String::new(),
+                };
+                let detail = if detail.is_empty() {
+                    detail
+                } else {
+                    format!("'{detail}'")
+                };
+                IfaceSource::Other { kind, detail }
             }
             other => bail!(
                 "interface {n} has type '{other}', which reclab does not know: refusing rather than risk a path outside the lab"
@@ -909,6 +1107,8 @@ impl Cx<'_> {
         let network = network.to_string();
         let before = iface.to_xml();
         iface.set_attr("type", "network");
+        // A hostdev interface is a managed PCI device; a lab network port is not.
+        iface.remove_attr("managed");
         let new_source = Elem::new("source").with_attr("network", &network);
         match iface.position(|e| e.name() == "source") {
             Some(at) => iface.replace_at(at, new_source, &self.style),
@@ -920,10 +1120,24 @@ impl Cx<'_> {
         let mut first_source = true;
         iface.remove_where(|e| match e.name().as_str() {
             "source" => !std::mem::replace(&mut first_source, false),
+            // `<backend tap= vhost=>` names host device nodes, `<backend type='passt'>` a
+            // user-mode helper: a lab network port uses libvirt's own.
             "target" | "virtualport" | "vlan" | "ip" | "route" | "script" | "downscript"
-            | "portForward" => true,
+            | "portForward" | "backend" => true,
             _ => false,
         });
+        if let Some(driver) = iface.child_mut("driver") {
+            // `vfio` or `kvm` drive a host PCI function; a network port takes qemu or vhost.
+            if driver
+                .attr("name")
+                .is_some_and(|d| d != "qemu" && d != "vhost")
+            {
+                driver.remove_attr("name");
+                if driver.attrs().is_empty() && driver.elems().next().is_none() {
+                    iface.remove_where(|e| e.name() == "driver");
+                }
+            }
+        }
         if iface.to_xml() != before {
             changes.push(Change {
                 kind: ChangeKind::Modified,
@@ -959,6 +1173,100 @@ impl Cx<'_> {
             }
             None => g.append(listen, 2, &self.style),
         }
+    }
+
+    /// Audio stays inside QEMU (`none`) or goes to the lab's own console (`spice`); every
+    /// other backend reaches a host sound server, device, file or the network.
+    fn audio(&mut self, audio: &mut Elem, changes: &mut Vec<Change>) {
+        let kind = audio.attr("type").unwrap_or_default();
+        if kind == "none" || kind == "spice" {
+            return;
+        }
+        let what = describe(audio);
+        for (key, _) in audio.attrs() {
+            if key != "id" && key != "timerPeriod" {
+                audio.remove_attr(&key);
+            }
+        }
+        audio.set_attr("type", "none");
+        audio.remove_where(|e| e.name() == "input" || e.name() == "output");
+        changes.push(Change {
+            kind: ChangeKind::Modified,
+            what: format!("{what} to type 'none'"),
+            why: "the audio backend reaches a host sound server, device, file or the network"
+                .to_string(),
+        });
+    }
+
+    /// A persistent-memory device backed by a file the guest writes through (`nvdimm`,
+    /// `virtio-pmem`, unless `access='private'`) uses a private copy.
+    fn memory(
+        &mut self,
+        mem: &mut Elem,
+        state: &mut DeviceState,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
+        let model = mem.attr("model").unwrap_or_default();
+        if model != "nvdimm" && model != "virtio-pmem" {
+            return Ok(());
+        }
+        let Some(path) = mem
+            .child("source")
+            .and_then(|s| s.child("path"))
+            .map(|p| p.text().trim().to_string())
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(());
+        };
+        let n = state.pmem;
+        state.pmem += 1;
+        if mem.attr("access").as_deref() == Some("private") {
+            return Ok(());
+        }
+        let copy = self.private_copy(
+            &format!("<memory model='{model}'> {n}"),
+            &path,
+            &format!("pmem{n}.img"),
+            false,
+            changes,
+        )?;
+        let p = mem
+            .child_mut("source")
+            .and_then(|s| s.child_mut("path"))
+            .expect("path exists");
+        p.set_text(&copy);
+        Ok(())
+    }
+
+    /// Software TPM state named in the XML (`<backend type='emulator'><source type='dir'
+    /// path=…>` in newer libvirt) is production's: the lab uses a copy. Without a `<source>`
+    /// libvirt keeps the state under the domain uuid, which is the lab's own.
+    fn tpm_state(&mut self, tpm: &mut Elem, changes: &mut Vec<Change>) -> Result<()> {
+        if let Some(backend) = tpm.child_mut("backend")
+            && backend.attr("persistent_state").as_deref() == Some("yes")
+        {
+            // libvirt would keep the lab's state on the host after the lab is gone.
+            backend.remove_attr("persistent_state");
+            changes.push(Change {
+                kind: ChangeKind::Modified,
+                what: "tpm persistent_state='yes' to the default".to_string(),
+                why: "the lab's tpm state goes with the lab".to_string(),
+            });
+        }
+        let Some(source) = tpm.child("backend").and_then(|b| b.child("source")) else {
+            return Ok(());
+        };
+        let Some(path) = source.attr("path").filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let dir = source.attr("type").as_deref() != Some("file");
+        let file = if dir { "tpm" } else { "tpm.state" };
+        let copy = self.private_copy("tpm state", &path, file, dir, changes)?;
+        tpm.child_mut("backend")
+            .and_then(|b| b.child_mut("source"))
+            .expect("source exists")
+            .set_attr("path", &copy);
+        Ok(())
     }
 
     fn rng(&mut self, rng: &mut Elem, changes: &mut Vec<Change>) {
@@ -1116,6 +1424,24 @@ fn chardev_risk(kind: &str) -> &'static str {
     }
 }
 
+/// A host PCI or USB address as text: `0000:03:10.2`, `usb 1.5`.
+fn host_address(a: &Elem) -> String {
+    let hex = |k: &str| {
+        let v = a.attr(k).unwrap_or_default();
+        v.trim_start_matches("0x").to_string()
+    };
+    match a.attr("type").as_deref() {
+        Some("usb") => format!("usb {}.{}", hex("bus"), hex("device")),
+        _ => format!(
+            "{:0>4}:{:0>2}:{:0>2}.{}",
+            hex("domain"),
+            hex("bus"),
+            hex("slot"),
+            hex("function")
+        ),
+    }
+}
+
 /// Drops the pseudo-terminal a live XML names (production's); libvirt allocates a new one.
 fn forget_pty(dev: &mut Elem) {
     dev.remove_attr("tty");
@@ -1156,6 +1482,7 @@ fn backing_chain(layers: &[BackingLayer], index: usize, depth: usize, style: &St
 #[derive(Default)]
 struct DeviceState {
     disks: usize,
+    pmem: usize,
     interfaces: usize,
     seen_serial: bool,
     seen_agent: bool,

@@ -105,6 +105,7 @@ pub fn options(xml: &str) -> RewriteOpts {
         graphics_valid_to: "2026-11-26T22:00:00Z".parse().unwrap(),
         serial_log: Some("/var/lib/reclab/runs/f00dcafe/vm-serial.log".into()),
         nvram_path: Some("/var/lib/reclab/runs/f00dcafe/vm_VARS.fd".into()),
+        private_dir: Some("/var/lib/reclab/runs/f00dcafe".into()),
         metadata: LabMetadata {
             lab: "fuzz".into(),
             run: "f00dcafe".into(),
@@ -309,6 +310,10 @@ const MODELLED_DEVICES: &[&str] = &[
     "console",
     "channel",
     "parallel",
+    "memory",
+    "pstore",
+    "lease",
+    "audio",
 ];
 
 /// Whether an element of a `<domain>` lies in a part the rewrite models.
@@ -322,7 +327,8 @@ fn modelled(n: &Node) -> bool {
         return true;
     }
     match p.as_slice() {
-        ["name" | "uuid" | "cpu", ..] => true,
+        ["name" | "uuid" | "cpu" | "seclabel", ..] => true,
+        ["os", "loader", ..] => true,
         ["features", "hyperv", ..] => true,
         ["os", "nvram", ..] => true,
         ["sysinfo", "system", "entry"] => n.attr("name") == Some("uuid"),
@@ -378,11 +384,14 @@ pub fn domain_xml(data: &[u8]) -> Result<(), String> {
     }
     // The type of the graphics device whose children are being read (document order).
     let mut graphics = String::new();
+    // Whether that device maps its backing file privately (`<memory access='private'>`).
+    let mut private_access = false;
     for n in &after {
         let p = n.below_root();
         let violation = match p.as_slice() {
             ["devices", dev] => {
                 graphics = n.attr("type").unwrap_or_default().to_string();
+                private_access = n.attr("access") == Some("private");
                 forbidden_device(local(dev), n)
             }
             ["devices", dev, "source"] if local(dev) == "interface" => {
@@ -405,8 +414,20 @@ pub fn domain_xml(data: &[u8]) -> Result<(), String> {
                     n.attr("type") == Some("address") && n.attr("address") == Some("127.0.0.1");
                 (!ok).then(|| format!("a console listening on {:?}", n.attrs))
             }
-            [c, ..] if local(c) == "commandline" && n.namespace() == Some(QEMU_NS) => {
-                Some("raw qemu arguments".to_string())
+            [c, ..] if n.namespace() == Some(QEMU_NS) && p.len() == 1 => {
+                Some(format!("<{c}> (qemu passthrough)"))
+            }
+            ["seclabel"] if n.attr("type") != Some("dynamic") => {
+                Some(format!("a seclabel of type {:?}", n.attr("type")))
+            }
+            ["devices", dev, "source", "path"] if local(dev) == "memory" => {
+                let ok = n.text.starts_with("/var/lib/reclab/runs/f00dcafe/")
+                    || n.text.is_empty()
+                    || private_access;
+                (!ok).then(|| format!("a pmem file outside the run directory: {}", n.text))
+            }
+            ["devices", dev, "backend"] if local(dev) == "interface" => {
+                Some("a moved interface's host backend".into())
             }
             _ => None,
         };
@@ -455,9 +476,18 @@ pub fn domain_xml(data: &[u8]) -> Result<(), String> {
 fn forbidden_device(dev: &str, n: &Node) -> Option<String> {
     let kind = n.attr("type").unwrap_or("");
     match dev {
-        "hostdev" | "redirdev" | "filesystem" | "shmem" => Some(format!("a <{dev}>")),
+        "hostdev" | "redirdev" | "filesystem" | "shmem" | "pstore" | "lease" => {
+            Some(format!("a <{dev}>"))
+        }
         "interface" if kind != "network" => Some(format!("an interface of type '{kind}'")),
-        "graphics" if kind == "rdp" => Some("rdp graphics".into()),
+        "graphics" if matches!(kind, "rdp" | "sdl" | "desktop") => Some(format!("{kind} graphics")),
+        "graphics" if kind == "dbus" && n.attr("address").is_some() => {
+            Some("d-bus graphics with an address".into())
+        }
+        "audio" if kind != "none" && kind != "spice" => Some(format!("{kind} audio")),
+        "smartcard" if n.attr("mode") == Some("host-certificates") => {
+            Some("a smartcard on host certificates".into())
+        }
         "graphics"
             if (kind == "vnc" || kind == "spice") && n.attr("listen") != Some("127.0.0.1") =>
         {

@@ -54,6 +54,7 @@ fn opts(vm: &str, disks: Vec<(String, DiskPlan)>) -> RewriteOpts {
         graphics_valid_to: "2026-11-26T22:00:00Z".parse().unwrap(),
         serial_log: Some(format!("/var/lib/reclab/runs/{RUN}/{vm}-serial.log")),
         nvram_path: None,
+        private_dir: None,
         metadata: LabMetadata {
             lab: "nightly-restore".to_string(),
             run: RUN.to_string(),
@@ -107,7 +108,13 @@ fn windows_opts() -> RewriteOpts {
         )],
     );
     o.networks = NetworkMap {
-        bridges: [("br0".to_string(), LAN.to_string())].into(),
+        // The segment's `production` list names the bridge and the host interface of the
+        // macvtap.
+        bridges: [
+            ("br0".to_string(), LAN.to_string()),
+            ("enp3s0".to_string(), LAN.to_string()),
+        ]
+        .into(),
         ..NetworkMap::default()
     };
     o.nvram_path = Some(format!("/var/lib/reclab/runs/{RUN}/win11-cad_VARS.fd"));
@@ -150,9 +157,34 @@ fn snapshot_opts() -> RewriteOpts {
         )],
     );
     o.networks = NetworkMap {
-        by_mac: [("52:54:00:C4:11:02".to_string(), LAN.to_string())].into(),
+        by_mac: [
+            ("52:54:00:C4:11:02".to_string(), LAN.to_string()),
+            ("52:54:00:c4:11:03".to_string(), LAN.to_string()),
+        ]
+        .into(),
         ..NetworkMap::default()
     };
+    o
+}
+
+/// Two segments: the macvtap's host interface is named by the backup segment's `production`
+/// list, the other interfaces go by MAC or to the default. Every private copy is planned.
+fn host_reaching_opts() -> RewriteOpts {
+    let mut o = opts(
+        "ledger01",
+        vec![plan(
+            "ledger01",
+            "vda",
+            vec![qcow2("/srv/backup/ledger01/vda.qcow2")],
+        )],
+    );
+    o.networks = NetworkMap {
+        bridges: [("eno1".to_string(), BACKUP_NET.to_string())].into(),
+        by_mac: [("52:54:00:6b:01:02".to_string(), BACKUP_NET.to_string())].into(),
+        default: Some(LAN.to_string()),
+        ..NetworkMap::default()
+    };
+    o.private_dir = Some(format!("/var/lib/reclab/runs/{RUN}"));
     o
 }
 
@@ -189,6 +221,12 @@ fn cases() -> Vec<(&'static str, RewriteOpts, ExpectFile, ExpectFile)> {
             expect_file!["../golden/domain/app-snapshot.lab.xml"],
             expect_file!["../golden/domain/app-snapshot.changes.txt"],
         ),
+        (
+            "host-reaching",
+            host_reaching_opts(),
+            expect_file!["../golden/domain/host-reaching.lab.xml"],
+            expect_file!["../golden/domain/host-reaching.changes.txt"],
+        ),
     ]
 }
 
@@ -202,6 +240,13 @@ fn report(r: &Rewritten) -> String {
         s.push_str(&format!("- {} on {}\n", i.mac, i.network));
     }
     s.push_str(&format!("nvram_source: {:?}\n", r.nvram_source));
+    if !r.copies.is_empty() {
+        s.push_str("copies:\n");
+        for c in &r.copies {
+            let kind = if c.dir { "dir" } else { "file" };
+            s.push_str(&format!("- {} ({kind}) {} -> {}\n", c.what, c.from, c.to));
+        }
+    }
     s
 }
 
@@ -279,13 +324,23 @@ const MODELLED_DEVICES: &[&str] = &[
     "shmem",
     "input",
     "vsock",
+    "memory",
+    "pstore",
+    "lease",
+    "audio",
 ];
 
 fn modelled(path: &str) -> bool {
     let parts: Vec<&str> = path.split('/').collect();
     match parts.as_slice() {
         ["domain"] => true,
-        ["domain", "name" | "uuid" | "cpu" | "qemu:commandline", ..] => true,
+        [
+            "domain",
+            "name" | "uuid" | "cpu" | "seclabel" | "qemu:commandline" | "qemu:override"
+            | "qemu:capabilities" | "qemu:deprecation",
+            ..,
+        ] => true,
+        ["domain", "os", "loader", ..] => true,
         ["domain", "sysinfo", "system", "entry", ..] => true,
         ["domain", "features", "hyperv", _, ..] => true,
         ["domain", "os", "nvram", ..] => true,
@@ -424,7 +479,10 @@ fn kept_disks_and_interfaces_keep_their_unmodelled_children() {
             };
             let now_children = device_children(&now.1);
             for (child, child_raw) in device_children(raw) {
-                if kept.contains(&child.as_str()) {
+                // The driver of a host PCI function (`vfio`) is not that of a network port.
+                let host_driver = child == "driver"
+                    && attr(&child_raw, "name").is_some_and(|d| d != "qemu" && d != "vhost");
+                if kept.contains(&child.as_str()) && !host_driver {
                     assert!(
                         now_children.iter().any(|(_, r)| *r == child_raw),
                         "{name}: {kind} {key:?} lost {child_raw}"
@@ -451,10 +509,32 @@ fn no_device_that_could_reach_outside_remains() {
     for (name, opts, _, _) in cases() {
         let out = rewrite_domain(&golden_input(name), &opts).unwrap();
         let xml = &out.xml;
-        assert!(
-            !xml.contains("qemu:commandline"),
-            "{name}: raw qemu arguments remain"
-        );
+        for qemu in [
+            "qemu:commandline",
+            "qemu:override",
+            "qemu:capabilities",
+            "qemu:deprecation",
+        ] {
+            assert!(!xml.contains(qemu), "{name}: {qemu} remains");
+        }
+        for (_, raw) in subtrees(xml, "domain")
+            .into_iter()
+            .filter(|(n, _)| n == "seclabel")
+        {
+            assert_eq!(
+                attr(&raw, "type").as_deref(),
+                Some("dynamic"),
+                "{name}: {raw}"
+            );
+        }
+        for (_, raw) in subtrees(xml, "domain/os")
+            .into_iter()
+            .filter(|(n, _)| n == "loader")
+        {
+            if attr(&raw, "readonly").as_deref() != Some("yes") {
+                assert!(raw.contains(">/var/lib/reclab/runs/"), "{name}: {raw}");
+            }
+        }
         let mut logs = 0;
         for (kind, raw) in subtrees(xml, "domain/devices") {
             let ty = attr(&raw, "type").unwrap_or_default();
@@ -519,7 +599,22 @@ fn no_device_that_could_reach_outside_remains() {
                     }
                 }
                 "rng" => assert!(!raw.contains("egd"), "{name}: {raw}"),
-                "tpm" => assert!(!raw.contains("passthrough"), "{name}: {raw}"),
+                "tpm" => {
+                    assert!(!raw.contains("passthrough"), "{name}: {raw}");
+                    if let Some(path) = raw.split(" path='").nth(1) {
+                        assert!(path.starts_with("/var/lib/reclab/runs/"), "{name}: {raw}");
+                    }
+                }
+                "pstore" | "lease" => panic!("{name}: {raw} remains"),
+                "smartcard" => assert!(!raw.contains("host-certificates"), "{name}: {raw}"),
+                "audio" => assert!(matches!(ty.as_str(), "none" | "spice"), "{name}: {raw}"),
+                "memory" => {
+                    if let Some(path) = raw.split("<path>").nth(1)
+                        && attr(&raw, "access").as_deref() != Some("private")
+                    {
+                        assert!(path.starts_with("/var/lib/reclab/runs/"), "{name}: {raw}");
+                    }
+                }
                 _ => {}
             }
         }
@@ -712,5 +807,292 @@ fn the_default_lab_network_catches_interfaces_the_maps_miss() {
             ("52:54:00:3a:7c:11", LAN),
             ("52:54:00:3a:7c:12", BACKUP_NET)
         ]
+    );
+}
+
+/// The rewrite of a domain around one device, its error as text.
+fn rewrite_one(device: &str, opts: &RewriteOpts) -> Result<Rewritten, String> {
+    rewrite_domain(&with_device(device), opts).map_err(|e| format!("{e:#}"))
+}
+
+fn private_opts() -> RewriteOpts {
+    let mut o = opts("x", vec![]);
+    o.private_dir = Some(format!("/var/lib/reclab/runs/{RUN}"));
+    o
+}
+
+#[test]
+fn every_kind_of_nic_moves_to_a_lab_segment_with_its_mac_and_model() {
+    let cases = [
+        (
+            "direct",
+            "<source dev='eno1' mode='vepa'/><backend tap='/dev/net/tun' vhost='/dev/vhost-net'/>",
+            "direct 'eno1'",
+        ),
+        (
+            "bridge",
+            "<source bridge='br0'/><target dev='vnet3'/>",
+            "bridge 'br0'",
+        ),
+        (
+            "ethernet",
+            "<target dev='tap7' managed='no'/><script path='/etc/qemu-ifup'/>",
+            "ethernet",
+        ),
+        (
+            "user",
+            "<backend type='passt'/><ip address='10.0.2.15' family='ipv4' prefix='24'/>",
+            "user",
+        ),
+        (
+            "vhostuser",
+            "<source type='unix' path='/run/vhu0' mode='server'><reconnect enabled='yes' timeout='10'/></source>",
+            "vhostuser '/run/vhu0'",
+        ),
+        (
+            "hostdev",
+            "<driver name='vfio'/><source><address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/></source>",
+            "hostdev '0000:3b:02.1'",
+        ),
+        (
+            "vdpa",
+            "<source dev='/dev/vhost-vdpa-0'/>",
+            "vdpa '/dev/vhost-vdpa-0'",
+        ),
+        (
+            "mcast",
+            "<source address='230.0.0.1' port='5558'/>",
+            "mcast '230.0.0.1:5558'",
+        ),
+    ];
+    for (kind, inner, described) in cases {
+        let nic = format!(
+            "<interface type='{kind}'><mac address='52:54:00:AB:00:01'/>{inner}<model type='e1000e'/></interface>"
+        );
+        let out = rewrite_one(&nic, &opts("x", vec![])).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let (_, raw) = subtrees(&out.xml, "domain/devices")
+            .into_iter()
+            .find(|(n, _)| n == "interface")
+            .unwrap_or_else(|| panic!("{kind}: the interface was dropped"));
+        let raw: String = raw.lines().map(str::trim).collect();
+        assert_eq!(
+            raw,
+            format!(
+                "<interface type='network'><mac address='52:54:00:AB:00:01'/><source network='{LAN}'/><model type='e1000e'/></interface>"
+            ),
+            "{kind}"
+        );
+        assert_eq!(
+            out.interfaces,
+            vec![reclab::xml::domain::LabInterface {
+                mac: "52:54:00:ab:00:01".to_string(),
+                network: LAN.to_string()
+            }],
+            "{kind}"
+        );
+        assert!(
+            out.changes.iter().any(|c| c.to_string()
+                == format!("changed interface 52:54:00:ab:00:01 ({described}) to lab network '{LAN}': lab guests keep their production mac on an isolated network")),
+            "{kind}: {:?}",
+            out.changes
+        );
+    }
+}
+
+#[test]
+fn a_macvtap_goes_to_the_segment_that_names_its_host_interface_or_is_refused_by_name() {
+    let nic = "<interface type='direct'><mac address='52:54:00:ab:00:02'/><source dev='eno2' mode='bridge'/></interface>";
+    let mut o = opts("x", vec![]);
+    o.networks = NetworkMap {
+        bridges: [("eno2".to_string(), BACKUP_NET.to_string())].into(),
+        ..NetworkMap::default()
+    };
+    assert_eq!(
+        rewrite_one(nic, &o).unwrap().interfaces[0].network,
+        BACKUP_NET
+    );
+    o.networks.bridges = [("eno1".to_string(), BACKUP_NET.to_string())].into();
+    assert_eq!(
+        rewrite_one(nic, &o).unwrap_err(),
+        "interface 52:54:00:ab:00:02 (direct 'eno2') is not mapped to a lab network"
+    );
+}
+
+#[test]
+fn writable_firmware_tpm_state_and_pmem_use_private_copies_or_are_refused() {
+    let loader = "<domain type='kvm'><name>x</name><os><type>hvm</type>\
+        <loader type='pflash'>/var/lib/libvirt/qemu/nvram/x-bios.fd</loader></os><devices/></domain>";
+    let tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'>\
+        <source type='file' path='/var/lib/swtpm/x.state'/></backend></tpm>";
+    let pmem = "<memory model='virtio-pmem' access='shared'><source><path>/srv/pmem/x.img</path></source>\
+        <target><size unit='KiB'>1024</size></target></memory>";
+    let dir = format!("/var/lib/reclab/runs/{RUN}");
+
+    let out = rewrite_domain(loader, &private_opts()).unwrap();
+    assert!(
+        out.xml
+            .contains(&format!("<loader type='pflash'>{dir}/x-loader.fd</loader>"))
+    );
+    assert_eq!(
+        out.copies,
+        vec![reclab::xml::domain::PrivateCopy {
+            what: "writable firmware <loader>".to_string(),
+            from: "/var/lib/libvirt/qemu/nvram/x-bios.fd".to_string(),
+            to: format!("{dir}/x-loader.fd"),
+            dir: false,
+        }]
+    );
+    let out = rewrite_one(tpm, &private_opts()).unwrap();
+    assert!(
+        out.xml
+            .contains(&format!("<source type='file' path='{dir}/x-tpm.state'/>"))
+    );
+    assert_eq!(out.copies[0].from, "/var/lib/swtpm/x.state");
+    let out = rewrite_one(pmem, &private_opts()).unwrap();
+    assert!(out.xml.contains(&format!("<path>{dir}/x-pmem0.img</path>")));
+    assert_eq!(out.copies[0].to, format!("{dir}/x-pmem0.img"));
+    // The copies already in use are not copied again.
+    let again = rewrite_domain(&out.xml, &private_opts()).unwrap();
+    assert_eq!((again.xml, again.copies), (out.xml, vec![]));
+
+    let o = opts("x", vec![]);
+    assert_eq!(
+        format!("{:#}", rewrite_domain(loader, &o).unwrap_err()),
+        "the domain has writable firmware <loader> /var/lib/libvirt/qemu/nvram/x-bios.fd but no \
+         private copy was planned: the lab would write production's file"
+    );
+    assert_eq!(
+        rewrite_one(tpm, &o).unwrap_err(),
+        "the domain has tpm state /var/lib/swtpm/x.state but no private copy was planned: the lab \
+         would write production's file"
+    );
+    assert_eq!(
+        rewrite_one(pmem, &o).unwrap_err(),
+        "the domain has <memory model='virtio-pmem'> 0 /srv/pmem/x.img but no private copy was \
+         planned: the lab would write production's file"
+    );
+    // Read-only firmware, private pmem and default tpm state need no copy.
+    let ro = loader.replace("<loader ", "<loader readonly='yes' ");
+    assert!(rewrite_domain(&ro, &o).unwrap().copies.is_empty());
+    let private = pmem.replace("'shared'", "'private'");
+    assert!(rewrite_one(&private, &o).is_ok());
+    let default_tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>";
+    assert!(
+        rewrite_one(default_tpm, &o)
+            .unwrap()
+            .xml
+            .contains(default_tpm)
+    );
+    let persistent = default_tpm.replace("version=", "persistent_state='yes' version=");
+    let out = rewrite_one(&persistent, &o).unwrap();
+    assert!(out.xml.contains(default_tpm), "{}", out.xml);
+    assert_eq!(
+        out.changes[0].to_string(),
+        "changed tpm persistent_state='yes' to the default: the lab's tpm state goes with the lab"
+    );
+}
+
+#[test]
+fn host_audio_becomes_none_keeping_its_id() {
+    for audio in [
+        "<audio id='1' type='pulseaudio' serverName='tcp:10.1.1.1'><input name='in'/></audio>",
+        "<audio id='1' type='jack'><output serverName='srv' clientName='c'/></audio>",
+        "<audio id='1' type='file' path='/tmp/out.wav'/>",
+        "<audio id='1' type='alsa'><input dev='/dev/dsp0'/></audio>",
+        "<audio id='1' type='oss'><output dev='/dev/dsp'/></audio>",
+    ] {
+        let out = rewrite_one(audio, &opts("x", vec![])).unwrap();
+        let (_, raw) = subtrees(&out.xml, "domain/devices").remove(0);
+        let raw = raw.replace("></audio>", "/>");
+        assert_eq!(raw, "<audio id='1' type='none'/>", "{audio}");
+        assert!(
+            out.changes[0]
+                .to_string()
+                .starts_with("changed <audio id='1'"),
+            "{audio}"
+        );
+    }
+    for kept in [
+        "<audio id='1' type='none'/>",
+        "<audio id='1' type='spice'/>",
+    ] {
+        let out = rewrite_one(kept, &opts("x", vec![])).unwrap();
+        assert!(out.xml.contains(kept), "{kept}");
+    }
+}
+
+#[test]
+fn host_displays_locks_stores_certificates_and_labels_are_removed() {
+    let removed = [
+        (
+            "<graphics type='sdl' display=':0' xauth='/root/.Xauthority'/>",
+            "opens a window on a host display",
+        ),
+        (
+            "<graphics type='dbus' address='unix:path=/run/bus'/>",
+            "connects to a d-bus outside the lab",
+        ),
+        (
+            "<pstore backend='acpi-erst'><path>/var/lib/x.pstore</path><size unit='KiB'>8</size></pstore>",
+            "writes production's persistent store (a host file)",
+        ),
+        (
+            "<lease><lockspace>s</lockspace><key>k</key><target path='/var/lib/sanlock/s'/></lease>",
+            "the lab would take production's lock",
+        ),
+        (
+            "<smartcard mode='host-certificates'><certificate>a</certificate><certificate>b</certificate><certificate>c</certificate><database>/etc/pki/nssdb</database></smartcard>",
+            "uses the host's certificate database",
+        ),
+    ];
+    for (dev, why) in removed {
+        let out = rewrite_one(dev, &opts("x", vec![])).unwrap();
+        let name = dev[1..].split(' ').next().unwrap();
+        assert!(!out.xml.contains(&format!("<{name} ")), "{dev}");
+        assert_eq!(
+            out.changes[0].kind,
+            reclab::xml::domain::ChangeKind::Removed,
+            "{dev}"
+        );
+        assert_eq!(out.changes[0].why, why, "{dev}");
+    }
+    let labels = "<domain type='kvm'><name>x</name><devices/>\
+        <seclabel type='static' model='selinux'><label>system_u:system_r:svirt_t:s0:c1,c2</label></seclabel>\
+        <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>\
+        <seclabel type='none' model='apparmor'/>\
+        <seclabel type='dynamic' model='selinux'><baselabel>svirt_t</baselabel></seclabel></domain>";
+    let out = rewrite_domain(labels, &opts("x", vec![])).unwrap();
+    assert_eq!(out.xml.matches("<seclabel").count(), 1, "{}", out.xml);
+    assert!(
+        out.xml
+            .contains("<seclabel type='dynamic' model='selinux'>")
+    );
+    let removed: Vec<String> = out
+        .changes
+        .iter()
+        .filter(|c| c.what.starts_with("<seclabel"))
+        .map(|c| c.what.clone())
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            "<seclabel type='static' model='selinux'> (system_u:system_r:svirt_t:s0:c1,c2)",
+            "<seclabel type='static' model='dac' relabel='no'> (+0:+0)",
+            "<seclabel type='none' model='apparmor'>",
+        ]
+    );
+}
+
+#[test]
+fn qemu_overrides_capabilities_and_deprecation_are_removed() {
+    let xml = "<domain type='kvm' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'><name>x</name><devices/>\
+        <q:override><q:device alias='net0'/></q:override><q:capabilities><q:add capability='blockdev'/></q:capabilities>\
+        <q:deprecation behavior='crash'/></domain>";
+    let out = rewrite_domain(xml, &opts("x", vec![])).unwrap();
+    assert!(!out.xml.contains("<q:"), "{}", out.xml);
+    let removed: Vec<String> = out.changes.iter().take(3).map(|c| c.what.clone()).collect();
+    assert_eq!(
+        removed,
+        ["<q:override>", "<q:capabilities>", "<q:deprecation>"]
     );
 }
