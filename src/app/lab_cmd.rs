@@ -352,6 +352,19 @@ fn step_label(step: &Step) -> String {
             p(from),
             p(to)
         ),
+        Step::CopyPrivate {
+            vm,
+            what,
+            from,
+            to,
+            dir,
+        } => format!(
+            "CopyPrivate {{ vm: {}, what: {}, from: {}, to: {}, dir: {dir} }}",
+            q(vm),
+            q(what),
+            p(from),
+            p(to)
+        ),
         Step::BuildDataDisk { injection } => format!("BuildDataDisk {{ injection: {injection} }}"),
         Step::CreateNetwork { segment } => format!("CreateNetwork {{ segment: {segment} }}"),
         Step::HardenBridge { segment } => format!("HardenBridge {{ segment: {segment} }}"),

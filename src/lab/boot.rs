@@ -250,6 +250,7 @@ mod tests {
                     domain,
                     tier: 0,
                     overlays: vec![],
+                    copies: vec![],
                     nvram: None,
                     changes: vec![],
                     macs: vec![],

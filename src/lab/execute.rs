@@ -171,6 +171,21 @@ fn run_step(
                 .with_context(|| format!("vm {vm}: copying nvram {}", from.display()))?;
             Some(format!("nvram {vm}"))
         }
+        Step::CopyPrivate {
+            vm,
+            what,
+            from,
+            to,
+            dir,
+        } => {
+            let copied = if *dir {
+                host.copy_tree(from, to)
+            } else {
+                host.copy_file(from, to)
+            };
+            copied.with_context(|| format!("vm {vm}: copying its {what} {}", from.display()))?;
+            Some(format!("{what} {vm}"))
+        }
         Step::BuildDataDisk { injection } => {
             let p = &mut injections[*injection];
             let vm = plan

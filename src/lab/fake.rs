@@ -141,6 +141,11 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<()> {
+        let _st = self.record("copy_tree", &to.display().to_string())?;
+        crate::base::fs::copy_tree(from, to)
+    }
+
     fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()> {
         let _st = self.record("build_data_disk", &image.display().to_string())?;
         write_file(image, "data disk")?;

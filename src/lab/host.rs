@@ -19,6 +19,9 @@ pub trait Host: Send + Sync {
     fn create_overlay(&self, overlay: &Path, backing: &Layer) -> Result<()>;
     /// Copy a file (a production nvram into the run directory).
     fn copy_file(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Copy a directory and everything in it to `to` (which must not exist); the source is
+    /// only read.
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<()>;
     /// Build the data disk of a planned injection at `image`; fills the injection's record.
     fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()>;
 
@@ -77,6 +80,10 @@ impl Host for SysHost {
     fn copy_file(&self, from: &Path, to: &Path) -> Result<()> {
         std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
         Ok(())
+    }
+
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<()> {
+        crate::base::fs::copy_tree(from, to)
     }
 
     fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()> {

@@ -48,6 +48,9 @@ pub struct VmPlan {
     pub overlays: Vec<OverlayPlan>,
     /// Copy of the production nvram (source, copy): the lab must never write production's.
     pub nvram: Option<(PathBuf, PathBuf)>,
+    /// Private copies of other production state the domain would write (a writable firmware
+    /// loader, TPM state, pmem files), made in the run directory before it boots.
+    pub copies: Vec<xml::domain::PrivateCopy>,
     pub xml: String,
     /// What the rewrite removed or changed, for the output.
     pub changes: Vec<String>,
@@ -73,6 +76,14 @@ pub enum Step {
         vm: String,
         from: PathBuf,
         to: PathBuf,
+    },
+    /// A private copy of production state (a file, or a directory copied whole).
+    CopyPrivate {
+        vm: String,
+        what: String,
+        from: PathBuf,
+        to: PathBuf,
+        dir: bool,
     },
     /// Build the data disk of `injections[index]`.
     BuildDataDisk {
@@ -121,6 +132,8 @@ impl Plan {
                 path: o.path.clone(),
             }],
             Step::CopyNvram { to, .. } => vec![Resource::File { path: to.clone() }],
+            Step::CopyPrivate { to, dir: true, .. } => vec![Resource::Dir { path: to.clone() }],
+            Step::CopyPrivate { to, dir: false, .. } => vec![Resource::File { path: to.clone() }],
             Step::BuildDataDisk { injection } => {
                 let vm = &self.injections[*injection].vm;
                 let v = self.vms.iter().find(|v| &v.name == vm).expect("planned vm");
@@ -289,7 +302,8 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                     .iter()
                     .find(|s| s.name == seg.name)
                     .expect("segment planned");
-                let map = if iface.kind == "bridge" {
+                // A macvtap (`direct`) interface is found by its host interface, like a bridge.
+                let map = if iface.kind == "bridge" || iface.kind == "direct" {
                     &mut networks.bridges
                 } else {
                     &mut networks.networks
@@ -323,7 +337,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             graphics_valid_to: expires,
             serial_log: Some(serial_log.display().to_string()),
             nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
-            private_dir: None,
+            private_dir: Some(i.run_dir.display().to_string()),
             metadata: xml::domain::LabMetadata {
                 lab: spec.name.clone(),
                 run: run.0.clone(),
@@ -372,6 +386,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             tier,
             overlays,
             nvram,
+            copies: rewritten.copies.clone(),
             xml,
             changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
             macs,
@@ -432,6 +447,15 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
                 vm: vm.name.clone(),
                 from: from.clone(),
                 to: to.clone(),
+            });
+        }
+        for c in &vm.copies {
+            steps.push(Step::CopyPrivate {
+                vm: vm.name.clone(),
+                what: c.what.clone(),
+                from: PathBuf::from(&c.from),
+                to: PathBuf::from(&c.to),
+                dir: c.dir,
             });
         }
     }

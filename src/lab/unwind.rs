@@ -121,8 +121,35 @@ impl Estate {
             std::fs::write(path, &bytes).unwrap();
             production.push((path.clone(), bytes));
         }
+        // The web VM also has a writable firmware loader and TPM state in a directory:
+        // both go to private copies in the run directory.
+        let loader = p.join("web-loader.fd");
+        let tpm = p.join("web-tpm");
+        std::fs::create_dir_all(&tpm).unwrap();
+        for (path, bytes) in [
+            (loader.clone(), b"firmware".to_vec()),
+            (tpm.join("tpm2-00.permall"), b"tpm state".to_vec()),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            production.push((path, bytes));
+        }
         let db_xml = production_xml("prod-db", &db_disk, Some(&nvram), false);
-        let web_xml = production_xml("prod-web", &web_disk, None, true);
+        let web_xml = production_xml("prod-web", &web_disk, None, true)
+            .replace(
+                "hvm</type>",
+                &format!(
+                    "hvm</type>\n    <loader readonly='no' type='pflash'>{}</loader>",
+                    loader.display()
+                ),
+            )
+            .replace(
+                "  </devices>",
+                &format!(
+                    "    <tpm model='tpm-crb'><backend type='emulator' version='2.0'>\
+                     <source type='dir' path='{}'/></backend></tpm>\n  </devices>",
+                    tpm.display()
+                ),
+            );
         std::fs::write(p.join("db.xml"), &db_xml).unwrap();
         std::fs::write(p.join("web.xml"), &web_xml).unwrap();
         let spec = crate::spec::parse(LAB, &p.join("lab.toml")).unwrap();
@@ -306,6 +333,30 @@ fn assert_realistic(plan: &Plan) {
     assert_eq!(count(|s| matches!(s, Step::BootTier { .. })), 2);
     assert_eq!(count(|s| matches!(s, Step::BuildDataDisk { .. })), 1);
     assert_eq!(count(|s| matches!(s, Step::CopyNvram { .. })), 1);
+    assert_eq!(
+        count(|s| matches!(s, Step::CopyPrivate { dir: false, .. })),
+        1
+    );
+    assert_eq!(
+        count(|s| matches!(s, Step::CopyPrivate { dir: true, .. })),
+        1
+    );
+    // The lab domain uses the private copies, never production's files.
+    for vm in &plan.vms {
+        for c in &vm.copies {
+            assert!(
+                c.to.starts_with(&plan.run_dir.display().to_string()),
+                "{c:?}"
+            );
+            assert!(vm.xml.contains(&c.to), "{} uses {}", vm.name, c.to);
+            assert!(
+                !vm.xml.contains(&c.from),
+                "{} still names {}",
+                vm.name,
+                c.from
+            );
+        }
+    }
 }
 
 /// How many calls each fake had received when each step ended: `(hv, host)` per step.

@@ -87,7 +87,7 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `production` | all interfaces, if this is the only segment | Production libvirt network names and/or bridge names. A cloned VM's interface that is attached to one of them lands in this segment. Required when there is more than one segment; a name may appear in only one segment. |
+//! | `production` | all interfaces, if this is the only segment | Production libvirt network names, bridge names and/or host interface names (the `dev` of a macvtap `direct` interface). A cloned VM's interface that is attached to one of them lands in this segment. Required when there is more than one segment; a name may appear in only one segment. |
 //! | `hosts` | `{}` | Host names for the lab DNS: `{ "db.prod.example" = "10.20.0.10" }`. Several names may share an address. When the segment has services, every address must be inside the services subnet. |
 //! | `[segment.NAME.services]` | none | Optional lab services, see below. |
 //!
