@@ -23,10 +23,18 @@ MIB = 1 << 20
 
 REPO = os.environ.get("RECLAB_REPO", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECLAB = os.environ.get("RECLAB_BIN", os.path.join(REPO, "target/release/reclab"))
+# The benchmark programs (examples/bench_*.rs) that call the library the way `up` does.
+EXAMPLES = os.environ.get("RECLAB_EXAMPLES", os.path.join(REPO, "target/release/examples"))
+BENCH_TOOLS = ("bench_choose", "bench_clone", "bench_datadisk", "bench_plan", "bench_push")
 DEV_DIR = os.environ.get("RECLAB_DEV_DIR", "/var/tmp/reclab-dev").rstrip("/")
 SANDBOX_CMD = os.path.join(REPO, "scripts/sandbox")
 ESTATE_CMD = os.path.join(REPO, "scripts/estate")
 SANDBOX = "bench"
+
+
+def tool(name):
+    """Path of the benchmark program examples/NAME.rs, built by scripts/bench."""
+    return os.path.join(EXAMPLES, name)
 
 
 def log(msg):
@@ -215,7 +223,7 @@ def bench_clone(table, opts, work):
     dst = os.path.join(work, "clone.qcow2")
 
     def reclab_clone(src):
-        return timed_clone([RECLAB, "bench-clone", "--format", "raw", src, dst], dst)
+        return timed_clone([tool("bench_clone"), "--format", "raw", src, dst], dst)
 
     reclab4 = [reclab_clone(src4) for _ in range(opts.runs)]
     floor = [timed_clone(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b",
@@ -252,7 +260,7 @@ def bench_inject_host(table, opts, work):
     def build():
         # reclab's own builder (src/datadisk.rs), as `up` runs it, plus the flush to disk.
         t = time.monotonic()
-        run([RECLAB, "bench-datadisk", img, dump])
+        run([tool("bench_datadisk"), img, dump])
         run(["sync", img])
         return time.monotonic() - t
 
@@ -335,9 +343,11 @@ class Lab:
         run([ESTATE_CMD, "destroy", SANDBOX], check=False)
         run([SANDBOX_CMD, "stop", SANDBOX], check=False)
 
+    def in_sandbox(self, *cmd):
+        return [SANDBOX_CMD, "exec", SANDBOX, "env", f"RECLAB_CONNECT={self.uri}", *cmd]
+
     def reclab_cmd(self, *args):
-        return [SANDBOX_CMD, "exec", SANDBOX, "env", f"RECLAB_CONNECT={self.uri}", RECLAB,
-                "--state-dir", self.state, *args]
+        return self.in_sandbox(RECLAB, "--state-dir", self.state, *args)
 
     def virsh(self, *args, check=True):
         return run(["virsh", "-q", "-c", self.uri, *args], check=check)[1]
@@ -351,7 +361,7 @@ class Lab:
         return took, rss
 
     def plan(self):
-        _, cp = run(self.reclab_cmd("bench-plan", self.lab))
+        _, cp = run(self.in_sandbox(tool("bench_plan"), self.lab, self.state))
         return json.loads(cp.stdout)
 
     def plain_up(self, plan):
@@ -471,7 +481,7 @@ def bench_inject_guest(lab, report, data_img, work):
     blob = os.path.join(work, "push-8m.bin")
     with open(blob, "wb") as f:
         f.write(os.urandom(8 * MIB))
-    _, cp = run(lab.reclab_cmd("bench-push", db, blob, "/root/push-8m.bin"))
+    _, cp = run(lab.in_sandbox(tool("bench_push"), db, blob, "/root/push-8m.bin"))
     push_8m = json.loads(cp.stdout)["ms"] / 1000
     run(lab.reclab_cmd("exec", report["run"], "db", "--", "rm -f /root/push-8m.bin"))
     if data_img is None:
@@ -506,11 +516,9 @@ def bench_points(table, opts):
             t = time.gmtime(base + 300 * i)
             open(os.path.join(d, time.strftime("erp-%Y%m%d-%H%M%S.sql", t)), "w").close()
     at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_700_000_000 + 300 * 99_000 + 10))
-    tool = os.environ.get("RECLAB_BENCH_CHOOSE",
-                          os.path.join(REPO, "target/release/examples/bench_choose"))
     ours, theirs = [], []
     for _ in range(opts.runs):
-        _, cp = run([tool, d, "erp-%Y%m%d-%H%M%S.sql", at])
+        _, cp = run([tool("bench_choose"), d, "erp-%Y%m%d-%H%M%S.sql", at])
         ours.append(float(cp.stdout.split("ms=")[1].split()[0]) / 1000)
         cutoff = "erp-" + at[0:4] + at[5:7] + at[8:10] + "-" + at[11:13] + at[14:16] + at[17:19]
         t = time.monotonic()
@@ -542,6 +550,9 @@ def main():
     only = set(opts.only.split(","))
     if not os.access(RECLAB, os.X_OK):
         die(f"{RECLAB} is not an executable reclab: run through scripts/bench (it builds it)")
+    for name in BENCH_TOOLS:
+        if not os.access(tool(name), os.X_OK):
+            die(f"{tool(name)} is not built: run through scripts/bench (it builds it)")
     table = Table()
     extra = {}
     work = tempfile.mkdtemp(prefix="bench-", dir=DEV_DIR)

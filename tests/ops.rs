@@ -6,7 +6,7 @@
 //! A test whose program is missing skips with a message, unless `CI` or `RECLAB_E2E` is set:
 //! then it fails (scripts/setup installs them all).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -744,43 +744,44 @@ fn publish(port: u16, topic: &str, message: &str) {
     ]));
 }
 
-fn start_listener(dir: &Path, port: u16, labs: &Path, script: &Path, extra: &[&str]) -> Server {
-    let mut cmd = Command::new(RECLAB);
-    cmd.arg("--state-dir")
-        .arg(dir.join("state"))
-        .args([
-            "listen",
-            "--mqtt",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--topic",
-            "dr/run",
-        ])
-        .arg("--labs-dir")
-        .arg(labs)
-        .args(extra)
-        .env("RECLAB_LISTEN_RUN_CMD", script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    // Ready when it says it is waiting (it subscribes right after connecting).
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
+/// Runs the listener in this process, its drills being `script`, and waits until it answers
+/// requests (a probe for a lab that does not exist gets its rejection). It runs until the test
+/// process ends; its broker going away only makes it retry.
+fn start_listener(
+    dir: &Path,
+    port: u16,
+    labs: &Path,
+    script: &Path,
+    queue: usize,
+    parallel: usize,
+) {
+    let opts = reclab::ops::listen::ListenOpts {
+        mqtt: mqtt_spec(port, false, "dr/run", None),
+        labs_dir: labs.to_path_buf(),
+        state_dir: dir.join("state"),
+        queue,
+        parallel,
+        reclab: script.to_path_buf(),
+    };
+    let listener = std::thread::spawn(move || reclab::ops::listen::run(&opts));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !line.contains("waiting for requests") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "listen exited early");
-        assert!(Instant::now() < deadline);
-    }
-    std::thread::spawn(move || {
-        for l in err.lines().map_while(Result::ok) {
-            eprintln!("listen: {l}");
+    loop {
+        assert!(
+            !listener.is_finished(),
+            "listen ended: {:?}",
+            listener.join()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "listen did not answer within 15 s"
+        );
+        let probe = subscribe(port, "dr/run/result", 1, 2, None);
+        publish(port, "dr/run", r#"{"lab": "readiness-probe"}"#);
+        if let [reply] = messages(probe).as_slice() {
+            assert_eq!(reply["status"], "rejected", "{reply}");
+            assert_eq!(reply["lab"], "readiness-probe", "{reply}");
+            return;
         }
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    Server {
-        child,
-        name: "reclab listen",
     }
 }
 
@@ -792,7 +793,14 @@ fn listen_runs_requested_drills_one_per_lab_and_publishes_results() {
     let dir = tempfile::tempdir().unwrap();
     let (labs, script, log) = listen_fixture(dir.path());
     let (_broker, port) = mosquitto(dir.path(), None);
-    let _listener = start_listener(dir.path(), port, &labs, &script, &["--parallel", "2"]);
+    start_listener(
+        dir.path(),
+        port,
+        &labs,
+        &script,
+        reclab::ops::listen::DEFAULT_QUEUE,
+        2,
+    );
     // Three queued + three finished + two rejected.
     let sub = subscribe(port, "dr/run/result", 8, 30, None);
     publish(port, "dr/run", r#"{"lab": "erp", "at": "2h ago"}"#);
@@ -858,7 +866,7 @@ fn listen_rejects_requests_beyond_its_queue() {
     let dir = tempfile::tempdir().unwrap();
     let (labs, script, log) = listen_fixture(dir.path());
     let (_broker, port) = mosquitto(dir.path(), None);
-    let _listener = start_listener(dir.path(), port, &labs, &script, &["--queue", "1"]);
+    start_listener(dir.path(), port, &labs, &script, 1, 1);
     let sub = subscribe(port, "dr/run/result", 3, 20, None);
     publish(port, "dr/run", r#"{"lab": "erp"}"#);
     // Wait until the first drill runs, so the queue is empty again and holds exactly one more.

@@ -1,6 +1,7 @@
 //! Every lab file in `tests/bad-labs/NAME.toml` must be rejected with exactly the problems
 //! written in `tests/bad-labs/NAME.err`. Run with `UPDATE_EXPECT=1` to rewrite the `.err`
-//! files after a deliberate change to the messages, then review the diff.
+//! files after a deliberate change to the messages, then review the diff. A bad lab that is
+//! accepted fails the test either way; its outcome is never blessed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,16 @@ fn every_bad_lab_is_rejected_with_its_expected_problems() {
     for lab in &labs {
         let expected_path = lab.with_extension("err");
         let actual = match reclab::spec::load(lab) {
-            Ok(spec) => format!("accepted: {spec:#?}\n"),
+            Ok(spec) => {
+                // Never written to the .err file, even under UPDATE_EXPECT: a bad lab that is
+                // accepted is a regression in the validator, not a new expectation.
+                failures.push(format!(
+                    "{}\n  accepted, but every lab in {DIR} must be rejected:\n{}",
+                    lab.display(),
+                    indent(&format!("{spec:#?}"))
+                ));
+                continue;
+            }
             Err(err) => format!("{err}\n"),
         };
         if update {

@@ -1,7 +1,33 @@
-//! Command line definitions (clap derive). `main` turns these into calls of `lab::*`.
+//! Command line definitions (clap derive); [`parse`] reads them, `app::run` dispatches them.
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
+
+/// Where run state lives unless `--state-dir` (or `RECLAB_STATE_DIR`) says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/reclab";
+
+/// Parses the process's command line (exits with clap's message and code 2 on a bad one, as
+/// `Cli::parse` does), remembering whether the state directory was given.
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] of `args` (the program name first).
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = Cli::command().get_matches_from(args);
+    let given = matches
+        .value_source("state_dir")
+        .is_some_and(|source| source != ValueSource::DefaultValue);
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)
+        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    cli.state_dir_given = given;
+    cli
+}
 
 /// Prove backups can really be restored: clone production VMs into an isolated lab that keeps
 /// their IPs, MACs and hostnames, boot them in order, verify, tear down.
@@ -15,9 +41,13 @@ pub struct Cli {
         long,
         global = true,
         env = "RECLAB_STATE_DIR",
-        default_value = "/var/lib/reclab"
+        default_value = DEFAULT_STATE_DIR
     )]
     pub state_dir: PathBuf,
+    /// Whether `state_dir` came from the command line or the environment (not the default);
+    /// set by [`parse`].
+    #[arg(skip)]
+    pub state_dir_given: bool,
     /// libvirt URI; overrides the lab file's `connect` (default qemu:///system).
     #[arg(long, global = true, env = "RECLAB_CONNECT")]
     pub connect: Option<String>,
@@ -182,53 +212,9 @@ pub enum Command {
         /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// noVNC package directory (default: where scripts/novnc puts it).
+        /// noVNC package directory (default: /usr/share/novnc, where the novnc package puts it).
         #[arg(long, env = "RECLAB_NOVNC_DIR")]
         novnc: Option<PathBuf>,
-    },
-    /// Benchmark hook (`scripts/bench`): clone SRC into a thin overlay DST through the code
-    /// path of `up` (read the backing chain, create the overlay); prints the time in ms.
-    #[command(hide = true)]
-    BenchClone {
-        /// Source image (production's, opened read-only).
-        src: PathBuf,
-        /// Overlay to create.
-        dst: PathBuf,
-        /// Declared format of the source.
-        #[arg(long, default_value = "qcow2")]
-        format: String,
-    },
-    /// Benchmark hook (`scripts/bench`): resolve and plan a lab without creating anything, and
-    /// print the generated domain and network XML and the overlays as JSON, so that a plain
-    /// script can start the very same VMs (the baseline of reclab's overhead).
-    #[command(hide = true)]
-    BenchPlan {
-        /// The lab file.
-        lab: PathBuf,
-    },
-    /// Benchmark hook (`scripts/bench`): write FILE to GUEST_PATH in DOMAIN through the guest
-    /// agent (`guest-file-write`, as injection without a data disk would); prints the time in ms.
-    #[command(hide = true)]
-    BenchPush {
-        /// libvirt domain name.
-        domain: String,
-        /// Host file to send.
-        file: PathBuf,
-        /// Destination path in the guest.
-        guest_path: String,
-    },
-    /// Benchmark hook (`scripts/bench`): build a data disk IMAGE holding FILES through the code
-    /// path of injection (`reclab::restore::datadisk`); prints the time in ms.
-    #[command(hide = true)]
-    BenchDatadisk {
-        /// The image to write.
-        image: PathBuf,
-        /// The files to put on it.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// ext4 or iso.
-        #[arg(long, default_value = "ext4")]
-        format: String,
     },
     /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
     Extend {
@@ -321,4 +307,41 @@ pub enum ScheduleCommand {
         #[arg(long, default_value = crate::ops::schedule::DEFAULT_UNIT_DIR)]
         unit_dir: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_is_given_only_when_named_on_the_command_line() {
+        // RECLAB_STATE_DIR would count as given too; the tests do not set it.
+        if std::env::var_os("RECLAB_STATE_DIR").is_some() {
+            return;
+        }
+        let default = parse_from(["reclab", "schedule", "list"]);
+        assert_eq!(default.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(!default.state_dir_given);
+        // Given as the default's own value, it is still given.
+        let same = parse_from([
+            "reclab",
+            "--state-dir",
+            DEFAULT_STATE_DIR,
+            "schedule",
+            "list",
+        ]);
+        assert!(same.state_dir_given);
+        // A global option after the subcommand.
+        let after = parse_from(["reclab", "schedule", "list", "--state-dir", "/srv/reclab"]);
+        assert_eq!(after.state_dir, PathBuf::from("/srv/reclab"));
+        assert!(after.state_dir_given);
+    }
+
+    #[test]
+    fn there_are_no_benchmark_subcommands() {
+        let cmd = Cli::command();
+        let names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(names.contains(&"check"), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("bench")), "{names:?}");
+    }
 }

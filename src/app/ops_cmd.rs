@@ -1,13 +1,13 @@
-//! The operations subcommands: `extend`, `schedule`, `listen`, `metrics`. `main` hands them
-//! here so that its own match stays small.
+//! The operations commands: `extend`, `schedule`, `listen`, `metrics`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
-use crate::app::cli::{Cli, Command, ScheduleCommand};
-use crate::hv::Hypervisor;
+use crate::app::Ctx;
+use crate::app::cli::ScheduleCommand;
 use crate::ops::expiry;
 use crate::ops::listen;
 use crate::ops::metrics;
@@ -19,97 +19,109 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("making {} absolute", path.display()))
 }
 
-/// Runs one of the operations subcommands.
-pub fn run(cli: &Cli, open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>) -> Result<ExitCode> {
-    match &cli.command {
-        Command::Extend {
-            lab,
-            duration,
-            json,
-        } => {
-            let by = crate::base::duration::parse_duration(duration)
-                .map_err(|e| anyhow::anyhow!("extend by {duration:?}: {e}"))?;
-            let done = expiry::extend(&cli.state_dir, lab, by, jiff::Timestamp::now(), open)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&done)?);
-            } else {
-                println!(
-                    "lab {} run {} now expires {} (was {})",
-                    done.lab, done.run, done.new_expires, done.old_expires
-                );
-                for f in &done.metadata_failed {
-                    eprintln!(
-                        "reclab: warning: domain metadata not updated (run.json is what counts): {f}"
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+pub fn extend(
+    ctx: &Ctx,
+    out: &mut dyn Write,
+    lab: &str,
+    duration: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let by = crate::base::duration::parse_duration(duration)
+        .map_err(|e| anyhow::anyhow!("extend by {duration:?}: {e}"))?;
+    let done = expiry::extend(&ctx.state_dir, lab, by, jiff::Timestamp::now(), &|uri| {
+        ctx.reopen(uri)
+    })?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
+    } else {
+        writeln!(
+            out,
+            "lab {} run {} now expires {} (was {})",
+            done.lab, done.run, done.new_expires, done.old_expires
+        )?;
+        for f in &done.metadata_failed {
+            eprintln!(
+                "reclab: warning: domain metadata not updated (run.json is what counts): {f}"
+            );
         }
-        Command::Schedule { action } => schedule_cmd(cli, action),
-        Command::Listen {
-            mqtt,
-            topic,
-            ca_file,
-            user,
-            password_file,
-            labs_dir,
-            queue,
-            parallel,
-        } => {
-            let (tls, host, port) =
-                spec::mqtt_url(mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
-            if let Some(why) = spec::topic_problem(topic) {
-                bail!("--topic: {why}");
-            }
-            if ca_file.is_some() && !tls {
-                bail!("--ca-file needs TLS; use an mqtts:// URL");
-            }
-            let opts = listen::ListenOpts {
-                mqtt: spec::MqttSpec {
-                    url: mqtt.clone(),
-                    host,
-                    port,
-                    tls,
-                    topic: topic.clone(),
-                    ca_file: ca_file.as_deref().map(absolute).transpose()?,
-                    user: user.clone(),
-                    password_file: password_file.as_deref().map(absolute).transpose()?,
-                },
-                labs_dir: absolute(labs_dir)?,
-                state_dir: Some(absolute(&cli.state_dir)?),
-                queue: *queue,
-                parallel: *parallel,
-            };
-            listen::run(&opts)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Metrics { metrics_file } => {
-            let labs = cli.state_dir.join("labs");
-            let mut latest = Vec::new();
-            let entries = match std::fs::read_dir(&labs) {
-                Ok(e) => e
-                    .collect::<std::io::Result<Vec<_>>>()
-                    .with_context(|| format!("reading {}", labs.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e).with_context(|| format!("reading {}", labs.display())),
-            };
-            for entry in entries {
-                let lab = entry.file_name().to_string_lossy().into_owned();
-                let history = report::history(&report::history_path(&cli.state_dir, &lab))?;
-                if let Some(last) = history.into_iter().max_by_key(|s| s.started_at) {
-                    latest.push(last);
-                }
-            }
-            metrics::write(metrics_file, &latest)?;
-            println!("wrote {} ({} labs)", metrics_file.display(), latest.len());
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => unreachable!("main only hands operations subcommands here"),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn schedule_cmd(cli: &Cli, action: &ScheduleCommand) -> Result<ExitCode> {
-    match action {
+/// The options of `reclab listen` as given.
+pub struct ListenArgs {
+    pub mqtt: String,
+    pub topic: String,
+    pub ca_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub labs_dir: PathBuf,
+    pub queue: usize,
+    pub parallel: usize,
+}
+
+/// `listen`: runs until the process is stopped; each drill is `reclab run` of this binary.
+pub fn listen(ctx: &Ctx, args: &ListenArgs) -> Result<ExitCode> {
+    let (tls, host, port) =
+        spec::mqtt_url(&args.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
+    if let Some(why) = spec::topic_problem(&args.topic) {
+        bail!("--topic: {why}");
+    }
+    if args.ca_file.is_some() && !tls {
+        bail!("--ca-file needs TLS; use an mqtts:// URL");
+    }
+    let opts = listen::ListenOpts {
+        mqtt: spec::MqttSpec {
+            url: args.mqtt.clone(),
+            host,
+            port,
+            tls,
+            topic: args.topic.clone(),
+            ca_file: args.ca_file.as_deref().map(absolute).transpose()?,
+            user: args.user.clone(),
+            password_file: args.password_file.as_deref().map(absolute).transpose()?,
+        },
+        labs_dir: absolute(&args.labs_dir)?,
+        state_dir: absolute(&ctx.state_dir)?,
+        queue: args.queue,
+        parallel: args.parallel,
+        reclab: std::env::current_exe().context("finding the reclab binary")?,
+    };
+    listen::run(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `metrics`: the latest drill of every lab in the state directory.
+pub fn metrics(ctx: &Ctx, out: &mut dyn Write, metrics_file: &Path) -> Result<ExitCode> {
+    let labs = ctx.state_dir.join("labs");
+    let mut latest = Vec::new();
+    let entries = match std::fs::read_dir(&labs) {
+        Ok(e) => e
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("reading {}", labs.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", labs.display())),
+    };
+    for entry in entries {
+        let lab = entry.file_name().to_string_lossy().into_owned();
+        let history = report::history(&report::history_path(&ctx.state_dir, &lab))?;
+        if let Some(last) = history.into_iter().max_by_key(|s| s.started_at) {
+            latest.push(last);
+        }
+    }
+    metrics::write(metrics_file, &latest)?;
+    writeln!(
+        out,
+        "wrote {} ({} labs)",
+        metrics_file.display(),
+        latest.len()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `schedule install|list|remove`.
+pub fn schedule(ctx: &Ctx, out: &mut dyn Write, action: ScheduleCommand) -> Result<ExitCode> {
+    match &action {
         ScheduleCommand::Install {
             lab,
             on,
@@ -118,9 +130,11 @@ fn schedule_cmd(cli: &Cli, action: &ScheduleCommand) -> Result<ExitCode> {
             unit_dir,
             randomized_delay,
         } => {
-            let lab_spec = spec::load(lab).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let state_dir = (cli.state_dir != Path::new("/var/lib/reclab"))
-                .then(|| absolute(&cli.state_dir))
+            let lab_spec = spec::load(lab)?;
+            // The units name the state directory only when one was given.
+            let state_dir = ctx
+                .state_dir_given
+                .then(|| absolute(&ctx.state_dir))
                 .transpose()?;
             let opts = schedule::InstallOpts {
                 lab_file: absolute(lab)?,
@@ -133,7 +147,8 @@ fn schedule_cmd(cli: &Cli, action: &ScheduleCommand) -> Result<ExitCode> {
                 randomized_delay: randomized_delay.clone(),
             };
             let s = schedule::install(&opts)?;
-            println!(
+            writeln!(
+                out,
                 "schedule {} installed: {} (OnCalendar={}{})",
                 s.name,
                 s.timer.display(),
@@ -142,35 +157,37 @@ fn schedule_cmd(cli: &Cli, action: &ScheduleCommand) -> Result<ExitCode> {
                     .as_deref()
                     .map(|n| format!(", next {n}"))
                     .unwrap_or_default()
-            );
-            println!("  runs: {}", s.command);
+            )?;
+            writeln!(out, "  runs: {}", s.command)?;
             let timer_unit = format!("{}{}.timer", schedule::UNIT_PREFIX, s.name);
             if unit_dir == Path::new(schedule::DEFAULT_UNIT_DIR) && schedule::systemd_running() {
                 schedule::systemctl(&["daemon-reload"])?;
                 schedule::systemctl(&["enable", "--now", &timer_unit])?;
-                println!("  enabled {timer_unit}");
+                writeln!(out, "  enabled {timer_unit}")?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "  enable it with: systemctl daemon-reload && systemctl enable --now {timer_unit}"
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
         ScheduleCommand::List { unit_dir, json } => {
             let all = schedule::list(unit_dir)?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
             } else if all.is_empty() {
-                println!("no schedules in {}", unit_dir.display());
+                writeln!(out, "no schedules in {}", unit_dir.display())?;
             } else {
                 for s in &all {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<20} {:<28} next {:<28} {}",
                         s.name,
                         s.on_calendar,
                         s.next.as_deref().unwrap_or("-"),
                         s.command
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -186,12 +203,13 @@ fn schedule_cmd(cli: &Cli, action: &ScheduleCommand) -> Result<ExitCode> {
             if managed {
                 schedule::systemctl(&["daemon-reload"])?;
             }
-            println!(
+            writeln!(
+                out,
                 "schedule {} removed ({} and {})",
                 s.name,
                 s.timer.display(),
                 s.service.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

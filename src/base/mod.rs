@@ -9,5 +9,6 @@ pub mod names;
 pub mod pattern;
 pub mod sys;
 pub mod template;
+pub mod text;
 pub mod wait;
 pub mod when;

@@ -3,6 +3,8 @@
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Output};
 
+use crate::base::text::tail;
+
 /// Run a program to completion; a non-zero exit is an error that quotes the command and
 /// the end of its stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
@@ -25,13 +27,6 @@ pub fn run(program: &str, args: &[&str]) -> Result<Output> {
 /// Like [`run`] but returns stdout as a string.
 pub fn run_stdout(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&run(program, args)?.stdout).into_owned())
-}
-
-/// The last `n` non-empty lines of `text`, joined with " | ".
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join(" | ")
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used to
@@ -63,12 +58,6 @@ mod tests {
     use crate::base::cancel::Cancel;
     use crate::base::wait::Poll;
     use std::time::{Duration, Instant};
-
-    #[test]
-    fn tail_keeps_the_last_non_empty_lines() {
-        assert_eq!(tail("a\n\nb\nc\n\n", 2), "b | c");
-        assert_eq!(tail("", 3), "");
-    }
 
     #[test]
     fn own_process_start_time_is_readable_and_stable() {

@@ -154,7 +154,7 @@ pub fn verify_running(
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<(DrillReport, PathBuf)> {
     let (_, rec) = lab::find_run(state_dir, which)?;
-    let spec = spec::load(&rec.lab_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = spec::load(&rec.lab_file)?;
     let hv = open(&rec.uri)?;
     let started = Timestamp::now();
     let mut rep = DrillReport::new(&rec.lab, rec.run_id.short(), started, None);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
 use crate::base::cancel::{Cancel, Cancelled, Interrupted};
-use crate::base::sys;
+use crate::base::text;
 use crate::base::wait::{self, Poll};
 use crate::hv::Hypervisor;
 use crate::hv::agent;
@@ -171,7 +171,7 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result
             if serial.trim().is_empty() {
                 "(none)".into()
             } else {
-                sys::tail(&serial, 8)
+                text::tail(&serial, 8)
             }
         )
     };

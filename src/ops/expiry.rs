@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jiff::{SignedDuration, Timestamp};
+use quick_xml::escape::partial_escape;
 use serde::Serialize;
 
 use crate::hv::Hypervisor;
@@ -30,21 +31,15 @@ pub struct Extended {
     pub metadata_failed: Vec<String>,
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 /// The `<lab>` element libvirt stores under reclab's namespace.
 pub fn metadata_element(m: &LabMetadata) -> String {
     format!(
         "<lab><name>{}</name><run>{}</run><vm>{}</vm><created>{}</created><expires>{}</expires></lab>",
-        escape(&m.lab),
-        escape(&m.run),
-        escape(&m.vm),
-        escape(&m.created),
-        escape(&m.expires)
+        partial_escape(&m.lab),
+        partial_escape(&m.run),
+        partial_escape(&m.vm),
+        partial_escape(&m.created),
+        partial_escape(&m.expires)
     )
 }
 

@@ -13,10 +13,9 @@
 //!
 //! At most `queue` drills wait (default 16; more are rejected with a logged reason), at most
 //! `parallel` run at once, and never two of the same lab: a request for a lab that is running
-//! waits behind it. Each drill is a child process, `reclab [--state-dir S] run LAB [--at AT]`
-//! of the running binary, so a crashing drill cannot take the listener down. The environment
-//! variable `RECLAB_LISTEN_RUN_CMD` replaces the binary (tests point it at a script; the
-//! arguments stay the same).
+//! waits behind it. Each drill is a child process, `RECLAB --state-dir S run LAB [--at AT]`
+//! where `RECLAB` is [`ListenOpts::reclab`] (the `reclab listen` command passes its own
+//! binary), so a crashing drill cannot take the listener down.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -26,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::base::text::last_bytes;
 use crate::spec::MqttSpec;
 
 /// Default bound of the queue.
@@ -38,9 +38,12 @@ pub struct ListenOpts {
     pub mqtt: MqttSpec,
     /// Where lab names and relative lab paths are looked up.
     pub labs_dir: PathBuf,
-    pub state_dir: Option<PathBuf>,
+    /// Passed to every drill as `--state-dir`; their history is read from there.
+    pub state_dir: PathBuf,
     pub queue: usize,
     pub parallel: usize,
+    /// The program each drill runs as `reclab run`: the reclab binary.
+    pub reclab: PathBuf,
 }
 
 /// A request as sent on `T`.
@@ -122,47 +125,31 @@ pub fn resolve_lab(labs_dir: &Path, lab: &str) -> Result<(String, PathBuf)> {
             root.display()
         );
     }
-    let spec = crate::spec::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = crate::spec::load(&file)?;
     Ok((spec.name, file))
 }
 
-/// The drill command: `RECLAB_LISTEN_RUN_CMD` or this binary, then the `run` arguments.
-fn drill_command(state_dir: Option<&Path>, job: &Job) -> Result<std::process::Command> {
-    let program = match std::env::var_os("RECLAB_LISTEN_RUN_CMD") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe().context("finding the reclab binary")?,
-    };
-    let mut cmd = std::process::Command::new(program);
-    if let Some(dir) = state_dir {
-        cmd.arg("--state-dir").arg(dir);
-    }
+/// The drill command: `reclab --state-dir S run LAB [--at AT]`.
+fn drill_command(reclab: &Path, state_dir: &Path, job: &Job) -> std::process::Command {
+    let mut cmd = std::process::Command::new(reclab);
+    cmd.arg("--state-dir").arg(state_dir);
     cmd.arg("run").arg(&job.lab_file);
     if let Some(at) = &job.at {
         cmd.arg("--at").arg(at);
     }
-    Ok(cmd)
-}
-
-fn tail(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let start = text.len().saturating_sub(max);
-    let start = (start..=text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
-    text[start..].to_string()
+    cmd
 }
 
 /// Runs one drill to its end and builds the reply.
-fn run_drill(state_dir: Option<&Path>, job: &Job) -> Reply {
+fn run_drill(reclab: &Path, state_dir: &Path, job: &Job) -> Reply {
     let mut reply = Reply::new("error", &job.lab);
     reply.lab_file = Some(job.lab_file.display().to_string());
     reply.at = job.at.clone();
     let started = jiff::Timestamp::now();
-    let output = drill_command(state_dir, job).and_then(|mut c| {
-        c.stdin(std::process::Stdio::null())
-            .output()
-            .context("starting the drill")
-    });
+    let output = drill_command(reclab, state_dir, job)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("starting the drill");
     match output {
         Err(e) => reply.reason = Some(format!("{e:#}")),
         Ok(out) => {
@@ -179,13 +166,10 @@ fn run_drill(state_dir: Option<&Path>, job: &Job) -> Reply {
             }
             let mut both = out.stdout.clone();
             both.extend_from_slice(&out.stderr);
-            reply.output_tail = Some(tail(&both, 2000));
+            reply.output_tail = Some(last_bytes(&String::from_utf8_lossy(&both), 2000).to_string());
             // The drill appends its summary to the lab's history; take it if it is this one.
-            let state = state_dir
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/reclab"));
             if let Ok(history) =
-                crate::report::history(&crate::report::history_path(&state, &job.lab))
+                crate::report::history(&crate::report::history_path(state_dir, &job.lab))
                 && let Some(last) = history.last()
                 && last.started_at >= started
             {
@@ -242,6 +226,7 @@ pub fn run(opts: &ListenOpts) -> Result<()> {
         let queue = Arc::clone(&queue);
         let publish = publish.clone();
         let state_dir = opts.state_dir.clone();
+        let reclab = opts.reclab.clone();
         std::thread::Builder::new()
             .name(format!("drill-{n}"))
             .spawn(move || {
@@ -259,7 +244,7 @@ pub fn run(opts: &ListenOpts) -> Result<()> {
                             q = cvar.wait(q).expect("queue lock");
                         }
                     };
-                    let reply = run_drill(state_dir.as_deref(), &job);
+                    let reply = run_drill(&reclab, &state_dir, &job);
                     {
                         let (lock, cvar) = &*queue;
                         lock.lock().expect("queue lock").running.remove(&job.lab);

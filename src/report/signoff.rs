@@ -2,14 +2,16 @@
 //!
 //! A sign-off is kept twice: in the run directory (`signoffs.json`, a JSON array rewritten
 //! atomically, shown on the lab page while the lab lives) and as one line of the lab's history
-//! (`STATE/labs/LAB/history.jsonl`, `"kind": "signoff"`), which outlives the run. History
-//! readers skip lines of other kinds.
+//! (`STATE/labs/LAB/history.jsonl`, `"kind": "signoff"`, written through [`super::history`]),
+//! which outlives the run. History readers skip lines of other kinds.
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use super::history::{append_line, read_text};
+use super::store;
 use crate::base::fs::write_atomic;
 
 /// The file in a run directory that holds its sign-offs.
@@ -84,29 +86,19 @@ pub fn record(
     write_atomic(&run_dir.join(SIGNOFFS_FILE), text.as_bytes(), 0o600)
         .context("writing the sign-offs")?;
     // The run's latest report carries the sign-offs too (JSON, JUnit, HTML rewritten).
-    let report_dir = crate::report::report_dir(state_dir, lab, run8);
-    let json = report_dir.join("report.json");
+    let report_dir = store::report_dir(state_dir, lab, run8);
+    let json = report_dir.join(store::REPORT_JSON);
     if json.exists() {
-        let mut rep = crate::report::read_report(&json)?;
+        let mut rep = store::read_report(&json)?;
         rep.signoffs = all.clone();
-        crate::report::write_report(&report_dir, &rep)?;
+        store::write_report(&report_dir, &rep)?;
     }
-    append_signoff(
-        &crate::report::history_path(state_dir, lab),
-        lab,
-        run8,
-        signoff,
-    )
+    append_signoff(&store::history_path(state_dir, lab), lab, run8, signoff)
 }
 
 /// Appends a sign-off line (`"kind": "signoff"`) to a lab's history file.
 pub fn append_signoff(path: &Path, lab: &str, run8: &str, signoff: &SignOff) -> Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the history directory {}", dir.display()))?;
-    }
-    let mut line = serde_json::json!({
+    let line = serde_json::json!({
         "kind": "signoff",
         "schema": SIGNOFF_SCHEMA,
         "lab": lab,
@@ -117,25 +109,13 @@ pub fn append_signoff(path: &Path, lab: &str, run8: &str, signoff: &SignOff) -> 
         "vm": signoff.vm,
     })
     .to_string();
-    line.push('\n');
-    // One short write with O_APPEND keeps lines of concurrent writers whole.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(line.as_bytes()))
-        .with_context(|| format!("appending to the history file {}", path.display()))
+    append_line(path, line)
 }
 
-/// The sign-off lines of a history file, oldest first.
+/// The sign-off lines of a history file, oldest first: `(run8, sign-off)`.
 pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
     let mut out = Vec::new();
-    for line in text.lines() {
+    for line in read_text(path)?.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -154,6 +134,7 @@ pub fn history_signoffs(path: &Path) -> Result<Vec<(String, SignOff)>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::lab::journal::RunDir;
 
     #[test]
@@ -180,8 +161,6 @@ mod tests {
             "{html}"
         );
     }
-
-    use super::*;
 
     #[test]
     fn a_signoff_needs_a_name_and_bounded_text() {

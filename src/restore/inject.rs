@@ -150,12 +150,8 @@ fn tail(out: &agent::ExecOutput) -> String {
     if !err.trim().is_empty() {
         text.push_str(&err);
     }
-    let lines = crate::base::sys::tail(&text, 10);
-    if lines.len() > OUTPUT_TAIL {
-        lines[lines.len() - OUTPUT_TAIL..].to_string()
-    } else {
-        lines
-    }
+    let lines = crate::base::text::tail(&text, 10);
+    crate::base::text::last_bytes(&lines, OUTPUT_TAIL).to_string()
 }
 
 /// The shell script that finds the data disk by serial (or label) and mounts it read-only.

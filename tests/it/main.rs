@@ -1,5 +1,6 @@
 //! reclab's integration tests, one binary (see style.md): one module per area.
 
+mod cli;
 mod report;
 mod xml_domain;
 mod xml_network;
