@@ -1,5 +1,6 @@
 //! reclab's integration tests, one binary (see style.md): one module per area.
 
+mod check;
 mod cli;
 mod report;
 mod xml_domain;
