@@ -68,7 +68,8 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration> {
 /// Runs a parsed command line; output goes to stdout.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
-        state_dir: cli.state_dir,
+        // Absolute from the start: overlays and logs in it are named to libvirt.
+        state_dir: std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir),
         state_dir_given: cli.state_dir_given,
         connect: cli.connect,
     };

@@ -400,7 +400,7 @@ mod tests {
             parse(&example, Path::new("docs/lab.toml")).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(spec.boot_tiers(), names(&[&["db"], &["app"]]));
         assert!(
-            matches!(&spec.vms[1].source, VmSource::Files { xml, .. } if xml == Path::new("docs/backups/app.xml"))
+            matches!(&spec.vms[1].source, VmSource::Files { xml, .. } if *xml == std::path::absolute("docs/backups/app.xml").unwrap())
         );
     }
 
@@ -555,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_join_the_lab_files_directory_without_touching_the_disk() {
+    fn relative_paths_join_the_lab_files_directory_made_absolute() {
         let text = "name = \"x\"\nstate_dir = \"state\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"b/db.xml\", disks = { vda = \"b/db.qcow2\", vdb = \"/srv/data.raw\" } }\n";
         let spec = parse(text, Path::new("/nowhere/labs/x.toml")).unwrap();
         assert_eq!(spec.state_dir, Some(PathBuf::from("/nowhere/labs/state")));
@@ -569,7 +569,11 @@ mod tests {
                 ]),
             }
         );
+        // A lab file named relative to the working directory: its directory, absolutely.
+        let cwd = std::fs::canonicalize(".").unwrap();
         let bare = parse(text, Path::new("x.toml")).unwrap();
-        assert_eq!(bare.state_dir, Some(PathBuf::from("state")));
+        assert_eq!(bare.state_dir, Some(cwd.join("state")));
+        let nested = parse(text, Path::new("src/../src/x.toml")).unwrap();
+        assert_eq!(nested.state_dir, Some(cwd.join("src/state")));
     }
 }

@@ -1,5 +1,5 @@
 //! `reclab check` on labs restored from files (the libvirt test driver, no daemon): relative
-//! MAC addresses shared across VMs.
+//! paths and MAC addresses shared across VMs.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -56,10 +56,14 @@ fn write_lab(dir: &Path, vms: &[(&str, &str)]) {
 /// `reclab check LAB` run in `cwd`, with a state directory of its own.
 fn check(cwd: &Path, lab: &str) -> Output {
     let state = tempfile::tempdir().unwrap();
+    check_in(cwd, state.path(), lab)
+}
+
+fn check_in(cwd: &Path, state: &Path, lab: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reclab"))
         .current_dir(cwd)
         .arg("--state-dir")
-        .arg(state.path())
+        .arg(state)
         .args(["check", lab])
         .env_remove("RECLAB_CONNECT")
         .stdin(Stdio::null())
@@ -73,6 +77,54 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[test]
+fn a_lab_file_given_by_a_relative_path_resolves_its_files_from_anywhere() {
+    let top = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(top.path()).unwrap().join("labs");
+    std::fs::create_dir(&dir).unwrap();
+    write_lab(&dir, &[("db", "52:54:00:10:00:01")]);
+    // From the lab's directory, from its parent and by absolute path: the same plan.
+    for (cwd, lab) in [
+        (dir.clone(), "lab.toml".to_string()),
+        (dir.join(".."), "labs/lab.toml".to_string()),
+        (dir.clone(), "../labs/./lab.toml".to_string()),
+        (
+            Path::new("/").to_path_buf(),
+            dir.join("lab.toml").display().to_string(),
+        ),
+    ] {
+        let out = check(&cwd, &lab);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "check {lab} in {cwd:?}: {}",
+            text(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("lab files: ok (1 vm"), "{stdout}");
+        let image = dir.join("db.qcow2").display().to_string();
+        assert!(
+            stdout.contains(&image),
+            "the backing image by its absolute path: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_relative_state_dir_is_taken_from_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(dir.path()).unwrap();
+    write_lab(&dir, &[("db", "52:54:00:10:00:01")]);
+    let out = check_in(&dir, Path::new("state"), "lab.toml");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let overlays = dir.join("state/runs").display().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&overlays),
+        "the overlay in {overlays}: {stdout}"
+    );
 }
 
 #[test]
