@@ -230,13 +230,19 @@ pub fn load(path: &Path) -> Result<LabSpec, SpecError> {
 
 /// Validates lab file text; `path` names the file in messages and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<LabSpec, SpecError> {
+    parse_with_work(text, path).0
+}
+
+/// [`parse`], and the work done placing its problems (see `Problems`).
+fn parse_with_work(text: &str, path: &Path) -> (Result<LabSpec, SpecError>, usize) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut problems = Problems::new(path, text);
     let lab = decode::decode(text, &mut problems)
         .and_then(|wire| validate::validate(wire, path, &mut problems));
+    let work = problems.work();
     match lab {
-        Some(lab) if problems.is_empty() => Ok(lab),
-        _ => Err(problems.finish()),
+        Some(lab) if problems.is_empty() => (Ok(lab), work),
+        _ => (Err(problems.finish()), work),
     }
 }
 
@@ -575,5 +581,51 @@ mod tests {
         assert_eq!(bare.state_dir, Some(cwd.join("state")));
         let nested = parse(text, Path::new("src/../src/x.toml")).unwrap();
         assert_eq!(nested.state_dir, Some(cwd.join("src/state")));
+    }
+
+    /// `lines` lines of garbage, each a syntax error or two.
+    fn garbage(lines: usize) -> String {
+        let words = [
+            "foo", "= bar", "[x", "\"q", "===", "a.b", "{", "}", "1e", "@@", "é",
+        ];
+        (0..lines)
+            .map(|i| {
+                (0..5)
+                    .map(|j| words[(i * 7 + j * 3 + i / 5) % words.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn placing_problems_is_linear_in_the_text_and_only_the_first_are_shown() {
+        let (small, small_work) = parse_with_work(&garbage(2_000), Path::new("g.toml"));
+        let (large, large_work) = parse_with_work(&garbage(20_000), Path::new("g.toml"));
+        let (small, large) = (small.unwrap_err(), large.unwrap_err());
+        // Problems grow with the text...
+        assert!(small.problems.len() > 1_000, "{}", small.problems.len());
+        assert!(large.problems.len() > 9 * small.problems.len());
+        // ...and so does the work of placing them, no faster (rescanning the text for every
+        // problem would make it 100 times more).
+        assert!(
+            large_work < 12 * small_work,
+            "work {small_work} for 2000 lines, {large_work} for 20000"
+        );
+        // Every problem keeps its place; the ones shown are the first, then a count.
+        let last = large.problems.last().unwrap();
+        assert_eq!(last.location.map(|(line, _)| line), Some(20_000), "{last}");
+        let shown = large.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), problems::SHOWN + 1, "{shown}");
+        assert!(lines[0].starts_with("g.toml:1:"), "{shown}");
+        assert_eq!(
+            lines[problems::SHOWN],
+            format!(
+                "… and {} more problems (is this a reclab lab file?)",
+                large.problems.len() - problems::SHOWN
+            )
+        );
     }
 }
