@@ -45,7 +45,9 @@ use crate::verify::{CheckResult, Status};
 pub use history::{append_history, history, render_history};
 pub use html::render_html;
 pub use junit::render_junit;
-pub use store::{ReportFiles, history_path, read_report, report_dir, write_report};
+pub use store::{
+    ReportFiles, claim_report_dir, history_path, read_report, report_dir, write_report,
+};
 pub use terminal::render_terminal;
 
 /// The JSON report's schema identifier.
