@@ -59,6 +59,15 @@ impl Ctx {
     }
 }
 
+/// `--at` and `--tz` checked before anything connects to libvirt (with the messages the
+/// commands give later for them).
+fn check_moment(at: Option<&str>, tz: Option<&str>) -> Result<()> {
+    let now = crate::base::when::now_in(tz).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    crate::base::when::parse_when(at.unwrap_or("latest"), &now)
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    Ok(())
+}
+
 /// `--ttl` of `up` and `run`.
 fn parse_ttl(s: &str) -> Result<std::time::Duration> {
     crate::base::duration::parse_duration(s)
