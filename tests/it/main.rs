@@ -2,6 +2,7 @@
 
 mod check;
 mod cli;
+mod example_checks;
 mod report;
 mod xml_domain;
 mod xml_network;
