@@ -579,6 +579,9 @@ mod tests {
         let cwd = std::fs::canonicalize(".").unwrap();
         let bare = parse(text, Path::new("x.toml")).unwrap();
         assert_eq!(bare.state_dir, Some(cwd.join("state")));
+        // The lab file's own path too: a run records it for `reclab verify`.
+        assert_eq!(bare.path, cwd.join("x.toml"));
+        assert_eq!(spec.path, PathBuf::from("/nowhere/labs/x.toml"));
         let nested = parse(text, Path::new("src/../src/x.toml")).unwrap();
         assert_eq!(nested.state_dir, Some(cwd.join("src/state")));
     }

@@ -89,7 +89,10 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         return None;
     }
     Some(LabSpec {
-        path: path.to_path_buf(),
+        // Absolute too: runs record it, and `reclab verify` reloads it from anywhere.
+        path: path
+            .file_name()
+            .map_or_else(|| path.to_path_buf(), |file| base.join(file)),
         name: name?,
         connect: connect?,
         ttl: ttl?,
