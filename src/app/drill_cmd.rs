@@ -30,6 +30,7 @@ pub struct RunArgs {
 pub fn run(ctx: &Ctx, out: &mut dyn Write, lab: &Path, args: &RunArgs) -> Result<ExitCode> {
     let spec = spec::load(lab)?;
     let ttl = args.ttl.as_deref().map(super::parse_ttl).transpose()?;
+    super::check_moment(args.at.as_deref(), args.tz.as_deref())?;
     let hv = ctx.open_for(&spec)?;
     let opts = drill::RunOpts {
         ttl,

@@ -38,6 +38,7 @@ pub fn points(
     json: bool,
 ) -> Result<ExitCode> {
     let spec = spec::load(lab)?;
+    super::check_moment(at, tz)?;
     let now = crate::base::when::now_in(tz).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
     // Only snapshot sources need the hypervisor; backup files are dated on disk.
     let needs_hv = spec
@@ -63,6 +64,7 @@ pub fn up(
 ) -> Result<ExitCode> {
     let spec = spec::load(lab)?;
     opts.ttl = ttl.map(super::parse_ttl).transpose()?;
+    super::check_moment(opts.at.as_deref(), opts.tz.as_deref())?;
     let hv = ctx.open_for(&spec)?;
     let report = lab::up(
         &spec,

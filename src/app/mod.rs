@@ -59,6 +59,15 @@ impl Ctx {
     }
 }
 
+/// `--at` and `--tz` checked before anything connects to libvirt (with the messages the
+/// commands give later for them).
+fn check_moment(at: Option<&str>, tz: Option<&str>) -> Result<()> {
+    let now = crate::base::when::now_in(tz).map_err(|e| anyhow::anyhow!("--tz: {e}"))?;
+    crate::base::when::parse_when(at.unwrap_or("latest"), &now)
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
+    Ok(())
+}
+
 /// `--ttl` of `up` and `run`.
 fn parse_ttl(s: &str) -> Result<std::time::Duration> {
     crate::base::duration::parse_duration(s)
@@ -68,7 +77,8 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration> {
 /// Runs a parsed command line; output goes to stdout.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
-        state_dir: cli.state_dir,
+        // Absolute from the start: overlays and logs in it are named to libvirt.
+        state_dir: std::path::absolute(&cli.state_dir).unwrap_or(cli.state_dir),
         state_dir_given: cli.state_dir_given,
         connect: cli.connect,
     };

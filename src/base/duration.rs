@@ -61,6 +61,17 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// A measured duration for people, rounded: tenths of a second under a minute (`4.2s`), whole
+/// seconds from there (`7m 14s`). Reports keep the full precision in their JSON.
+pub fn for_people(d: Duration) -> String {
+    if d < Duration::from_millis(59_950) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
+        format_duration(Duration::from_secs(secs))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +80,20 @@ mod tests {
         parse_duration(text)
             .unwrap_or_else(|err| panic!("{text:?} should parse: {err}"))
             .as_secs()
+    }
+
+    #[test]
+    fn measured_durations_are_rounded_for_people() {
+        let measured = Duration::new(433, 886_639_076);
+        assert_eq!(format_duration(measured), "7m 13s 886ms 639µs 76ns");
+        assert_eq!(for_people(measured), "7m 14s");
+        assert_eq!(for_people(Duration::new(4, 249_000_000)), "4.2s");
+        assert_eq!(for_people(Duration::new(59, 960_000_000)), "1m");
+        assert_eq!(
+            for_people(Duration::new(3 * 3600 + 59, 600_000_000)),
+            "3h 1m"
+        );
+        assert_eq!(for_people(Duration::ZERO), "0.0s");
     }
 
     #[test]

@@ -210,6 +210,15 @@ pub fn show(instant: Timestamp, tz: &TimeZone) -> String {
         .to_string()
 }
 
+/// An instant for people in reports: RFC 3339 in UTC to the second, like
+/// `2026-11-26T13:00:00Z` (the JSON keeps the nanoseconds).
+pub fn for_people_utc(instant: Timestamp) -> String {
+    instant
+        .round(jiff::Unit::Second)
+        .unwrap_or(instant)
+        .to_string()
+}
+
 /// An instant for machines: RFC 3339 in UTC, like `2026-11-26T13:00:00Z`.
 pub fn rfc3339(instant: Timestamp) -> String {
     instant.to_string()

@@ -13,7 +13,7 @@ use crate::base::cancel::{self, Interrupted};
 use crate::hv::Hypervisor;
 use crate::lab::record::RunRecord;
 use crate::lab::{self, UpOpts};
-use crate::report::{self, DrillReport, Phase, report_dir};
+use crate::report::{self, DrillReport, Phase};
 use crate::spec::{self, LabSpec};
 use crate::verify::{self, CheckContext, CheckResult, Status};
 
@@ -71,9 +71,9 @@ pub fn run_checks(
     results
 }
 
-/// Write the report files, append the history line; returns the HTML path.
-pub fn publish(state_dir: &Path, rep: &DrillReport) -> Result<PathBuf> {
-    let dir = report_dir(state_dir, &rep.lab, &rep.run);
+/// Write the report files into `dir` (claimed by [`report::claim_report_dir`]), append the
+/// history line; returns the HTML path.
+pub fn publish(state_dir: &Path, rep: &DrillReport, dir: &Path) -> Result<PathBuf> {
     let mut rep = rep.clone();
     let run_dir =
         crate::lab::journal::RunDir::new(state_dir, &crate::base::names::RunId(rep.run.clone()));
@@ -81,14 +81,14 @@ pub fn publish(state_dir: &Path, rep: &DrillReport) -> Result<PathBuf> {
         rep.signoffs = signoffs;
     }
     let rep = &rep;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = report::write_report(&dir, rep)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = report::write_report(dir, rep)?;
     // A lab that keeps running shows its latest report on its `reclab serve` page.
     if run_dir.path.is_dir() {
         report::write_report(&run_dir.path.join("report"), rep)?;
     }
     let hist = report::history_path(state_dir, &rep.lab);
-    report::append_history(&hist, &rep.summary(Some(&dir)))?;
+    report::append_history(&hist, &rep.summary(Some(dir)))?;
     Ok(files.html)
 }
 
@@ -157,21 +157,19 @@ pub fn verify_running(
     let spec = spec::load(&rec.lab_file)?;
     let hv = open(&rec.uri)?;
     let started = Timestamp::now();
-    let mut rep = DrillReport::new(&rec.lab, rec.run_id.short(), started, None);
+    // Verified again, the lab gets another report (RUN8-2, …).
+    let (id, dir) = report::claim_report_dir(state_dir, &rec.lab, rec.run_id.short())?;
+    let mut rep = DrillReport::new(&rec.lab, &id, started, None);
     rep.lab_file = Some(rec.lab_file.display().to_string());
     let at = rec.at_time.as_deref().and_then(|t| t.parse().ok());
     rep.at = at;
     rep.restore_points = restore_points(&rec);
-    let ctx = context(
-        &rec,
-        at,
-        report_dir(state_dir, &rec.lab, rec.run_id.short()).join("screenshots"),
-    );
+    let ctx = context(&rec, at, dir.join("screenshots"));
     let t = Instant::now();
     rep.checks = run_checks(&spec, &rec, hv.as_ref(), &ctx);
     phase(&mut rep, "verify", started, t, true);
     rep.finish(Timestamp::now(), None);
-    let html = publish(state_dir, &rep)?;
+    let html = publish(state_dir, &rep, &dir)?;
     Ok((rep, html))
 }
 
@@ -216,6 +214,8 @@ pub fn run(
         Ok(u) => u.run.clone(),
         Err(_) => format!("failed-{}", started.as_second()),
     };
+    // A failed drill's id is made unique here (failed-SECONDS-2, …); a run's is its own.
+    let (run_id, dir) = report::claim_report_dir(state_dir, &spec.name, &run_id)?;
     let at = requested_moment(opts.at.as_deref(), opts.tz.as_deref());
     let mut rep = DrillReport::new(&spec.name, &run_id, started, at);
     rep.lab_file = Some(spec.path.display().to_string());
@@ -228,7 +228,7 @@ pub fn run(
             phase(&mut rep, "up", started, t0, false);
             rep.errors.push(format!("{e:#}"));
             rep.finish(Timestamp::now(), None);
-            let html = publish(state_dir, &rep)?;
+            let html = publish(state_dir, &rep, &dir)?;
             if Interrupted::find(&e).is_some() {
                 return Err(e);
             }
@@ -241,11 +241,7 @@ pub fn run(
         .find_map(|(_, r)| r)
         .with_context(|| format!("run {} vanished", up.run))?;
     rep.restore_points = restore_points(&rec);
-    let ctx = context(
-        &rec,
-        at,
-        report_dir(state_dir, &spec.name, &up.run).join("screenshots"),
-    );
+    let ctx = context(&rec, at, dir.join("screenshots"));
     let vstart = Timestamp::now();
     let t = Instant::now();
     rep.checks = run_checks(spec, &rec, hv, &ctx);
@@ -264,7 +260,7 @@ pub fn run(
         }
     }
     rep.finish(Timestamp::now(), Some(verified_at));
-    let html = publish(state_dir, &rep)?;
+    let html = publish(state_dir, &rep, &dir)?;
     if let Some(i) = interrupted.or_else(|| cancel::received().map(|signal| Interrupted { signal }))
     {
         return Err(anyhow::Error::new(i).context(format!(
@@ -275,4 +271,41 @@ pub fn run(
         )));
     }
     Ok((rep, html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+
+    #[test]
+    fn drills_that_fail_early_keep_a_report_each() {
+        let state = tempfile::tempdir().unwrap();
+        let spec = spec::parse(
+            "name = \"erp\"\n[segment.lan]\n[[vm]]\nname = \"db\"\n\
+             from = { domain = \"prod-db\", snapshot = \"nightly\" }\n",
+            Path::new("/labs/erp.toml"),
+        )
+        .unwrap();
+        // The fake has no prod-db: `up` fails before a run exists, three times in a row
+        // (within one second, most likely: the old `failed-SECONDS` id was shared).
+        let hv = FakeHv::new();
+        let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(FakeHv::new())) };
+        let reports: Vec<(DrillReport, PathBuf)> = (0..3)
+            .map(|_| run(&spec, &hv, state.path(), &RunOpts::default(), &open).unwrap())
+            .collect();
+        let mut ids: Vec<&str> = reports.iter().map(|(r, _)| &r.run[..]).collect();
+        for (rep, html) in &reports {
+            assert!(rep.run.starts_with("failed-"), "{}", rep.run);
+            assert!(rep.errors[0].contains("prod-db"), "{:?}", rep.errors);
+            let json = html.with_file_name("report.json");
+            let stored = report::read_report(&json).unwrap();
+            assert_eq!((&stored.run, stored.started_at), (&rep.run, rep.started_at));
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        let history = report::history(&report::history_path(state.path(), "erp")).unwrap();
+        assert_eq!(history.len(), 3);
+    }
 }

@@ -400,6 +400,15 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         });
     }
 
+    xml::facts::refuse_shared_macs(
+        &vms.iter()
+            .map(|v| (&v.name[..], &v.xml[..]))
+            .collect::<Vec<_>>(),
+        &segments
+            .iter()
+            .map(|s| (&s.network[..], &s.name[..]))
+            .collect::<Vec<_>>(),
+    )?;
     // DHCP reservations: explicit ones, with the VM's MAC on that segment when not given.
     for seg in segments.iter_mut() {
         let Some(svc) = seg.services.as_mut() else {

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::{DrillReport, DrillResult, SCHEMA, human, opt_human_signed, opt_time};
 use crate::base::text::html_escape as esc;
+use crate::base::when::for_people_utc;
 use crate::verify::{CheckResult, Status};
 
 const CSS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/report.css"));
@@ -55,8 +56,8 @@ fn verdict(report: &DrillReport) -> String {
          <div class=\"verdict {class}\">{label}</div> <span class=\"sub\">{passed} passed, {failed} failed, {errors} errors</span>\n",
         lab = esc(&report.lab),
         run = esc(&report.run),
-        started = report.started_at,
-        finished = report.finished_at,
+        started = for_people_utc(report.started_at),
+        finished = for_people_utc(report.finished_at),
         label = report.result.label()
     )
 }
@@ -69,7 +70,7 @@ fn figures(report: &DrillReport) -> String {
         .unwrap_or_else(|| "not reached".into());
     let at = report
         .at
-        .map(|t| t.to_string())
+        .map(for_people_utc)
         .unwrap_or_else(|| "latest".into());
     format!(
         "<div class=\"figures\">\
@@ -113,7 +114,7 @@ fn signoffs(report: &DrillReport) -> String {
             format!(
                 "<li><b>{}</b> at {}{}: {}</li>",
                 esc(&so.name),
-                esc(&so.at.to_string()),
+                esc(&for_people_utc(so.at)),
                 so.vm
                     .as_deref()
                     .map(|v| format!(" (vm {})", esc(v)))
@@ -261,7 +262,7 @@ fn timings(report: &DrillReport) -> String {
             if p.ok { "" } else { " class=\"bad\"" },
             esc(&p.name),
             if p.ok { "" } else { " (failed)" },
-            p.started_at,
+            for_people_utc(p.started_at),
             esc(&human(p.duration))
         )
     });

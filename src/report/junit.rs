@@ -28,7 +28,7 @@ pub fn render_junit(report: &DrillReport) -> Result<String> {
         "requested_moment",
         report
             .at
-            .map(|t| t.to_string())
+            .map(crate::base::when::for_people_utc)
             .unwrap_or_else(|| "latest".into())
             .as_str(),
     ));

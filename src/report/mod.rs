@@ -39,13 +39,14 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::base::duration::format_duration;
 use crate::verify::{CheckResult, Status};
 
 pub use history::{append_history, history, render_history};
 pub use html::render_html;
 pub use junit::render_junit;
-pub use store::{ReportFiles, history_path, read_report, report_dir, write_report};
+pub use store::{
+    ReportFiles, claim_report_dir, history_path, read_report, report_dir, write_report,
+};
 pub use terminal::render_terminal;
 
 /// The JSON report's schema identifier.
@@ -317,13 +318,9 @@ pub struct Summary {
 // ---------------------------------------------------------------------------------------------
 // Formatting helpers.
 
-/// A duration for people: whole seconds above a minute, tenths below.
+/// A duration for people: whole seconds from a minute, tenths below (rounded).
 pub fn human(d: Duration) -> String {
-    if d < Duration::from_secs(60) {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format_duration(Duration::from_secs(d.as_secs()))
-    }
+    crate::base::duration::for_people(d)
 }
 
 fn human_signed(d: SignedDuration) -> String {
@@ -344,7 +341,8 @@ fn opt_human_signed(d: Option<SignedDuration>) -> String {
 }
 
 fn opt_time(t: Option<Timestamp>) -> String {
-    t.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+    t.map(crate::base::when::for_people_utc)
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Columns padded to their widest cell, separated by two spaces.
@@ -519,5 +517,33 @@ mod tests {
         );
         let back: DrillReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn people_see_rounded_times_and_durations_the_json_keeps_them_whole() {
+        let mut report = drill();
+        report.started_at = ts("2026-01-31T10:00:00.80633178Z");
+        report.phases[0].started_at = ts("2026-01-31T10:00:00.80633178Z");
+        report.phases[0].duration = Duration::new(433, 886_639_076);
+        report.checks[1].duration = Duration::new(4, 249_000_001);
+        report.at = Some(ts("2026-01-31T08:00:00.5Z"));
+        let junit = render_junit(&report).unwrap();
+        for (form, text) in [
+            ("terminal", render_terminal(&report)),
+            ("html", render_html(&report, &Default::default())),
+            ("junit", junit.clone()),
+        ] {
+            for precise in ["80633178", "886ms", "639µs", "76ns", "08:00:00.5"] {
+                assert!(!text.contains(precise), "{form} shows {precise}:\n{text}");
+            }
+        }
+        let html = render_html(&report, &Default::default());
+        assert!(html.contains("started 2026-01-31T10:00:01Z"), "{html}");
+        assert!(html.contains("7m 14s"), "{html}");
+        assert!(render_terminal(&report).contains("4.2s"));
+        assert!(junit.contains("value=\"2026-01-31T08:00:01Z\""), "{junit}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
+        assert_eq!(json["started_at"], "2026-01-31T10:00:00.80633178Z");
+        assert_eq!(json["phases"][0]["duration_ms"], 433_886);
     }
 }

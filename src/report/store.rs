@@ -86,6 +86,28 @@ pub fn report_dir(state_dir: &Path, lab: &str, run: &str) -> PathBuf {
     state_dir.join("labs").join(lab).join("reports").join(run)
 }
 
+/// Claims the directory of a new report `id` of `lab` (see [`report_dir`]): `id`, or `id-2`,
+/// `id-3`, … when a report of that id exists already (a lab verified again, two drills that
+/// failed in the same second), so that no report is ever overwritten. The directory is
+/// created here, exclusively (safe against a concurrent drill); returns the id used and it.
+pub fn claim_report_dir(state_dir: &Path, lab: &str, id: &str) -> Result<(String, PathBuf)> {
+    let parent = report_dir(state_dir, lab, "");
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let mut n = 1;
+    loop {
+        let claimed = match n {
+            1 => id.to_string(),
+            _ => format!("{id}-{n}"),
+        };
+        let dir = parent.join(&claimed);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((claimed, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+}
+
 /// The history file of a lab: `STATE_DIR/labs/LAB/history.jsonl`.
 pub fn history_path(state_dir: &Path, lab: &str) -> PathBuf {
     state_dir.join("labs").join(lab).join("history.jsonl")
@@ -147,5 +169,27 @@ mod tests {
             std::fs::read_to_string(&files.text).unwrap(),
             render_terminal(&report)
         );
+    }
+
+    #[test]
+    fn a_claimed_report_directory_is_never_claimed_again() {
+        let state = tempfile::tempdir().unwrap();
+        let (first, a) = claim_report_dir(state.path(), "erp", "failed-1764600000").unwrap();
+        let (second, b) = claim_report_dir(state.path(), "erp", "failed-1764600000").unwrap();
+        let (third, c) = claim_report_dir(state.path(), "erp", "failed-1764600000").unwrap();
+        assert_eq!(
+            [&first[..], &second[..], &third[..]],
+            [
+                "failed-1764600000",
+                "failed-1764600000-2",
+                "failed-1764600000-3"
+            ]
+        );
+        assert_eq!(a, report_dir(state.path(), "erp", &first));
+        assert_eq!(b, report_dir(state.path(), "erp", &second));
+        assert!(a.is_dir() && b.is_dir() && c.is_dir());
+        // Another lab's reports are its own.
+        let (other, _) = claim_report_dir(state.path(), "crm", "failed-1764600000").unwrap();
+        assert_eq!(other, "failed-1764600000");
     }
 }

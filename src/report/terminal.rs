@@ -19,7 +19,7 @@ pub fn render_terminal(report: &DrillReport) -> String {
         "requested moment {}; recovery time {}; data age {}",
         report
             .at
-            .map(|t| t.to_string())
+            .map(crate::base::when::for_people_utc)
             .unwrap_or_else(|| "latest".into()),
         opt_human(report.recovery_time),
         opt_human_signed(report.data_age)

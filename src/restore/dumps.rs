@@ -281,13 +281,13 @@ pub fn skew_ok(skew: SignedDuration, max: Option<std::time::Duration>) -> bool {
 
 /// A skew for people: `11h 30m`, `dump 2h older than the image` etc.
 pub fn show_skew(skew: SignedDuration) -> String {
-    let magnitude = SignedDuration::try_from(skew.unsigned_abs()).unwrap_or(SignedDuration::MAX);
+    let magnitude = crate::base::duration::for_people(skew.unsigned_abs());
     if skew.is_zero() {
         "0s".to_string()
     } else if skew.is_negative() {
-        format!("{magnitude:#} (dump older than image)")
+        format!("{magnitude} (dump older than image)")
     } else {
-        format!("{magnitude:#}")
+        magnitude
     }
 }
 

@@ -230,13 +230,19 @@ pub fn load(path: &Path) -> Result<LabSpec, SpecError> {
 
 /// Validates lab file text; `path` names the file in messages and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<LabSpec, SpecError> {
+    parse_with_work(text, path).0
+}
+
+/// [`parse`], and the work done placing its problems (see `Problems`).
+fn parse_with_work(text: &str, path: &Path) -> (Result<LabSpec, SpecError>, usize) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut problems = Problems::new(path, text);
     let lab = decode::decode(text, &mut problems)
         .and_then(|wire| validate::validate(wire, path, &mut problems));
+    let work = problems.work();
     match lab {
-        Some(lab) if problems.is_empty() => Ok(lab),
-        _ => Err(problems.finish()),
+        Some(lab) if problems.is_empty() => (Ok(lab), work),
+        _ => (Err(problems.finish()), work),
     }
 }
 
@@ -400,7 +406,7 @@ mod tests {
             parse(&example, Path::new("docs/lab.toml")).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(spec.boot_tiers(), names(&[&["db"], &["app"]]));
         assert!(
-            matches!(&spec.vms[1].source, VmSource::Files { xml, .. } if xml == Path::new("docs/backups/app.xml"))
+            matches!(&spec.vms[1].source, VmSource::Files { xml, .. } if *xml == std::path::absolute("docs/backups/app.xml").unwrap())
         );
     }
 
@@ -555,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_join_the_lab_files_directory_without_touching_the_disk() {
+    fn relative_paths_join_the_lab_files_directory_made_absolute() {
         let text = "name = \"x\"\nstate_dir = \"state\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"b/db.xml\", disks = { vda = \"b/db.qcow2\", vdb = \"/srv/data.raw\" } }\n";
         let spec = parse(text, Path::new("/nowhere/labs/x.toml")).unwrap();
         assert_eq!(spec.state_dir, Some(PathBuf::from("/nowhere/labs/state")));
@@ -569,7 +575,60 @@ mod tests {
                 ]),
             }
         );
+        // A lab file named relative to the working directory: its directory, absolutely.
+        let cwd = std::fs::canonicalize(".").unwrap();
         let bare = parse(text, Path::new("x.toml")).unwrap();
-        assert_eq!(bare.state_dir, Some(PathBuf::from("state")));
+        assert_eq!(bare.state_dir, Some(cwd.join("state")));
+        // The lab file's own path too: a run records it for `reclab verify`.
+        assert_eq!(bare.path, cwd.join("x.toml"));
+        assert_eq!(spec.path, PathBuf::from("/nowhere/labs/x.toml"));
+        let nested = parse(text, Path::new("src/../src/x.toml")).unwrap();
+        assert_eq!(nested.state_dir, Some(cwd.join("src/state")));
+    }
+
+    /// `lines` lines of garbage, each a syntax error or two.
+    fn garbage(lines: usize) -> String {
+        let words = [
+            "foo", "= bar", "[x", "\"q", "===", "a.b", "{", "}", "1e", "@@", "é",
+        ];
+        (0..lines)
+            .map(|i| {
+                (0..5)
+                    .map(|j| words[(i * 7 + j * 3 + i / 5) % words.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn placing_problems_is_linear_in_the_text_and_only_the_first_are_shown() {
+        let (small, small_work) = parse_with_work(&garbage(2_000), Path::new("g.toml"));
+        let (large, large_work) = parse_with_work(&garbage(20_000), Path::new("g.toml"));
+        let (small, large) = (small.unwrap_err(), large.unwrap_err());
+        // Problems grow with the text...
+        assert!(small.problems.len() > 1_000, "{}", small.problems.len());
+        assert!(large.problems.len() > 9 * small.problems.len());
+        // ...and so does the work of placing them, no faster (rescanning the text for every
+        // problem would make it 100 times more).
+        assert!(
+            large_work < 12 * small_work,
+            "work {small_work} for 2000 lines, {large_work} for 20000"
+        );
+        // Every problem keeps its place; the ones shown are the first, then a count.
+        let last = large.problems.last().unwrap();
+        assert_eq!(last.location.map(|(line, _)| line), Some(20_000), "{last}");
+        let shown = large.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), problems::SHOWN + 1, "{shown}");
+        assert!(lines[0].starts_with("g.toml:1:"), "{shown}");
+        assert_eq!(
+            lines[problems::SHOWN],
+            format!(
+                "… and {} more problems (is this a reclab lab file?)",
+                large.problems.len() - problems::SHOWN
+            )
+        );
     }
 }

@@ -27,8 +27,22 @@ pub struct Problem {
     pub message: String,
 }
 
+/// How many problems a [`SpecError`] shows; the rest are counted. A file of garbage has a
+/// problem on nearly every line, and the first ones are what to fix.
+pub const SHOWN: usize = 20;
+
 fn lines(problems: &[Problem]) -> String {
-    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    let mut lines: Vec<String> = problems
+        .iter()
+        .take(SHOWN)
+        .map(Problem::to_string)
+        .collect();
+    if problems.len() > SHOWN {
+        lines.push(format!(
+            "… and {} more problems (is this a reclab lab file?)",
+            problems.len() - SHOWN
+        ));
+    }
     lines.join("\n")
 }
 
@@ -49,6 +63,11 @@ pub(super) struct Problems<'a> {
     file: &'a Path,
     text: &'a str,
     found: Vec<Problem>,
+    /// Built at the first problem with a place.
+    lines: Option<LineIndex>,
+    /// Bytes and values examined to place problems: linear in the text, whatever the number of
+    /// problems (a test holds it to that).
+    work: usize,
 }
 
 impl<'a> Problems<'a> {
@@ -58,6 +77,8 @@ impl<'a> Problems<'a> {
             file,
             text,
             found: Vec::new(),
+            lines: None,
+            work: 0,
         }
     }
 
@@ -68,8 +89,14 @@ impl<'a> Problems<'a> {
         field: impl Into<String>,
         message: impl Into<String>,
     ) {
-        let location = Some(line_column(self.text, span.start));
-        self.push(location, field.into(), message.into());
+        let text = self.text;
+        let lines = self.lines.get_or_insert_with(|| {
+            self.work += text.len();
+            LineIndex::new(text)
+        });
+        let (location, work) = lines.locate(text, span.start);
+        self.work += work;
+        self.push(Some(location), field.into(), message.into());
     }
 
     /// A problem with the file as a whole when `location` is `None`.
@@ -95,6 +122,11 @@ impl<'a> Problems<'a> {
         self.found.len()
     }
 
+    /// The work done placing problems so far.
+    pub(super) fn work(&self) -> usize {
+        self.work
+    }
+
     /// Reports a TOML syntax or decoding error; `root` locates the field it is about.
     pub(super) fn toml_error(
         &mut self,
@@ -103,7 +135,15 @@ impl<'a> Problems<'a> {
         fallback: Range<usize>,
     ) {
         let span = err.span().unwrap_or(fallback);
-        let field = field_at(root, span.start);
+        // Naming the field walks the document; beyond the problems shown (and a margin, as
+        // they are sorted by place later) nobody reads it.
+        let field = if self.found.len() < 5 * SHOWN {
+            let (field, visited) = field_at(root, span.start);
+            self.work += visited;
+            field
+        } else {
+            String::new()
+        };
         let key = self.text.get(span.clone()).unwrap_or_default().trim();
         let message = tidy_toml_message(err.message(), &field, key);
         self.at(span, field, message);
@@ -119,14 +159,37 @@ impl<'a> Problems<'a> {
     }
 }
 
-/// 1-based line and character column of a byte offset.
+/// 1-based line and character column of a byte offset (one lookup; `Problems` keeps its index).
+#[cfg(test)]
 pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+    LineIndex::new(text).locate(text, offset).0
+}
+
+/// Where each line of a text starts: built once, it places an offset by a binary search and
+/// the characters of its own line only.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of `offset`, and the bytes examined.
+    fn locate(&self, text: &str, offset: usize) -> ((usize, usize), usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let start = self.starts[line - 1];
+        let column = text[start..offset].chars().count() + 1;
+        ((line, column), offset - start + line.ilog2() as usize + 1)
+    }
 }
 
 /// Makes serde/toml messages fit reclab's style: one line, plain words, a hint where useful.
@@ -169,14 +232,17 @@ fn tidy_toml_message(message: &str, field: &str, key: &str) -> String {
 /// Tables written as `[header]` sections are spanned by their header only, so a value's reach
 /// is its own span joined with the spans of everything inside it (keys included). An offset on
 /// a key (such as an unknown key) therefore names the table holding that key.
-fn field_at(root: &Spanned<DeValue>, offset: usize) -> String {
+///
+/// Also returns how many values were examined.
+fn field_at(root: &Spanned<DeValue>, offset: usize) -> (String, usize) {
     let mut path = String::new();
     let mut value = root;
+    let mut visited = 0;
     'descend: loop {
         match value.get_ref() {
             DeValue::Table(table) => {
                 for (key, child) in table.iter() {
-                    if reach(child).contains(&offset) {
+                    if reach(child, &mut visited).contains(&offset) {
                         path_push_key(&mut path, key.get_ref());
                         value = child;
                         continue 'descend;
@@ -185,7 +251,7 @@ fn field_at(root: &Spanned<DeValue>, offset: usize) -> String {
             }
             DeValue::Array(array) => {
                 for (i, child) in array.iter().enumerate() {
-                    if reach(child).contains(&offset) {
+                    if reach(child, &mut visited).contains(&offset) {
                         path.push_str(&format!("[{i}]"));
                         value = child;
                         continue 'descend;
@@ -194,19 +260,20 @@ fn field_at(root: &Spanned<DeValue>, offset: usize) -> String {
             }
             _ => {}
         }
-        return path;
+        return (path, visited);
     }
 }
 
-fn reach(value: &Spanned<DeValue>) -> Range<usize> {
+fn reach(value: &Spanned<DeValue>, visited: &mut usize) -> Range<usize> {
+    *visited += 1;
     let join = |a: Range<usize>, b: Range<usize>| a.start.min(b.start)..a.end.max(b.end);
     match value.get_ref() {
         DeValue::Table(table) => table.iter().fold(value.span(), |acc, (key, child)| {
-            join(join(acc, key.span()), reach(child))
+            join(join(acc, key.span()), reach(child, visited))
         }),
         DeValue::Array(array) => array
             .iter()
-            .fold(value.span(), |acc, child| join(acc, reach(child))),
+            .fold(value.span(), |acc, child| join(acc, reach(child, visited))),
         _ => value.span(),
     }
 }

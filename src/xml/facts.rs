@@ -1,7 +1,7 @@
 //! Read-only facts from a production domain XML (or a `<domainsnapshot>` embedding one):
 //! its disks and interfaces. Pure; used to resolve sources before planning.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
@@ -215,6 +215,38 @@ fn close(
     }
 }
 
+/// Refuses two interfaces with one MAC address on one lab network: the lab bridge would deliver
+/// their frames to one of them only (the other sees 100 % packet loss). `domains` are the
+/// rewritten XMLs as (vm, XML); `segments` name each lab network as (network, segment).
+pub fn refuse_shared_macs(domains: &[(&str, &str)], segments: &[(&str, &str)]) -> Result<()> {
+    // (network, mac) -> the first vm seen with it.
+    let mut seen: std::collections::BTreeMap<(String, String), &str> = Default::default();
+    for (vm, xml) in domains {
+        let f = facts(xml).with_context(|| format!("vm {vm}: reading the rewritten XML"))?;
+        for i in &f.interfaces {
+            let (Some(mac), Some(net)) = (&i.mac, &i.source) else {
+                continue;
+            };
+            let Some(first) = seen.insert((net.clone(), mac.clone()), vm) else {
+                continue;
+            };
+            let segment = segments
+                .iter()
+                .find(|(n, _)| n == net)
+                .map_or(net.as_str(), |(_, s)| s);
+            if first == *vm {
+                bail!(
+                    "vm {vm} has two interfaces with MAC {mac} on segment {segment}; the lab                      network would deliver their frames to one of them only: put them on                      different segments"
+                );
+            }
+            bail!(
+                "vms {first} and {vm} both have MAC {mac} on segment {segment} (their production                  XMLs carry the same address); the lab network would deliver their frames to one                  of them only: put them on different segments"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +288,64 @@ mod tests {
         assert!(f.disks[1].readonly);
         assert_eq!(f.interfaces[0].mac.as_deref(), Some("52:54:00:20:00:10"));
         assert_eq!(f.interfaces[0].source.as_deref(), Some("prod"));
+    }
+
+    fn nics(name: &str, nics: &[(&str, Option<&str>)]) -> String {
+        let mut devices = String::new();
+        for (net, mac) in nics {
+            let mac = mac.map_or(String::new(), |m| format!("<mac address='{m}'/>"));
+            devices.push_str(&format!(
+                "<interface type='network'>{mac}<source network='{net}'/></interface>"
+            ));
+        }
+        format!("<domain><name>{name}</name><devices>{devices}</devices></domain>")
+    }
+
+    const SEGMENTS: &[(&str, &str)] = &[("lab-r1-lan", "lan"), ("lab-r1-dmz", "dmz")];
+
+    #[test]
+    fn one_mac_on_two_segments_or_no_mac_at_all_is_fine() {
+        let a = nics(
+            "a",
+            &[
+                ("lab-r1-lan", Some("52:54:00:00:00:01")),
+                ("lab-r1-lan", None),
+            ],
+        );
+        let b = nics(
+            "b",
+            &[
+                ("lab-r1-dmz", Some("52:54:00:00:00:01")),
+                ("lab-r1-lan", None),
+            ],
+        );
+        refuse_shared_macs(&[("a", &a), ("b", &b)], SEGMENTS).unwrap();
+    }
+
+    #[test]
+    fn one_mac_twice_on_a_segment_is_refused_naming_the_vms_and_the_segment() {
+        let a = nics("a", &[("lab-r1-lan", Some("52:54:00:00:00:01"))]);
+        let b = nics("b", &[("lab-r1-dmz", Some("52:54:00:00:00:02"))]);
+        let c = nics("c", &[("lab-r1-dmz", Some("52:54:00:00:00:02"))]);
+        let err = refuse_shared_macs(&[("a", &a), ("b", &b), ("c", &c)], SEGMENTS).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("vms b and c both have MAC 52:54:00:00:00:02 on segment dmz"),
+            "{err}"
+        );
+        // Case does not hide a clash: facts lowercase MACs.
+        let d = nics(
+            "d",
+            &[
+                ("lab-r1-lan", Some("52:54:00:00:00:AA")),
+                ("lab-r1-lan", Some("52:54:00:00:00:aa")),
+            ],
+        );
+        let err = refuse_shared_macs(&[("d", &d)], SEGMENTS).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("vm d has two interfaces with MAC 52:54:00:00:00:aa on segment lan"),
+            "{err}"
+        );
     }
 }

@@ -80,13 +80,14 @@
 //! manifest = "/var/backups/erp/SHA256SUMS"
 //!
 //! # Two commands, maybe in two VMs, must print the same; a difference shows a short diff.
-//! # `vm` of a side defaults to the check's `vm`.
+//! # `vm` of a side defaults to the check's `vm`. Two empty outputs are the same: make each
+//! # side fail when it has nothing to compare (`grep .` fails without a line of output).
 //! [[check]]
 //! name = "image-equals-dump"
 //! vm = "db"
 //! kind = "compare"
-//! a = { command = "sqlite3 /var/lib/erp/erp.db 'select * from invoices order by no'" }
-//! b = { command = "sqlite3 /var/lib/erp/restored.db 'select * from invoices order by no'" }
+//! a = { command = "sqlite3 /var/lib/erp/erp.db 'select * from invoices order by no' | grep ." }
+//! b = { command = "sqlite3 /var/lib/erp/restored.db 'select * from invoices order by no' | grep ." }
 //!
 //! # The command's output must equal a field of the restored dump's manifest (dotted path);
 //! # the manifest is the one of the dump restored into `manifest_vm` (default: `vm`).

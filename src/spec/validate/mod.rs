@@ -26,7 +26,15 @@ const LAB_NAME_RULE: &str = "use 1 to 20 characters: a lowercase letter, then lo
 
 /// Validates the whole lab; `None` if there is any problem (all of them are in `problems`).
 pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> Option<LabSpec> {
-    let base = path.parent().unwrap_or(Path::new(""));
+    // Relative paths in the file are relative to its directory, made absolute now (from the
+    // directory's canonical path): libvirt and the rewrite need absolute image paths, and the
+    // lab's files must be the same whatever the working directory of later steps.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let base_buf = std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    let base = base_buf.as_path();
     let top = &wire.top;
 
     let name = lab_name(problems, &top.name);
@@ -81,7 +89,10 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         return None;
     }
     Some(LabSpec {
-        path: path.to_path_buf(),
+        // Absolute too: runs record it, and `reclab verify` reloads it from anywhere.
+        path: path
+            .file_name()
+            .map_or_else(|| path.to_path_buf(), |file| base.join(file)),
         name: name?,
         connect: connect?,
         ttl: ttl?,
