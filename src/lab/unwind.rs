@@ -134,7 +134,9 @@ impl Estate {
             production.push((path, bytes));
         }
         let db_xml = production_xml("prod-db", &db_disk, Some(&nvram), false);
+        // Its own MAC: two VMs with one MAC on a segment are refused.
         let web_xml = production_xml("prod-web", &web_disk, None, true)
+            .replace("52:54:00:20:00:0a", "52:54:00:20:00:0c")
             .replace(
                 "hvm</type>",
                 &format!(

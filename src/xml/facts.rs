@@ -236,11 +236,15 @@ pub fn refuse_shared_macs(domains: &[(&str, &str)], segments: &[(&str, &str)]) -
                 .map_or(net.as_str(), |(_, s)| s);
             if first == *vm {
                 bail!(
-                    "vm {vm} has two interfaces with MAC {mac} on segment {segment}; the lab                      network would deliver their frames to one of them only: put them on                      different segments"
+                    "vm {vm} has two interfaces with MAC {mac} on segment {segment}; the lab \
+                     network would deliver their frames to one of them only: put them on \
+                     different segments"
                 );
             }
             bail!(
-                "vms {first} and {vm} both have MAC {mac} on segment {segment} (their production                  XMLs carry the same address); the lab network would deliver their frames to one                  of them only: put them on different segments"
+                "vms {first} and {vm} both have MAC {mac} on segment {segment} (their production \
+                 XMLs carry the same address); the lab network would deliver their frames to one \
+                 of them only: put them on different segments"
             );
         }
     }
@@ -332,6 +336,10 @@ mod tests {
             err.to_string()
                 .starts_with("vms b and c both have MAC 52:54:00:00:00:02 on segment dmz"),
             "{err}"
+        );
+        assert!(
+            !err.to_string().contains("  "),
+            "one space between words: {err}"
         );
         // Case does not hide a clash: facts lowercase MACs.
         let d = nics(
