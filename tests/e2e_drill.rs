@@ -268,6 +268,37 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
         errors.contains("exit code 7") && errors.contains("restore exploded"),
         "{errors}"
     );
+    // The report says how far the drill got: what was chosen for the db, with its checksum,
+    // each finished step of `up` and the one it stopped in.
+    let points = rep["restore_points"].as_array().expect("restore points");
+    assert_eq!(points.len(), 1, "{rep:#}");
+    assert_eq!(points[0]["vm"], "db");
+    assert!(
+        points[0]["dump"]["sha256"]
+            .as_str()
+            .is_some_and(|s| s.len() == 64),
+        "{rep:#}"
+    );
+    let phases: Vec<(String, bool)> = rep["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        phases.contains(&("up: clone db/vda".into(), true)),
+        "{phases:?}"
+    );
+    assert!(
+        phases.contains(&("up: boot tier 1".into(), false)),
+        "{phases:?}"
+    );
+    assert_eq!(phases.last(), Some(&("up".into(), false)), "{phases:?}");
     sb.assert_nothing_left();
 
     // An unreadable dump: a copy of the dump directory (as symbolic links) whose newest dump

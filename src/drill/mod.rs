@@ -14,6 +14,7 @@ use crate::hv::Hypervisor;
 use crate::lab::record::RunRecord;
 use crate::lab::{self, UpOpts};
 use crate::report::{self, DrillReport, Phase};
+use crate::restore::record::InjectionRecord;
 use crate::spec::{self, LabSpec};
 use crate::verify::{self, CheckContext, CheckResult, Status};
 
@@ -111,8 +112,8 @@ fn requested_moment(at: Option<&str>, tz: Option<&str>) -> Option<Timestamp> {
 }
 
 /// What each VM got, for the report.
-fn restore_points(rec: &RunRecord) -> Vec<report::VmRestore> {
-    rec.injections
+fn restore_points(injections: &[InjectionRecord]) -> Vec<report::VmRestore> {
+    injections
         .iter()
         .map(|r| report::VmRestore {
             vm: r.vm.clone(),
@@ -131,6 +132,32 @@ fn restore_points(rec: &RunRecord) -> Vec<report::VmRestore> {
             }),
         })
         .collect()
+}
+
+/// The report of a drill whose `up` failed shows how far it got: the restore point chosen for
+/// every VM with dumps, and each step of `up` that finished (`up: clone db/vda`, with its time)
+/// followed by the one it stopped in (`ok: false`).
+fn how_far_up_got(rep: &mut DrillReport, partial: &lab::UpReport, started: Timestamp) {
+    rep.restore_points = restore_points(&partial.injections);
+    let mut at = started;
+    for (label, ms) in &partial.timings_ms {
+        let took = Duration::from_millis(u64::try_from(*ms).unwrap_or(u64::MAX));
+        rep.phases.push(Phase {
+            name: format!("up: {label}"),
+            started_at: at,
+            duration: took,
+            ok: true,
+        });
+        at = at.checked_add(took).unwrap_or(at);
+    }
+    if let Some(step) = &partial.failed_step {
+        rep.phases.push(Phase {
+            name: format!("up: {step}"),
+            started_at: at,
+            duration: Duration::ZERO,
+            ok: false,
+        });
+    }
 }
 
 /// Check context: freshness is measured against the requested moment (now for latest), and
@@ -163,7 +190,7 @@ pub fn verify_running(
     rep.lab_file = Some(rec.lab_file.display().to_string());
     let at = rec.at_time.as_deref().and_then(|t| t.parse().ok());
     rep.at = at;
-    rep.restore_points = restore_points(&rec);
+    rep.restore_points = restore_points(&rec.injections);
     let ctx = context(&rec, at, dir.join("screenshots"));
     let t = Instant::now();
     rep.checks = run_checks(&spec, &rec, hv.as_ref(), &ctx);
@@ -198,7 +225,8 @@ pub fn run(
     let _signals = cancel::catch_signals();
     let started = Timestamp::now();
     let t0 = Instant::now();
-    let up = lab::up(
+    let mut partial = None;
+    let up = lab::up_reporting(
         spec,
         hv,
         &lab::host::SysHost,
@@ -209,6 +237,7 @@ pub fn run(
             at: opts.at.clone(),
             tz: opts.tz.clone(),
         },
+        &mut partial,
     );
     let run_id = match &up {
         Ok(u) => u.run.clone(),
@@ -225,6 +254,9 @@ pub fn run(
             u
         }
         Err(e) => {
+            if let Some(partial) = &partial {
+                how_far_up_got(&mut rep, partial, started);
+            }
             phase(&mut rep, "up", started, t0, false);
             rep.errors.push(format!("{e:#}"));
             rep.finish(Timestamp::now(), None);
@@ -240,7 +272,7 @@ pub fn run(
         .into_iter()
         .find_map(|(_, r)| r)
         .with_context(|| format!("run {} vanished", up.run))?;
-    rep.restore_points = restore_points(&rec);
+    rep.restore_points = restore_points(&rec.injections);
     let ctx = context(&rec, at, dir.join("screenshots"));
     let vstart = Timestamp::now();
     let t = Instant::now();

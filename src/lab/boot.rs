@@ -300,6 +300,7 @@ mod tests {
             at: "latest".into(),
             at_time: None,
             injections: vec![],
+            failed_step: None,
         }
     }
 

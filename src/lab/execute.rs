@@ -93,7 +93,10 @@ pub(super) fn execute(
     for (k, step) in plan.steps.iter().enumerate() {
         cancel::check_signals()?;
         let t = Instant::now();
-        let label = run_step(&on, step, &mut record, report, &mut injections)?;
+        let label =
+            run_step(&on, step, &mut record, report, &mut injections).inspect_err(|_| {
+                report.failed_step = Some(step_name(plan, step));
+            })?;
         let number = StepNo {
             number: k + 1,
             of: plan.steps.len(),
@@ -112,6 +115,26 @@ pub(super) fn execute(
     record.state = RunState::Up;
     dir.save_record(&record)?;
     Ok(())
+}
+
+/// A step as people read it, for the report of a failed `up`: `clone db/vda`, `boot tier 2`.
+fn step_name(plan: &Plan, step: &Step) -> String {
+    let segment = |s: &usize| plan.segments[*s].name.clone();
+    match step {
+        Step::CreateRunDir => "create the run directory".into(),
+        Step::CreateOverlay(o) => format!("clone {}/{}", o.vm, o.target),
+        Step::CopyNvram { vm, .. } => format!("copy the nvram of {vm}"),
+        Step::CopyPrivate { vm, what, .. } => format!("copy the {what} of {vm}"),
+        Step::BuildDataDisk { injection } => {
+            format!("build the data disk of {}", plan.injections[*injection].vm)
+        }
+        Step::CreateNetwork { segment: s } => format!("create network {}", segment(s)),
+        Step::HardenBridge { segment: s } => format!("harden the bridge of {}", segment(s)),
+        Step::StartServices { segment: s } => format!("start the services of {}", segment(s)),
+        Step::VerifyNetworks => "verify the networks".into(),
+        Step::BootTier { tier, .. } => format!("boot tier {}", tier + 1),
+        Step::VerifyIsolation => "verify isolation".into(),
+    }
 }
 
 pub(super) fn progress(msg: String) {

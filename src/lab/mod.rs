@@ -77,6 +77,9 @@ pub struct UpReport {
     pub at: String,
     pub at_time: Option<String>,
     pub injections: Vec<crate::restore::record::InjectionRecord>,
+    /// The step `up` was in when it failed (`boot tier 2`): only in the report of a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,13 +151,27 @@ pub fn up(
     state_dir: &Path,
     opts: &UpOpts,
 ) -> Result<UpReport> {
+    up_reporting(spec, hv, host, state_dir, opts, &mut None)
+}
+
+/// [`up`], which on failure also leaves in `partial` how far it got: the restore points it
+/// chose (and verified on the host), the steps it finished with their times, and the step it
+/// failed in. `partial` stays `None` when `up` failed before it had a plan.
+pub fn up_reporting(
+    spec: &LabSpec,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+    state_dir: &Path,
+    opts: &UpOpts,
+    partial: &mut Option<UpReport>,
+) -> Result<UpReport> {
     #[cfg(feature = "test-hooks")]
     let mut after_step = hooks::from_env();
     #[cfg(not(feature = "test-hooks"))]
     let mut after_step = |_: &RunDir, _: execute::StepNo, _: &plan::Step| Ok(());
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts)?;
-    bring_up(&plan, hv, host, opts, t0, &mut after_step)
+    bring_up(&plan, hv, host, opts, t0, &mut after_step, partial)
 }
 
 /// Carry out a plan: execute its steps, running `after_step` after each (an error from it
@@ -166,6 +183,7 @@ fn bring_up(
     opts: &UpOpts,
     t0: Instant,
     after_step: &mut execute::AfterStep,
+    partial: &mut Option<UpReport>,
 ) -> Result<UpReport> {
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
@@ -201,6 +219,7 @@ fn bring_up(
             .first()
             .and_then(|p| p.record.at_time.clone()),
         injections: Vec::new(),
+        failed_step: None,
     };
     // From here on SIGINT/SIGTERM unwind (below) instead of ending the process.
     let _signals = crate::base::cancel::catch_signals();
@@ -208,6 +227,12 @@ fn bring_up(
     match result {
         Ok(()) => Ok(report),
         Err(e) => {
+            // What was chosen is known before anything was created: the report of a failed
+            // drill shows it even when no VM got as far as its restore.
+            if report.injections.is_empty() {
+                report.injections = plan.injections.iter().map(|p| p.record.clone()).collect();
+            }
+            *partial = Some(report);
             if opts.keep_on_failure {
                 if let Ok(Some(mut rec)) = dir.load_record() {
                     rec.state = RunState::Failed;

@@ -373,12 +373,9 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             ),
             (None, _) => (rewritten.xml.clone(), None),
         };
-        let macs: Vec<String> = res
-            .facts
-            .interfaces
-            .iter()
-            .filter_map(|f| f.mac.clone())
-            .collect();
+        // The lab domain's interfaces, not production's: what `up` and `status` list is what
+        // the lab VM has.
+        let macs: Vec<String> = rewritten.interfaces.iter().map(|i| i.mac.clone()).collect();
         let addresses = addresses_for(spec, &macs, &vm.name);
         vms.push(VmPlan {
             name: vm.name.clone(),

@@ -247,6 +247,7 @@ impl Estate {
             &UpOpts::default(),
             Instant::now(),
             after_step,
+            &mut None,
         )
     }
 
@@ -657,4 +658,40 @@ fn every_kind_of_resource_has_an_undo_that_removes_it() {
         assert!(!exists(r, &hv, &host), "undo left {}", r.describe());
     }
     assert!(host.is_clean());
+}
+
+#[test]
+fn a_failed_up_says_how_far_it_got() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    // The second domain to start (tier 2's web) fails.
+    hv.fail_on("create_domain", 2);
+    let mut partial = None;
+    let err = bring_up(
+        &estate.plan,
+        &hv,
+        &host,
+        &UpOpts::default(),
+        Instant::now(),
+        &mut no_hook,
+        &mut partial,
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("web"), "{err:#}");
+    let partial = partial.expect("a partial report");
+    assert_eq!(partial.failed_step.as_deref(), Some("boot tier 2"));
+    // The restore point chosen for db, which tier 1 restored.
+    assert_eq!(partial.injections.len(), 1);
+    assert_eq!(partial.injections[0].vm, "db");
+    let done: Vec<&str> = partial.timings_ms.iter().map(|(l, _)| l.as_str()).collect();
+    assert!(done.contains(&"clone db/vda"), "{done:?}");
+    assert!(
+        done.iter().any(|l| l.starts_with("boot tier 1")),
+        "{done:?}"
+    );
+    assert!(
+        !done.iter().any(|l| l.starts_with("boot tier 2")),
+        "{done:?}"
+    );
+    estate.assert_nothing_left(&hv, &host, "after the failed up");
 }
