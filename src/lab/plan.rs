@@ -203,6 +203,40 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         .context("ttl out of range")?;
     let created = i.now;
 
+    let mut segments = plan_segments(spec, run);
+    let tiers = spec.boot_tiers();
+    let vms = (0..spec.vms.len())
+        .map(|vi| plan_vm(i, vi, &tiers, &segments, (created, expires)))
+        .collect::<Result<Vec<_>>>()?;
+    xml::facts::refuse_shared_macs(
+        &vms.iter()
+            .map(|v| (&v.name[..], &v.xml[..]))
+            .collect::<Vec<_>>(),
+        &segments
+            .iter()
+            .map(|s| (&s.network[..], &s.name[..]))
+            .collect::<Vec<_>>(),
+    )?;
+    add_reservations(i, &vms, &mut segments)?;
+    let steps = plan_steps(&vms, &segments, i.injections.len(), tiers.len());
+
+    Ok(Plan {
+        lab: spec.name.clone(),
+        run: run.clone(),
+        uri: i.uri.to_string(),
+        lab_file: spec.path.clone(),
+        run_dir: i.run_dir.to_path_buf(),
+        created,
+        expires,
+        segments,
+        vms,
+        injections: i.injections.to_vec(),
+        steps,
+    })
+}
+
+/// One segment per `[segment.NAME]`: its isolated network, bridge and lab services.
+fn plan_segments(spec: &LabSpec, run: &RunId) -> Vec<SegmentPlan> {
     let mut segments = Vec::new();
     for (index, (name, seg)) in spec.segments.iter().enumerate() {
         let network = names::network_name(run, name);
@@ -230,183 +264,201 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             services,
         });
     }
+    segments
+}
 
-    let tiers = spec.boot_tiers();
-    let mut vms = Vec::new();
-    for (vi, vm) in spec.vms.iter().enumerate() {
-        let res = i
-            .resolved
-            .iter()
-            .find(|r| r.name == vm.name)
-            .with_context(|| format!("vm {} was not resolved", vm.name))?;
-        let domain = names::domain_name(&spec.name, run, &vm.name);
-        let tier = tiers
-            .iter()
-            .position(|t| t.contains(&vm.name))
-            .with_context(|| format!("vm {} has no boot tier", vm.name))?;
+/// One lab VM: its overlays, its network map, the rewrite of its production XML, its data disk.
+fn plan_vm(
+    i: &PlanInputs,
+    vi: usize,
+    tiers: &[Vec<String>],
+    segments: &[SegmentPlan],
+    (created, expires): (jiff::Timestamp, jiff::Timestamp),
+) -> Result<VmPlan> {
+    let (spec, run, vm) = (i.spec, i.run, &i.spec.vms[vi]);
+    let res = i
+        .resolved
+        .iter()
+        .find(|r| r.name == vm.name)
+        .with_context(|| format!("vm {} was not resolved", vm.name))?;
+    let domain = names::domain_name(&spec.name, run, &vm.name);
+    let tier = tiers
+        .iter()
+        .position(|t| t.contains(&vm.name))
+        .with_context(|| format!("vm {} has no boot tier", vm.name))?;
 
-        let mut overlays = Vec::new();
-        let mut disks = BTreeMap::new();
-        for d in &res.disks {
-            let path = i.run_dir.join(format!("{}-{}.qcow2", vm.name, d.target));
-            let backing = d.chain.first().cloned().with_context(|| {
-                format!(
-                    "vm {}: disk {} has an empty backing chain",
-                    vm.name, d.target
-                )
+    let (overlays, disks) = plan_disks(i.run_dir, &vm.name, res)?;
+    let networks = network_map(spec, res, segments);
+    let serial_log = i.run_dir.join(format!("{}-serial.log", vm.name));
+    let nvram = res
+        .nvram
+        .as_ref()
+        .map(|src| (src.clone(), i.run_dir.join(format!("{}-nvram.fd", vm.name))));
+    let password = i
+        .passwords
+        .get(vi)
+        .with_context(|| format!("no console password for vm {}", vm.name))?
+        .clone();
+    let opts = xml::domain::RewriteOpts {
+        name: domain.clone(),
+        uuid: uuid_for(run, &format!("vm:{}", vm.name)),
+        accel: match spec.accel {
+            Accel::Kvm => xml::domain::Accel::Kvm,
+            Accel::Tcg => xml::domain::Accel::Tcg,
+        },
+        disks,
+        networks,
+        graphics_password: password.clone(),
+        graphics_valid_to: expires,
+        serial_log: Some(serial_log.display().to_string()),
+        nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
+        private_dir: Some(i.run_dir.display().to_string()),
+        metadata: xml::domain::LabMetadata {
+            lab: spec.name.clone(),
+            run: run.0.clone(),
+            vm: vm.name.clone(),
+            created: created.to_string(),
+            expires: expires.to_string(),
+        },
+    };
+    let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
+        .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
+    let injection = i.injections.iter().find(|p| p.vm == vm.name);
+    let data_disk = injection.map(|p| {
+        let extension = match p.dumps.format {
+            DiskFormat::Ext4 => "img",
+            DiskFormat::Iso => "iso",
+        };
+        names::data_disk_image(i.run_dir, &vm.name, extension)
+    });
+    let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
+    let (xml, hotplug_disk) = match (&data_disk, injection) {
+        (Some(img), Some(p)) if p.dumps.attach == crate::spec::model::DiskAttach::Hotplug => {
+            let target = xml::disk::free_target(&used)
+                .with_context(|| format!("vm {}: adding the data disk", vm.name))?;
+            (
+                rewritten.xml.clone(),
+                Some(xml::disk::disk_xml(img, &target)),
+            )
+        }
+        (Some(img), _) => (
+            xml::disk::add_disk(&rewritten.xml, img, &used)
+                .with_context(|| format!("vm {}: adding the data disk", vm.name))?,
+            None,
+        ),
+        (None, _) => (rewritten.xml.clone(), None),
+    };
+    // The lab domain's interfaces, not production's: what `up` and `status` list is what
+    // the lab VM has.
+    let macs: Vec<String> = rewritten.interfaces.iter().map(|i| i.mac.clone()).collect();
+    let addresses = addresses_for(spec, &macs, &vm.name);
+    Ok(VmPlan {
+        name: vm.name.clone(),
+        domain,
+        tier,
+        overlays,
+        nvram,
+        copies: rewritten.copies.clone(),
+        xml,
+        changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
+        macs,
+        addresses,
+        serial_log,
+        console_password: password,
+        ready_timeout: vm.ready.timeout,
+        ready_tcp: vm.ready.tcp,
+        data_disk,
+        hotplug_disk,
+    })
+}
+
+/// The thin overlay of each disk, and the disk plans the rewrite needs (overlay and full chain).
+fn plan_disks(
+    run_dir: &Path,
+    vm: &str,
+    res: &ResolvedVm,
+) -> Result<(Vec<OverlayPlan>, BTreeMap<String, xml::domain::DiskPlan>)> {
+    let mut overlays = Vec::new();
+    let mut disks = BTreeMap::new();
+    for d in &res.disks {
+        let path = run_dir.join(format!("{}-{}.qcow2", vm, d.target));
+        let backing =
+            d.chain.first().cloned().with_context(|| {
+                format!("vm {}: disk {} has an empty backing chain", vm, d.target)
             })?;
-            disks.insert(
-                d.target.clone(),
-                xml::domain::DiskPlan {
-                    overlay: path.display().to_string(),
-                    chain: d
-                        .chain
-                        .iter()
-                        .map(|l| {
-                            Ok(xml::domain::BackingLayer {
-                                path: l.path.display().to_string(),
-                                format: match l.format.as_str() {
-                                    "qcow2" => xml::domain::ImageFormat::Qcow2,
-                                    "raw" => xml::domain::ImageFormat::Raw,
-                                    other => bail!(
-                                        "vm {}: disk {}: unsupported format {other}",
-                                        vm.name,
-                                        d.target
-                                    ),
-                                },
-                                kind: if l.block {
-                                    xml::domain::LayerKind::Block
-                                } else {
-                                    xml::domain::LayerKind::File
-                                },
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?,
-                },
-            );
-            overlays.push(OverlayPlan {
-                vm: vm.name.clone(),
-                target: d.target.clone(),
-                path,
-                backing,
-            });
-        }
-
-        let mut networks = xml::domain::NetworkMap::default();
-        for iface in &res.facts.interfaces {
-            let Some(src) = iface.source.as_deref() else {
-                continue;
-            };
-            if let Some(seg) = spec.segment_for_production(src) {
-                let sp = segments
+        disks.insert(
+            d.target.clone(),
+            xml::domain::DiskPlan {
+                overlay: path.display().to_string(),
+                chain: d
+                    .chain
                     .iter()
-                    .find(|s| s.name == seg.name)
-                    .expect("segment planned");
-                // A macvtap (`direct`) interface is found by its host interface, like a bridge.
-                let map = if iface.kind == "bridge" || iface.kind == "direct" {
-                    &mut networks.bridges
-                } else {
-                    &mut networks.networks
-                };
-                map.insert(src.to_string(), sp.network.clone());
-            }
-        }
-        if segments.len() == 1 && spec.segments.values().all(|s| s.production.is_empty()) {
-            networks.default = Some(segments[0].network.clone());
-        }
-        let serial_log = i.run_dir.join(format!("{}-serial.log", vm.name));
-        let nvram = res
-            .nvram
-            .as_ref()
-            .map(|src| (src.clone(), i.run_dir.join(format!("{}-nvram.fd", vm.name))));
-        let password = i
-            .passwords
-            .get(vi)
-            .with_context(|| format!("no console password for vm {}", vm.name))?
-            .clone();
-        let opts = xml::domain::RewriteOpts {
-            name: domain.clone(),
-            uuid: uuid_for(run, &format!("vm:{}", vm.name)),
-            accel: match spec.accel {
-                Accel::Kvm => xml::domain::Accel::Kvm,
-                Accel::Tcg => xml::domain::Accel::Tcg,
+                    .map(|l| {
+                        Ok(xml::domain::BackingLayer {
+                            path: l.path.display().to_string(),
+                            format: match l.format.as_str() {
+                                "qcow2" => xml::domain::ImageFormat::Qcow2,
+                                "raw" => xml::domain::ImageFormat::Raw,
+                                other => bail!(
+                                    "vm {}: disk {}: unsupported format {other}",
+                                    vm,
+                                    d.target
+                                ),
+                            },
+                            kind: if l.block {
+                                xml::domain::LayerKind::Block
+                            } else {
+                                xml::domain::LayerKind::File
+                            },
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
             },
-            disks,
-            networks,
-            graphics_password: password.clone(),
-            graphics_valid_to: expires,
-            serial_log: Some(serial_log.display().to_string()),
-            nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
-            private_dir: Some(i.run_dir.display().to_string()),
-            metadata: xml::domain::LabMetadata {
-                lab: spec.name.clone(),
-                run: run.0.clone(),
-                vm: vm.name.clone(),
-                created: created.to_string(),
-                expires: expires.to_string(),
-            },
-        };
-        let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
-            .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
-        let injection = i.injections.iter().find(|p| p.vm == vm.name);
-        let data_disk = injection.map(|p| {
-            let extension = match p.dumps.format {
-                DiskFormat::Ext4 => "img",
-                DiskFormat::Iso => "iso",
-            };
-            names::data_disk_image(i.run_dir, &vm.name, extension)
-        });
-        let used: Vec<String> = res.facts.disks.iter().map(|d| d.target.clone()).collect();
-        let (xml, hotplug_disk) = match (&data_disk, injection) {
-            (Some(img), Some(p)) if p.dumps.attach == crate::spec::model::DiskAttach::Hotplug => {
-                let target = xml::disk::free_target(&used)
-                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?;
-                (
-                    rewritten.xml.clone(),
-                    Some(xml::disk::disk_xml(img, &target)),
-                )
-            }
-            (Some(img), _) => (
-                xml::disk::add_disk(&rewritten.xml, img, &used)
-                    .with_context(|| format!("vm {}: adding the data disk", vm.name))?,
-                None,
-            ),
-            (None, _) => (rewritten.xml.clone(), None),
-        };
-        // The lab domain's interfaces, not production's: what `up` and `status` list is what
-        // the lab VM has.
-        let macs: Vec<String> = rewritten.interfaces.iter().map(|i| i.mac.clone()).collect();
-        let addresses = addresses_for(spec, &macs, &vm.name);
-        vms.push(VmPlan {
-            name: vm.name.clone(),
-            domain,
-            tier,
-            overlays,
-            nvram,
-            copies: rewritten.copies.clone(),
-            xml,
-            changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
-            macs,
-            addresses,
-            serial_log,
-            console_password: password,
-            ready_timeout: vm.ready.timeout,
-            ready_tcp: vm.ready.tcp,
-            data_disk,
-            hotplug_disk,
+        );
+        overlays.push(OverlayPlan {
+            vm: vm.to_string(),
+            target: d.target.clone(),
+            path,
+            backing,
         });
     }
+    Ok((overlays, disks))
+}
 
-    xml::facts::refuse_shared_macs(
-        &vms.iter()
-            .map(|v| (&v.name[..], &v.xml[..]))
-            .collect::<Vec<_>>(),
-        &segments
-            .iter()
-            .map(|s| (&s.network[..], &s.name[..]))
-            .collect::<Vec<_>>(),
-    )?;
-    // DHCP reservations: explicit ones, with the VM's MAC on that segment when not given.
+/// Which lab network each production network, bridge or host interface of a VM goes to.
+fn network_map(
+    spec: &LabSpec,
+    res: &ResolvedVm,
+    segments: &[SegmentPlan],
+) -> xml::domain::NetworkMap {
+    let mut networks = xml::domain::NetworkMap::default();
+    for iface in &res.facts.interfaces {
+        let Some(src) = iface.source.as_deref() else {
+            continue;
+        };
+        if let Some(seg) = spec.segment_for_production(src) {
+            let sp = segments
+                .iter()
+                .find(|s| s.name == seg.name)
+                .expect("segment planned");
+            // A macvtap (`direct`) interface is found by its host interface, like a bridge.
+            let map = if iface.kind == "bridge" || iface.kind == "direct" {
+                &mut networks.bridges
+            } else {
+                &mut networks.networks
+            };
+            map.insert(src.to_string(), sp.network.clone());
+        }
+    }
+    if segments.len() == 1 && spec.segments.values().all(|s| s.production.is_empty()) {
+        networks.default = Some(segments[0].network.clone());
+    }
+    networks
+}
+
+/// DHCP reservations: explicit ones, with the VM's MAC on that segment when not given.
+fn add_reservations(i: &PlanInputs, vms: &[VmPlan], segments: &mut [SegmentPlan]) -> Result<()> {
+    let spec = i.spec;
     for seg in segments.iter_mut() {
         let Some(svc) = seg.services.as_mut() else {
             continue;
@@ -444,9 +496,18 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             svc.reservations.push((mac, r.ip, r.hostname.clone()));
         }
     }
+    Ok(())
+}
 
+/// The steps of `up`, in order: files, then networks, then the boot tiers.
+fn plan_steps(
+    vms: &[VmPlan],
+    segments: &[SegmentPlan],
+    injections: usize,
+    tiers: usize,
+) -> Vec<Step> {
     let mut steps = vec![Step::CreateRunDir];
-    for vm in &vms {
+    for vm in vms {
         steps.extend(vm.overlays.iter().cloned().map(Step::CreateOverlay));
         if let Some((from, to)) = &vm.nvram {
             steps.push(Step::CopyNvram {
@@ -465,7 +526,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             });
         }
     }
-    for k in 0..i.injections.len() {
+    for k in 0..injections {
         steps.push(Step::BuildDataDisk { injection: k });
     }
     for (s, seg) in segments.iter().enumerate() {
@@ -476,7 +537,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         }
     }
     steps.push(Step::VerifyNetworks);
-    for t in 0..tiers.len() {
+    for t in 0..tiers {
         let members: Vec<usize> = vms
             .iter()
             .enumerate()
@@ -489,20 +550,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         });
     }
     steps.push(Step::VerifyIsolation);
-
-    Ok(Plan {
-        lab: spec.name.clone(),
-        run: run.clone(),
-        uri: i.uri.to_string(),
-        lab_file: spec.path.clone(),
-        run_dir: i.run_dir.to_path_buf(),
-        created,
-        expires,
-        segments,
-        vms,
-        injections: i.injections.to_vec(),
-        steps,
-    })
+    steps
 }
 
 /// Addresses a VM is known by in the lab file (DHCP reservation, or segment hosts whose
