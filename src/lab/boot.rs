@@ -340,7 +340,7 @@ mod tests {
             &hv,
             &host,
             &dir,
-            vec![],
+            &mut crate::lab::execute::Claim::new(Default::default(), vec![]),
             &mut report,
             &mut |_, _, _| Ok(()),
         )
@@ -385,7 +385,7 @@ mod tests {
             &hv,
             &host,
             &dir,
-            vec![],
+            &mut crate::lab::execute::Claim::new(Default::default(), vec![]),
             &mut report,
             &mut |_, _, _| Ok(()),
         )
