@@ -82,14 +82,11 @@ pub struct StateLock {
 }
 
 impl StateLock {
-    /// Wait for the state directory's lock, creating `STATE/runs/` (0700) if need be.
+    /// Wait for the state directory's lock, creating `STATE/runs/` if need be.
     pub fn acquire(state_dir: &Path) -> Result<StateLock> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let root = RunDir::runs_root(state_dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
+        std::fs::create_dir_all(&root)
             .with_context(|| format!("creating state directory {}", root.display()))?;
         let path = state_dir.join("runs.lock");
         let file = std::fs::OpenOptions::new()
