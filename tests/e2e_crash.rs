@@ -464,3 +464,102 @@ fn ctrl_c_or_sigterm_during_up_unwinds_everything_and_exits_130_or_143() {
     assert_eq!(code, Some(130), "{err}");
     assert_eq!(code_term, Some(143), "{err_term}");
 }
+
+/// `reclab ARGS` in the sandbox, not waited for.
+fn spawn_reclab(sb: &Sandbox, args: &[&str]) -> Child {
+    Command::new(repo().join("scripts/sandbox"))
+        .args([
+            "exec",
+            &sb.name,
+            "env",
+            &format!("RECLAB_CONNECT={}", sb.uri),
+        ])
+        .arg(env!("CARGO_BIN_EXE_reclab"))
+        .arg("--state-dir")
+        .arg(&sb.state_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reclab")
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn two_parallel_downs_of_one_lab_both_succeed_and_leave_nothing() {
+    let sb = Sandbox::start("crash-downs");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("downs", "3m");
+    let out = sb.reclab(&["up", "--json", lab.to_str().unwrap()]);
+    check(&out, "reclab up");
+    let up: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run = up["run"].as_str().unwrap().to_string();
+    sb.remember_run(&run);
+    let run_dir = sb.state_dir.join("runs").join(&run);
+    let downs: Vec<Child> = (0..2)
+        .map(|_| spawn_reclab(&sb, &["down", "downs"]))
+        .collect();
+    for (k, child) in downs.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        check(&out, &format!("reclab down #{}", k + 1));
+    }
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "two parallel downs");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn run_killed_during_verify_is_collected_by_the_next_gc() {
+    let sb = Sandbox::start("crash-drill");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("drill", "3m");
+    // A check that keeps the drill in verify long enough to be killed there.
+    let mut text = std::fs::read_to_string(&lab).unwrap();
+    text.push_str(
+        "\n[[check]]\nname = \"slow\"\nvm = \"db\"\nkind = \"exec\"\n\
+         command = \"sleep 170\"\ntimeout = \"3m\"\n",
+    );
+    std::fs::write(&lab, text).unwrap();
+    let mut child = spawn_reclab(&sb, &["run", lab.to_str().unwrap()]);
+    let hv = sb.hv();
+    // In verify: the lab is up and the slow check's `sleep` runs in the guest.
+    let run_dir = wait_for("the drill to verify", Duration::from_secs(240), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("reclab run ended early ({status})");
+        }
+        let dir = the_run_dir(&sb)?;
+        let rec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
+        if rec["state"] != "up" {
+            return None;
+        }
+        assert_eq!(rec["owner"], "run", "the drill owns its lab: {rec}");
+        let domain = rec["vms"][0]["domain"].as_str()?.to_string();
+        let (_, ps) = guest_sh(&hv, &domain, "ps -o args 2>/dev/null || ps");
+        ps.contains("sleep 170").then_some(dir)
+    });
+    sb.remember_run(&run_dir.file_name().unwrap().to_string_lossy());
+    let pid = owner_pid(&run_dir).expect("run.json names its reclab process");
+    // SAFETY: kill(2) of the reclab process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(run_dir.exists(), "the killed drill left its lab");
+
+    let out = sb.reclab(&["gc"]);
+    check(&out, "reclab gc after the killed drill");
+    assert!(
+        stdout(&out).contains("orphaned: its reclab process")
+            && stdout(&out).contains("reclab run"),
+        "gc output: {}",
+        stdout(&out)
+    );
+    assert_clean(
+        &sb,
+        &run_dir,
+        &backup,
+        &fingerprint,
+        "run killed during verify",
+    );
+}

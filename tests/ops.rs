@@ -893,6 +893,7 @@ fn fake_run(state: &Path, expires: Timestamp) -> reclab::lab::journal::RunDir {
         created: Timestamp::now().to_string(),
         expires: expires.to_string(),
         state: RunState::Up,
+        owner: Default::default(),
         owner_pid: std::process::id(),
         owner_start: 0,
         vms: vec![VmRecord {

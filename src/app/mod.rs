@@ -109,6 +109,8 @@ fn dispatch(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<ExitCode
                 keep_on_failure,
                 at,
                 tz,
+                // A plain `up` hands the lab over: it stays until `down` or its expiry.
+                owner: crate::lab::record::Owner::Up,
             };
             lab_cmd::up(ctx, out, &lab, ttl.as_deref(), opts, json)
         }

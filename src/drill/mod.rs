@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::base::cancel::{self, Interrupted};
 use crate::hv::Hypervisor;
-use crate::lab::record::RunRecord;
+use crate::lab::record::{Owner, RunRecord};
 use crate::lab::{self, UpOpts};
 use crate::report::{self, DrillReport, Phase};
 use crate::restore::record::InjectionRecord;
@@ -225,8 +225,10 @@ pub fn run(
     let _signals = cancel::catch_signals();
     let started = Timestamp::now();
     let t0 = Instant::now();
+    // The drill owns its lab until its `down` finishes: it holds the run's lock throughout, and
+    // `run.json` names it (`owner: run`), so a drill that dies leaves a lab `gc` collects.
     let mut partial = None;
-    let up = lab::up_reporting(
+    let up = lab::up_held(
         spec,
         hv,
         &lab::host::SysHost,
@@ -236,11 +238,12 @@ pub fn run(
             keep_on_failure: false,
             at: opts.at.clone(),
             tz: opts.tz.clone(),
+            owner: Owner::Run,
         },
         &mut partial,
     );
     let run_id = match &up {
-        Ok(u) => u.run.clone(),
+        Ok((u, _)) => u.run.clone(),
         Err(_) => format!("failed-{}", started.as_second()),
     };
     // A failed drill's id is made unique here (failed-SECONDS-2, …); a run's is its own.
@@ -248,7 +251,7 @@ pub fn run(
     let at = requested_moment(opts.at.as_deref(), opts.tz.as_deref());
     let mut rep = DrillReport::new(&spec.name, &run_id, started, at);
     rep.lab_file = Some(spec.path.display().to_string());
-    let up = match up {
+    let (up, lock) = match up {
         Ok(u) => {
             phase(&mut rep, "up", started, t0, true);
             u
@@ -283,13 +286,26 @@ pub fn run(
     if !opts.keep || interrupted.is_some() {
         let dstart = Timestamp::now();
         let t = Instant::now();
-        match lab::down(state_dir, &up.run, &lab::host::SysHost, open) {
+        match lab::down_held(lock, &lab::host::SysHost, open) {
             Ok(_) => phase(&mut rep, "down", dstart, t, true),
             Err(e) => {
                 phase(&mut rep, "down", dstart, t, false);
                 rep.errors.push(format!("tearing the lab down: {e:#}"));
             }
         }
+    } else {
+        // Kept for people to look at: the drill hands the lab over, as `up` does; it stays
+        // until `down` or its expiry.
+        let dir = lock.dir();
+        let handed = dir.load_record().and_then(|r| {
+            let mut r = r.with_context(|| format!("run {} vanished", up.run))?;
+            r.owner = Owner::Up;
+            dir.save_record(&r)
+        });
+        if let Err(e) = handed {
+            rep.errors.push(format!("handing the lab over: {e:#}"));
+        }
+        drop(lock);
     }
     rep.finish(Timestamp::now(), Some(verified_at));
     let html = publish(state_dir, &rep, &dir)?;

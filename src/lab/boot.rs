@@ -341,7 +341,7 @@ mod tests {
             &hv,
             &host,
             &dir,
-            vec![],
+            &mut crate::lab::execute::Claim::new(Default::default(), vec![]),
             &mut report,
             &mut |_, _, _| Ok(()),
         )
@@ -386,7 +386,7 @@ mod tests {
             &hv,
             &host,
             &dir,
-            vec![],
+            &mut crate::lab::execute::Claim::new(Default::default(), vec![]),
             &mut report,
             &mut |_, _, _| Ok(()),
         )

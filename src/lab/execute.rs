@@ -4,6 +4,7 @@
 //! unwinds like any failure.
 
 use anyhow::{Context, Result, bail};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::base::cancel;
@@ -14,8 +15,9 @@ use crate::lab::boot::boot_tier;
 use crate::lab::host::Host;
 use crate::lab::isolation::verify_isolation;
 use crate::lab::journal::RunDir;
+use crate::lab::lock::{RunLock, StateLock};
 use crate::lab::plan::{Plan, Step};
-use crate::lab::record::{Resource, RunRecord, RunState, SegmentRecord, VmRecord};
+use crate::lab::record::{Owner, Resource, RunRecord, RunState, SegmentRecord, VmRecord};
 use crate::lab::{UpReport, image, services};
 use crate::xml;
 
@@ -31,12 +33,30 @@ pub(crate) struct StepNo {
     pub of: usize,
 }
 
+/// What a run is started with and holds: who owns it, the fingerprints of production's
+/// images, and (once step 1 made the run directory) the run's lock.
+pub(super) struct Claim {
+    pub(super) owner: Owner,
+    pub(super) fingerprints: Vec<crate::lab::record::Fingerprint>,
+    pub(super) lock: Option<RunLock>,
+}
+
+impl Claim {
+    pub(super) fn new(owner: Owner, fingerprints: Vec<crate::lab::record::Fingerprint>) -> Claim {
+        Claim {
+            owner,
+            fingerprints,
+            lock: None,
+        }
+    }
+}
+
 pub(super) fn execute(
     plan: &Plan,
     hv: &dyn Hypervisor,
     host: &dyn Host,
     dir: &RunDir,
-    fingerprints: Vec<crate::lab::record::Fingerprint>,
+    claim: &mut Claim,
     report: &mut UpReport,
     after_step: &mut AfterStep,
 ) -> Result<()> {
@@ -52,6 +72,7 @@ pub(super) fn execute(
         state: RunState::Creating,
         owner_pid: me,
         owner_start: sys::process_start_time(me).unwrap_or(0),
+        owner: claim.owner,
         vms: plan
             .vms
             .iter()
@@ -77,7 +98,7 @@ pub(super) fn execute(
                 services_address: s.services.as_ref().map(|x| x.address.to_string()),
             })
             .collect(),
-        fingerprints,
+        fingerprints: std::mem::take(&mut claim.fingerprints),
         changes: report.changes.clone(),
         injections: Vec::new(),
         at: Some(report.at.clone()),
@@ -93,10 +114,15 @@ pub(super) fn execute(
     for (k, step) in plan.steps.iter().enumerate() {
         cancel::check_signals()?;
         let t = Instant::now();
-        let label =
-            run_step(&on, step, &mut record, report, &mut injections).inspect_err(|_| {
-                report.failed_step = Some(step_name(plan, step));
-            })?;
+        let label = run_step(
+            &on,
+            step,
+            &mut record,
+            report,
+            &mut injections,
+            &mut claim.lock,
+        )
+        .inspect_err(|_| report.failed_step = Some(step_name(plan, step)))?;
         let number = StepNo {
             number: k + 1,
             of: plan.steps.len(),
@@ -155,6 +181,7 @@ fn run_step(
     record: &mut RunRecord,
     report: &mut UpReport,
     injections: &mut [crate::restore::record::PlannedInjection],
+    lock: &mut Option<RunLock>,
 ) -> Result<Option<String>> {
     let On {
         plan,
@@ -172,10 +199,21 @@ fn run_step(
     }
     Ok(match step {
         Step::CreateRunDir => {
-            std::fs::create_dir_all(dir.path.parent().context("run dir has a parent")?)
-                .with_context(|| format!("creating state directory {}", dir.path.display()))?;
+            // Under the state directory's lock, so that a `gc` listing runs either sees the
+            // directory already locked or not at all.
+            let state_dir = dir
+                .path
+                .parent()
+                .and_then(Path::parent)
+                .context("run dir has a parent")?;
+            let state_lock = StateLock::acquire(state_dir)?;
             dir.create()?;
+            *lock = Some(
+                RunLock::acquire(dir)?
+                    .with_context(|| format!("run directory {} vanished", dir.path.display()))?,
+            );
             dir.save_record(record)?;
+            drop(state_lock);
             progress(format!(
                 "lab {} run {}: {}",
                 plan.lab,

@@ -10,12 +10,15 @@ use crate::hv::Hypervisor;
 use crate::lab::execute::progress;
 use crate::lab::host::Host;
 use crate::lab::journal::RunDir;
-use crate::lab::record::{Resource, RunRecord, RunState};
+use crate::lab::lock::{RunLock, StateLock, TryLock};
+use crate::lab::record::{Owner, Resource, RunRecord, RunState};
 use crate::lab::runs::find_runs;
 use crate::lab::{image, teardown};
 use crate::xml;
 
-/// Tear down runs; returns how many were removed.
+/// Tear down runs; returns how many were removed. Each run is removed under its lock: a
+/// run another process is bringing up, drilling or tearing down is waited for, and one that
+/// is gone once its lock is ours (a concurrent `down` removed it) counts as removed.
 pub fn down(
     state_dir: &Path,
     which: &str,
@@ -24,11 +27,25 @@ pub fn down(
 ) -> Result<usize> {
     let runs = find_runs(state_dir, Some(which))?;
     let mut n = 0;
-    for (dir, rec) in runs {
-        remove_run(&dir, rec, host, open)?;
+    for (dir, _) in runs {
+        if let Some(lock) = RunLock::acquire(&dir)? {
+            down_held(lock, host, open)?;
+        }
         n += 1;
     }
     Ok(n)
+}
+
+/// Tear down the run whose lock the caller holds (`reclab run`, which took it in `up`).
+pub fn down_held(
+    lock: RunLock,
+    host: &dyn Host,
+    open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
+) -> Result<()> {
+    let dir = lock.dir();
+    // Read again under the lock: the record may have changed while we waited.
+    let rec = dir.load_record()?;
+    remove_run(dir, rec, host, open)
 }
 
 fn remove_run(
@@ -95,51 +112,51 @@ pub fn gc(
 ) -> Result<GcReport> {
     let now = jiff::Timestamp::now();
     let mut rep = GcReport::default();
-    let mut known = Vec::new();
-    for (dir, rec) in find_runs(state_dir, None)? {
+    // List and decide under the state directory's lock (an `up` creates and locks its run
+    // directory under it), taking the lock of every run to remove; a run whose lock is held
+    // is alive (being brought up, drilled or torn down) and kept.
+    let state_lock = StateLock::acquire(state_dir)?;
+    let mut doomed = Vec::new();
+    for (dir, _) in find_runs(state_dir, None)? {
         let short = dir
             .path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let why = match &rec {
-            None => Some("no run record (crashed while starting)".to_string()),
-            Some(r) => {
-                let expired = r
-                    .expires
-                    .parse::<jiff::Timestamp>()
-                    .map(|e| e <= now)
-                    .unwrap_or(true);
-                let owner_alive = sys::process_alive(r.owner_pid, r.owner_start);
-                if expired {
-                    Some(format!("expired at {}", r.expires))
-                } else if matches!(r.state, RunState::Creating | RunState::TearingDown)
-                    && !owner_alive
-                {
-                    Some(format!(
-                        "orphaned: its reclab process {} is gone",
-                        r.owner_pid
-                    ))
-                } else {
-                    None
-                }
-            }
-        };
-        match why {
-            Some(why) => {
-                let label = format!("run {short} ({why})");
-                if !dry_run {
-                    remove_run(&dir, rec, host, open)
-                        .with_context(|| format!("removing run {short}"))?;
-                }
-                rep.removed_runs.push(label);
-            }
-            None => {
-                known.push(short.clone());
+        let lock = match RunLock::try_acquire(&dir)? {
+            TryLock::Locked(lock) => lock,
+            TryLock::Busy => {
                 rep.kept.push(format!("run {short}"));
+                continue;
             }
+            TryLock::Gone => continue,
+        };
+        // Read again under the lock: its holder may have changed it.
+        let rec = dir.load_record()?;
+        match why_remove(rec.as_ref(), now) {
+            Some(why) => doomed.push((short, why, lock, rec)),
+            None => rep.kept.push(format!("run {short}")),
         }
     }
+    drop(state_lock);
+    let mut removed = Vec::new();
+    for (short, why, lock, rec) in doomed {
+        let label = format!("run {short} ({why})");
+        if !dry_run {
+            remove_run(lock.dir(), rec, host, open)
+                .with_context(|| format!("removing run {short}"))?;
+        }
+        rep.removed_runs.push(label);
+        removed.push(short);
+    }
+    // The sweep decides under the state directory's lock again, against the runs there are
+    // now: a run created meanwhile is known, not a leftover.
+    let _state_lock = StateLock::acquire(state_dir)?;
+    let known: Vec<String> = RunDir::all(state_dir)?
+        .iter()
+        .filter_map(|d| d.path.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .filter(|short| !removed.contains(short))
+        .collect();
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
     if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
         {
@@ -212,6 +229,33 @@ pub fn gc(
         }
     }
     Ok(rep)
+}
+
+/// Why `gc` removes a run it holds the lock of (`None`: keep it). A run is removed only when
+/// provably dead: expired; or its owner is gone while it was still being created or torn
+/// down; or, for a lab a `reclab run` owns, its drill is gone. An `up` hands its lab over, so
+/// a lab it left up is kept until its expiry.
+fn why_remove(rec: Option<&RunRecord>, now: jiff::Timestamp) -> Option<String> {
+    let Some(r) = rec else {
+        return Some("no run record (crashed while starting)".to_string());
+    };
+    let expired = r
+        .expires
+        .parse::<jiff::Timestamp>()
+        .map(|e| e <= now)
+        .unwrap_or(true);
+    if expired {
+        return Some(format!("expired at {}", r.expires));
+    }
+    let owned =
+        matches!(r.state, RunState::Creating | RunState::TearingDown) || r.owner == Owner::Run;
+    (owned && !sys::process_alive(r.owner_pid, r.owner_start)).then(|| match r.owner {
+        Owner::Up => format!("orphaned: its reclab process {} is gone", r.owner_pid),
+        Owner::Run => format!(
+            "orphaned: its reclab process {} (reclab run) is gone",
+            r.owner_pid
+        ),
+    })
 }
 
 /// The run short id in a `reclab-<8 hex>-…` name.

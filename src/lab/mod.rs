@@ -23,6 +23,7 @@ pub mod host;
 pub mod image;
 mod isolation;
 pub mod journal;
+pub mod lock;
 pub mod plan;
 pub mod record;
 pub mod resolve;
@@ -33,11 +34,11 @@ pub mod teardown;
 #[cfg(test)]
 mod unwind;
 
-pub use gc::{GcReport, down, gc};
+pub use gc::{GcReport, down, down_held, gc};
 pub use isolation::verify_isolation;
 pub use runs::{RunStatus, VmStatus, find_run, find_runs, find_vm, status};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,8 +47,9 @@ use crate::base::names::RunId;
 use crate::hv::Hypervisor;
 use crate::lab::host::Host;
 use crate::lab::journal::RunDir;
+use crate::lab::lock::RunLock;
 use crate::lab::plan::{Plan, PlanInputs};
-use crate::lab::record::RunState;
+use crate::lab::record::{Owner, RunState};
 use crate::spec::LabSpec;
 
 /// Options of `up`.
@@ -59,6 +61,8 @@ pub struct UpOpts {
     pub at: Option<String>,
     /// Time zone for `--at` wall-clock times and messages (the system's when `None`).
     pub tz: Option<String>,
+    /// Who owns the run once it is up (recorded in `run.json` for `gc`).
+    pub owner: Owner,
 }
 
 /// Outcome of `up`, printed by `main` (as text or JSON).
@@ -151,31 +155,34 @@ pub fn up(
     state_dir: &Path,
     opts: &UpOpts,
 ) -> Result<UpReport> {
-    up_reporting(spec, hv, host, state_dir, opts, &mut None)
+    up_held(spec, hv, host, state_dir, opts, &mut None).map(|(report, _lock)| report)
 }
 
-/// [`up`], which on failure also leaves in `partial` how far it got: the restore points it
-/// chose (and verified on the host), the steps it finished with their times, and the step it
-/// failed in. `partial` stays `None` when `up` failed before it had a plan.
-pub fn up_reporting(
+/// [`up`], keeping the run's lock (taken when its directory was created) for the caller:
+/// `reclab run` holds it for the whole drill and hands it to [`down_held`]. On failure,
+/// `partial` says how far it got: the restore points it chose (and verified on the host), the
+/// steps it finished with their times, and the step it failed in (`None` when `up` failed
+/// before it had a plan).
+pub fn up_held(
     spec: &LabSpec,
     hv: &dyn Hypervisor,
     host: &dyn Host,
     state_dir: &Path,
     opts: &UpOpts,
     partial: &mut Option<UpReport>,
-) -> Result<UpReport> {
+) -> Result<(UpReport, RunLock)> {
     #[cfg(feature = "test-hooks")]
     let mut after_step = hooks::from_env();
     #[cfg(not(feature = "test-hooks"))]
     let mut after_step = |_: &RunDir, _: execute::StepNo, _: &plan::Step| Ok(());
     let t0 = Instant::now();
     let plan = prepare(spec, hv, state_dir, opts)?;
-    bring_up(&plan, hv, host, opts, t0, &mut after_step, partial)
+    bring_up_held(&plan, hv, host, opts, t0, &mut after_step, partial)
 }
 
 /// Carry out a plan: execute its steps, running `after_step` after each (an error from it
 /// fails `up` right there); on failure, unwind (unless `keep_on_failure`).
+#[cfg(test)]
 fn bring_up(
     plan: &Plan,
     hv: &dyn Hypervisor,
@@ -185,6 +192,20 @@ fn bring_up(
     after_step: &mut execute::AfterStep,
     partial: &mut Option<UpReport>,
 ) -> Result<UpReport> {
+    bring_up_held(plan, hv, host, opts, t0, after_step, partial).map(|(report, _lock)| report)
+}
+
+/// [`bring_up`], returning the run's lock: held from the run directory's creation on, also
+/// while a failure unwinds.
+fn bring_up_held(
+    plan: &Plan,
+    hv: &dyn Hypervisor,
+    host: &dyn Host,
+    opts: &UpOpts,
+    t0: Instant,
+    after_step: &mut execute::AfterStep,
+    partial: &mut Option<UpReport>,
+) -> Result<(UpReport, RunLock)> {
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
         for o in &vm.overlays {
@@ -223,9 +244,13 @@ fn bring_up(
     };
     // From here on SIGINT/SIGTERM unwind (below) instead of ending the process.
     let _signals = crate::base::cancel::catch_signals();
-    let result = execute::execute(plan, hv, host, &dir, fingerprints, &mut report, after_step);
+    let mut claim = execute::Claim::new(opts.owner, fingerprints);
+    let result = execute::execute(plan, hv, host, &dir, &mut claim, &mut report, after_step);
     match result {
-        Ok(()) => Ok(report),
+        Ok(()) => Ok((
+            report,
+            claim.lock.context("up finished without its run's lock")?,
+        )),
         Err(e) => {
             // What was chosen is known before anything was created: the report of a failed
             // drill shows it even when no VM got as far as its restore.

@@ -82,6 +82,20 @@ impl RunState {
     }
 }
 
+/// Which kind of process owns a run: `gc` removes a run only once it is expired or its owner
+/// is gone, and what "gone" means depends on the kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// `reclab up`: owns the run while it creates it, then hands the lab over; an up lab
+    /// stays until `down` or its expiry. (Records written before `owner` existed.)
+    #[default]
+    Up,
+    /// `reclab run`: owns the lab until its `down` finishes, so once that process is gone
+    /// its lab is collected by the next `gc`, whatever the state.
+    Run,
+}
+
 /// One VM of a run as recorded for `status`, consoles and teardown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmRecord {
@@ -129,9 +143,12 @@ pub struct RunRecord {
     pub created: String,
     pub expires: String,
     pub state: RunState,
-    /// PID and start time of the reclab process that is creating the run.
+    /// PID and start time of the reclab process that is creating the run (and, for
+    /// [`Owner::Run`], keeps it).
     pub owner_pid: u32,
     pub owner_start: u64,
+    #[serde(default)]
+    pub owner: Owner,
     pub vms: Vec<VmRecord>,
     pub networks: Vec<String>,
     #[serde(default)]

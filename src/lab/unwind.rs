@@ -17,6 +17,7 @@ use crate::hv::fake::FakeHv;
 use crate::lab::fake::FakeHost;
 use crate::lab::host::Host;
 use crate::lab::journal::RunDir;
+use crate::lab::lock::RunLock;
 use crate::lab::plan::{self, Plan, PlanInputs, Step};
 use crate::lab::record::Resource;
 use crate::lab::resolved::{Layer, ResolvedDisk, ResolvedVm};
@@ -490,6 +491,135 @@ fn a_crash_after_any_step_leaves_a_journal_that_gc_replays_to_nothing() {
         assert!(report.removed_runs[0].contains("orphaned"), "{report:?}");
         estate.assert_nothing_left(&hv, &host, &format!("gc after a crash after step {k}"));
     }
+}
+
+/// The record of the estate's run, rewritten by `change`.
+fn rewrite_record(estate: &Estate, change: impl FnOnce(&mut crate::lab::record::RunRecord)) {
+    let dir = estate.dir();
+    let mut rec = dir.load_record().unwrap().expect("run.json");
+    change(&mut rec);
+    dir.save_record(&rec).unwrap();
+}
+
+#[test]
+fn two_concurrent_downs_of_one_run_both_succeed_and_leave_nothing() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    assert!(!hv.domain_names().is_empty());
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    let short = estate.plan.run.short().to_string();
+    let state = estate.state_dir();
+    let results: Vec<Result<usize>> = std::thread::scope(|s| {
+        let downs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| super::down(&state, &short, &host, &open)))
+            .collect();
+        downs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in results {
+        assert_eq!(r.unwrap(), 1, "each down reports the run as removed");
+    }
+    estate.assert_nothing_left(&hv, &host, "after two concurrent downs");
+}
+
+#[test]
+fn gc_keeps_a_run_whose_lock_is_held_and_removes_it_once_released() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    // By its record the run is an orphan (being created, its process gone) ...
+    rewrite_record(&estate, |rec| {
+        rec.state = crate::lab::record::RunState::Creating;
+        rec.owner_start = rec.owner_start.wrapping_add(1);
+    });
+    // ... but a live process holds its lock.
+    let held = RunLock::acquire(&estate.dir()).unwrap().expect("run dir");
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(report.removed_runs.is_empty(), "{report:?}");
+    assert!(report.removed_foreign.is_empty(), "{report:?}");
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert!(estate.dir().path.exists());
+    assert_eq!(hv.domain_names().len(), estate.plan.vms.len());
+    drop(held);
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert_eq!(report.removed_runs.len(), 1, "{report:?}");
+    estate.assert_nothing_left(&hv, &host, "gc once the lock was released");
+}
+
+#[test]
+fn a_lab_whose_drill_is_gone_is_collected_and_one_an_up_left_is_kept_until_expiry() {
+    use crate::lab::record::Owner;
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    // `up` left it up and is gone: handed over, the lab stays.
+    rewrite_record(&estate, |rec| {
+        assert_eq!(rec.owner, Owner::Up, "a plain up owns its run as up");
+        rec.owner_start = rec.owner_start.wrapping_add(1);
+    });
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(report.removed_runs.is_empty(), "{report:?}");
+    assert_eq!(hv.domain_names().len(), estate.plan.vms.len());
+    // Once expired, it goes.
+    rewrite_record(&estate, |rec| {
+        rec.expires = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)).to_string();
+    });
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert_eq!(report.removed_runs.len(), 1, "{report:?}");
+    assert!(report.removed_runs[0].contains("expired"), "{report:?}");
+    estate.assert_nothing_left(&hv, &host, "gc of an expired up lab");
+
+    // The same lab owned by a `reclab run` that was killed (during verify: state up).
+    let (hv, host) = fakes();
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    let opts = UpOpts {
+        owner: Owner::Run,
+        ..UpOpts::default()
+    };
+    super::bring_up(
+        &estate.plan,
+        &hv,
+        &host,
+        &opts,
+        Instant::now(),
+        &mut no_hook,
+        &mut None,
+    )
+    .unwrap();
+    let rec = estate.dir().load_record().unwrap().unwrap();
+    assert_eq!(
+        (rec.owner, rec.state),
+        (Owner::Run, crate::lab::record::RunState::Up)
+    );
+    // While its process lives, it is kept.
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(report.removed_runs.is_empty(), "{report:?}");
+    rewrite_record(&estate, |rec| {
+        rec.owner_start = rec.owner_start.wrapping_add(1)
+    });
+    let report = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert_eq!(report.removed_runs.len(), 1, "{report:?}");
+    assert!(
+        report.removed_runs[0].contains("(reclab run)"),
+        "{report:?}"
+    );
+    estate.assert_nothing_left(&hv, &host, "gc after the drill died");
+}
+
+#[test]
+fn a_run_record_without_an_owner_kind_loads_as_owned_by_up() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let path = estate.dir().record_path();
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(json.as_object_mut().unwrap().remove("owner").is_some());
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let rec = estate.dir().load_record().unwrap().unwrap();
+    assert_eq!(rec.owner, crate::lab::record::Owner::Up);
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
 }
 
 /// What the fakes and the run directory hold.
