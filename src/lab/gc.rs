@@ -247,6 +247,72 @@ fn shell_split(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::lab::fake::FakeHost;
+    use crate::xml::domain::{RECLAB_NS, RECLAB_PREFIX};
+
+    /// A domain as `up` defines it: reclab's metadata under its prefix, as the rewrite writes it.
+    fn lab_domain(name: &str, run: &str) -> String {
+        let p = RECLAB_PREFIX;
+        format!(
+            "<domain type='kvm'><name>{name}</name><metadata>\
+             <{p}:lab xmlns:{p}='{RECLAB_NS}'><{p}:name>demo</{p}:name><{p}:run>{run}</{p}:run>\
+             <{p}:vm>db</{p}:vm><{p}:created>2026-12-01T10:00:00Z</{p}:created>\
+             <{p}:expires>2026-12-01T18:00:00Z</{p}:expires></{p}:lab></metadata></domain>"
+        )
+    }
+
+    #[test]
+    fn the_sweep_removes_the_domains_network_and_rules_of_a_lost_run_directory() {
+        let state = tempfile::tempdir().unwrap();
+        let hv = FakeHv::new();
+        let host = FakeHost::new();
+        let lost = "0123abcd4567ef890123abcd4567ef89";
+        hv.add_domain(&lab_domain("reclab-demo-0123abcd-db", lost), false, true)
+            .unwrap();
+        hv.add_domain(
+            "<domain type='kvm'><name>prod-db</name></domain>",
+            true,
+            true,
+        )
+        .unwrap();
+        hv.add_network(
+            "<network><name>reclab-0123abcd-lan</name><bridge name='rl0123abcds0'/></network>",
+            false,
+            true,
+        )
+        .unwrap();
+        let rule: Vec<String> = ["-i", "rl0123abcds0", "-m", "comment", "--comment"]
+            .iter()
+            .map(|w| w.to_string())
+            .chain(["reclab:0123abcd".to_string(), "-j".into(), "DROP".into()])
+            .collect();
+        host.firewall_insert("iptables", "FORWARD", &rule).unwrap();
+        // What the sweep reads is what libvirt returns: the element without its prefix.
+        let meta = hv
+            .domain_metadata("reclab-demo-0123abcd-db", RECLAB_NS)
+            .unwrap()
+            .unwrap();
+        assert!(meta.starts_with("<lab>"), "{meta}");
+
+        let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+        let dry = gc(state.path(), true, Some("fake:///"), &host, &open).unwrap();
+        assert_eq!(hv.domain_names().len(), 2, "a dry run removes nothing");
+        let rep = gc(state.path(), false, Some("fake:///"), &host, &open).unwrap();
+        assert_eq!(dry.removed_foreign, rep.removed_foreign);
+        assert_eq!(
+            rep.removed_foreign[..2],
+            [
+                "domain reclab-demo-0123abcd-db".to_string(),
+                "network reclab-0123abcd-lan".to_string()
+            ]
+        );
+        assert_eq!(rep.removed_foreign.len(), 3, "{rep:?}");
+        assert!(rep.removed_foreign[2].starts_with("iptables rule -A FORWARD"));
+        assert_eq!(hv.domain_names(), vec!["prod-db".to_string()]);
+        assert_eq!(hv.network_names(), Vec::<String>::new());
+        assert_eq!(host.rules(), vec![]);
+    }
 
     #[test]
     fn tagged_names_yield_their_run() {
