@@ -33,6 +33,9 @@ pub trait Host: Send + Sync {
     fn quiet_bridge(&self, bridge: &str) -> Result<()>;
     /// The IPv4 addresses of reclab's namespace, loopback excluded.
     fn host_addresses(&self) -> Result<Vec<String>>;
+    /// The IPv6 link-local address of a link of reclab's namespace (`/proc/net/if_inet6`),
+    /// if it has one.
+    fn link_local_address(&self, link: &str) -> Result<Option<String>>;
 
     /// Insert a rule at the top of `chain` (table `filter`) with `program` (iptables, ip6tables).
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()>;
@@ -133,6 +136,23 @@ impl Host for SysHost {
             .filter(|a| !a.starts_with("127."))
             .map(String::from)
             .collect())
+    }
+
+    fn link_local_address(&self, link: &str) -> Result<Option<String>> {
+        let table = match std::fs::read_to_string("/proc/net/if_inet6") {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("reading /proc/net/if_inet6"),
+        };
+        // `fe80000000000000fc540000fe123456 03 40 20 80 vnet0`: address, index, prefix length,
+        // scope (0x20: link), flags, name.
+        Ok(table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 6 && f[5] == link && f[3] == "20")
+                .then(|| u128::from_str_radix(f[0], 16).ok())
+                .flatten()
+                .map(|a| std::net::Ipv6Addr::from(a).to_string())
+        }))
     }
 
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {

@@ -34,7 +34,7 @@ pub mod teardown;
 mod unwind;
 
 pub use gc::{GcReport, down, gc};
-pub use isolation::verify_isolation;
+pub use isolation::{Isolation, verify_isolation};
 pub use runs::{RunStatus, VmStatus, find_run, find_runs, find_vm, status};
 
 use anyhow::Result;
