@@ -144,15 +144,7 @@ impl Host for SysHost {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context("reading /proc/net/if_inet6"),
         };
-        // `fe80000000000000fc540000fe123456 03 40 20 80 vnet0`: address, index, prefix length,
-        // scope (0x20: link), flags, name.
-        Ok(table.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 6 && f[5] == link && f[3] == "20")
-                .then(|| u128::from_str_radix(f[0], 16).ok())
-                .flatten()
-                .map(|a| std::net::Ipv6Addr::from(a).to_string())
-        }))
+        Ok(link_local_in(&table, link))
     }
 
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {
@@ -237,5 +229,41 @@ impl Host for SysHost {
 
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
         crate::lab::teardown::stop_process(pidfile, netns)
+    }
+}
+
+/// The link-local address of `link` in a `/proc/net/if_inet6` table, whose lines read
+/// `fe80000000000000fc5400fffe123456 03 40 20 80 vnet0`: address, index, prefix length,
+/// scope (0x20: link), flags, name.
+fn link_local_in(table: &str, link: &str) -> Option<String> {
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 6 && f[5] == link && f[3] == "20")
+            .then(|| u128::from_str_radix(f[0], 16).ok())
+            .flatten()
+            .map(|a| std::net::Ipv6Addr::from(a).to_string())
+    })
+}
+
+#[cfg(test)]
+mod link_local_tests {
+    use super::link_local_in;
+
+    #[test]
+    fn the_link_local_address_of_a_link_is_read_from_if_inet6() {
+        let table = "fd000000000000000000000000000002 04 40 00 82     eth0\n\
+                     fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n\
+                     fe80000000000000fc5400fffe123456 07 40 20 80    vnet7\n\
+                     00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(
+            link_local_in(table, "vnet7").as_deref(),
+            Some("fe80::fc54:ff:fe12:3456")
+        );
+        assert_eq!(
+            link_local_in(table, "eth0").as_deref(),
+            Some("fe80::fc:ff:fe00:1")
+        );
+        assert_eq!(link_local_in(table, "lo"), None);
+        assert_eq!(link_local_in(table, "vnet"), None);
     }
 }
