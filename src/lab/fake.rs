@@ -263,6 +263,11 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn netns_list(&self) -> Result<Vec<String>> {
+        let st = self.record("netns_list", "")?;
+        Ok(st.netns.iter().cloned().collect())
+    }
+
     fn veth_add(
         &self,
         link: &str,

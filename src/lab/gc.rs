@@ -141,6 +141,7 @@ pub fn gc(
         }
     }
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
+    let mut swept = std::collections::BTreeSet::<String>::new();
     if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
         {
             for d in hv.list_domains()? {
@@ -162,6 +163,7 @@ pub fn gc(
                         },
                     )?;
                 }
+                swept.insert(m.run.chars().take(8).collect());
                 rep.removed_foreign.push(format!("domain {}", d.name));
             }
             for n in hv.list_networks()? {
@@ -175,11 +177,29 @@ pub fn gc(
                     hv.destroy_network(&n.name)?;
                 }
                 rep.removed_foreign.push(format!("network {}", n.name));
+                swept.insert(short);
             }
         }
     }
-    // Network namespaces are not swept by name: /run/netns is shared by every state
-    // directory on the host, and each namespace reclab creates is in its run's journal first.
+    // Network namespaces are not swept by name alone: /run/netns is shared by every state
+    // directory and every libvirt daemon on the host, and each namespace reclab creates is in
+    // its run's journal first. Only the lab-services namespaces (with their dnsmasq, and the
+    // veths whose peer they hold) of a run whose domains or networks were just swept from this
+    // hypervisor go: that run's directory is lost.
+    if !swept.is_empty() {
+        for ns in host.netns_list()? {
+            let Some(short) = tagged_short(&ns) else {
+                continue;
+            };
+            if !swept.contains(&short) || known.contains(&short) {
+                continue;
+            }
+            if !dry_run {
+                teardown::undo(None, host, &Resource::Netns { name: ns.clone() })?;
+            }
+            rep.removed_foreign.push(format!("network namespace {ns}"));
+        }
+    }
     for program in ["iptables", "ip6tables"] {
         let Ok(rules) = host.firewall_rules(program) else {
             continue;
@@ -288,6 +308,22 @@ mod tests {
             .chain(["reclab:0123abcd".to_string(), "-j".into(), "DROP".into()])
             .collect();
         host.firewall_insert("iptables", "FORWARD", &rule).unwrap();
+        // Its lab services: a namespace with dnsmasq and a veth onto the lab bridge; and the
+        // services of a run of another reclab (another state directory or daemon).
+        let conf = state.path().join("dnsmasq.conf");
+        std::fs::write(&conf, "").unwrap();
+        for ns in ["reclab-0123abcd-lan", "reclab-99999999-lan"] {
+            host.netns_add(ns).unwrap();
+            host.start_dnsmasq(ns, &conf).unwrap();
+        }
+        host.veth_add(
+            "rv0123abcds0",
+            "rl0123abcds0",
+            "reclab-0123abcd-lan",
+            "eth0",
+            "10.20.0.1/24",
+        )
+        .unwrap();
         // What the sweep reads is what libvirt returns: the element without its prefix.
         let meta = hv
             .domain_metadata("reclab-demo-0123abcd-db", RECLAB_NS)
@@ -307,11 +343,21 @@ mod tests {
                 "network reclab-0123abcd-lan".to_string()
             ]
         );
-        assert_eq!(rep.removed_foreign.len(), 3, "{rep:?}");
-        assert!(rep.removed_foreign[2].starts_with("iptables rule -A FORWARD"));
+        assert_eq!(rep.removed_foreign.len(), 4, "{rep:?}");
+        assert_eq!(
+            rep.removed_foreign[2],
+            "network namespace reclab-0123abcd-lan"
+        );
+        assert!(rep.removed_foreign[3].starts_with("iptables rule -A FORWARD"));
         assert_eq!(hv.domain_names(), vec!["prod-db".to_string()]);
         assert_eq!(hv.network_names(), Vec::<String>::new());
         assert_eq!(host.rules(), vec![]);
+        assert_eq!(host.namespaces(), vec!["reclab-99999999-lan".to_string()]);
+        assert!(host.links().is_empty(), "{:?}", host.links());
+        assert_eq!(
+            host.daemons().keys().collect::<Vec<_>>(),
+            ["reclab-99999999-lan"]
+        );
     }
 
     #[test]

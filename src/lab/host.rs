@@ -51,6 +51,8 @@ pub trait Host: Send + Sync {
     /// Delete a network namespace reclab created, ending the processes still inside it first;
     /// an absent one is fine.
     fn netns_remove(&self, name: &str) -> Result<()>;
+    /// The named network namespaces (`/run/netns`), of every reclab on the host.
+    fn netns_list(&self) -> Result<Vec<String>>;
     /// A veth pair: `link` in reclab's namespace, enslaved to `bridge` and up, its peer `inner`
     /// in `netns` with address `cidr`, up.
     fn veth_add(
@@ -185,6 +187,18 @@ impl Host for SysHost {
 
     fn netns_remove(&self, name: &str) -> Result<()> {
         crate::lab::teardown::remove_netns(name)
+    }
+
+    fn netns_list(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match std::fs::read_dir("/run/netns") {
+            Ok(d) => d
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(e).context("reading /run/netns"),
+        };
+        names.sort();
+        Ok(names)
     }
 
     fn veth_add(
