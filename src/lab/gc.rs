@@ -187,6 +187,21 @@ pub fn gc(
     // veths whose peer they hold) of a run whose domains or networks were just swept from this
     // hypervisor go: that run's directory is lost.
     if !swept.is_empty() {
+        // The host side of each services veth first, as teardown does: the kernel would remove
+        // it with its namespace, but only once that namespace is really gone (asynchronously).
+        for short in &swept {
+            let run = names::RunId(short.clone());
+            for index in 0..100 {
+                let link = names::services_link(&run, index);
+                if known.contains(short) || !host.link_exists(&link)? {
+                    continue;
+                }
+                if !dry_run {
+                    teardown::undo(None, host, &Resource::Link { name: link.clone() })?;
+                }
+                rep.removed_foreign.push(format!("link {link}"));
+            }
+        }
         for ns in host.netns_list()? {
             let Some(short) = tagged_short(&ns) else {
                 continue;
@@ -343,12 +358,15 @@ mod tests {
                 "network reclab-0123abcd-lan".to_string()
             ]
         );
-        assert_eq!(rep.removed_foreign.len(), 4, "{rep:?}");
+        assert_eq!(rep.removed_foreign.len(), 5, "{rep:?}");
         assert_eq!(
-            rep.removed_foreign[2],
-            "network namespace reclab-0123abcd-lan"
+            rep.removed_foreign[2..4],
+            [
+                "link rv0123abcds0".to_string(),
+                "network namespace reclab-0123abcd-lan".to_string()
+            ]
         );
-        assert!(rep.removed_foreign[3].starts_with("iptables rule -A FORWARD"));
+        assert!(rep.removed_foreign[4].starts_with("iptables rule -A FORWARD"));
         assert_eq!(hv.domain_names(), vec!["prod-db".to_string()]);
         assert_eq!(hv.network_names(), Vec::<String>::new());
         assert_eq!(host.rules(), vec![]);
