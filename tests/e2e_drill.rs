@@ -129,6 +129,18 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     assert_eq!(code, 0, "clean drill: {}\n{}", stderr(&out), stdout(&out));
     assert_eq!(rep["schema"], "reclab.report/1");
     assert_eq!(rep["result"], "verified");
+    // The isolation check passed because it probed something: each VM pinged its own tap on
+    // the hypervisor (which answers only if the tap left the lab bridge).
+    let isolation = check_result(&rep, "isolation");
+    assert_eq!(isolation["status"], "pass", "{isolation}");
+    let probed: Vec<&str> = isolation["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str())
+        .filter(|d| d.contains(" cannot reach its tap "))
+        .collect();
+    assert!(!probed.is_empty(), "{isolation}");
     let rp = &rep["restore_points"][0];
     assert_eq!(rp["vm"], "db");
     assert_eq!(rp["dump"]["attach"], "boot");

@@ -67,16 +67,29 @@ fn screenshot_of_an_idle_seabios_vm_is_a_non_blank_png() {
            <name>{name}</name>
            <memory unit='MiB'>64</memory>
            <vcpu>1</vcpu>
+           <metadata><reclab:lab xmlns:reclab='{ns}'><reclab:name>hvtest</reclab:name>
+             <reclab:run>0123abcd</reclab:run><reclab:vm>bios</reclab:vm>
+             <reclab:created>2026-12-01T10:00:00Z</reclab:created>
+             <reclab:expires>2026-12-01T18:00:00Z</reclab:expires></reclab:lab></metadata>
            <os><type arch='x86_64' machine='pc'>hvm</type></os>
            <devices>
              <graphics type='vnc' autoport='yes'><listen type='address' address='127.0.0.1'/></graphics>
              <video><model type='vga'/></video>
            </devices>
-         </domain>"
+         </domain>",
+        ns = reclab::xml::domain::RECLAB_NS,
     ))
     .unwrap();
     let _cleanup = Cleanup(&hv, name);
     assert_eq!(hv.domain_state(name).unwrap(), Some(DomState::Running));
+    // The daemon returns reclab's metadata without its namespace prefix; gc's sweep reads it.
+    let md = hv
+        .domain_metadata(name, reclab::xml::domain::RECLAB_NS)
+        .unwrap()
+        .unwrap();
+    assert!(md.starts_with("<lab>"), "libvirtd returned {md}");
+    let m = reclab::xml::domain::parse_lab_metadata(&md).expect("metadata parses");
+    assert_eq!((m.run.as_str(), m.vm.as_str()), ("0123abcd", "bios"));
     let err = hv
         .agent_command(name, r#"{"execute":"guest-ping"}"#, 1)
         .unwrap_err();

@@ -292,3 +292,28 @@ fn screenshot_streams_a_decodable_png() {
         &hv.screenshot("no-such-vm").unwrap_err()
     ));
 }
+
+#[test]
+fn reclab_lab_metadata_reads_back_through_libvirt_without_its_prefix() {
+    use reclab::xml::domain::{RECLAB_NS, parse_lab_metadata};
+    let hv = fixture_hv();
+    let xml = format!(
+        "<domain type='test'>
+           <name>lab-meta</name>
+           <memory>65536</memory>
+           <os><type arch='x86_64'>hvm</type></os>
+           <metadata><reclab:lab xmlns:reclab='{RECLAB_NS}'><reclab:name>demo</reclab:name>\
+             <reclab:run>0123abcd</reclab:run><reclab:vm>db</reclab:vm>\
+             <reclab:created>2026-12-01T10:00:00Z</reclab:created>\
+             <reclab:expires>2026-12-01T18:00:00Z</reclab:expires></reclab:lab></metadata>
+         </domain>"
+    );
+    hv.create_domain(&xml).unwrap();
+    let md = hv.domain_metadata("lab-meta", RECLAB_NS).unwrap().unwrap();
+    assert!(md.starts_with("<lab>"), "libvirt returned {md}");
+    let m = parse_lab_metadata(&md).expect("the metadata as libvirt returns it parses");
+    assert_eq!(
+        (m.lab.as_str(), m.run.as_str(), m.vm.as_str()),
+        ("demo", "0123abcd", "db")
+    );
+}

@@ -323,7 +323,12 @@ fn run_step(
         Step::BootTier { tier, vms } => boot_tier(on, tier, vms, record, report, injections)?,
         Step::VerifyIsolation => {
             let found = verify_isolation(record, hv, host)?;
-            report.isolation.extend(found);
+            report.isolation.extend(found.found);
+            if found.probed.is_empty() {
+                report
+                    .isolation
+                    .push("not tested from inside: no address outside the lab was probed".into());
+            }
             Some("verify isolation".into())
         }
     })

@@ -44,6 +44,8 @@ struct State {
     /// Daemons by namespace, with their configuration file.
     daemons: BTreeMap<String, PathBuf>,
     addresses: Vec<String>,
+    /// IPv6 link-local addresses of links the host did not create (libvirt's taps).
+    link_local: BTreeMap<String, String>,
 }
 
 /// The fake host. See the module documentation. A clone shares the same host.
@@ -58,6 +60,16 @@ impl FakeHost {
         let host = FakeHost::default();
         host.state().addresses = vec!["192.0.2.1".into()];
         host
+    }
+
+    /// Replace the host's IPv4 addresses (loopback aside).
+    pub fn set_addresses(&self, addresses: &[&str]) {
+        self.state().addresses = addresses.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Give `link` (e.g. a tap libvirt made for a VM) the IPv6 link-local address `addr`.
+    pub fn set_link_local(&self, link: &str, addr: &str) {
+        self.state().link_local.insert(link.into(), addr.into());
     }
 
     /// Make the `n`th call overall (1-based, counting every trait call) fail.
@@ -182,6 +194,11 @@ impl Host for FakeHost {
         Ok(st.addresses.clone())
     }
 
+    fn link_local_address(&self, link: &str) -> Result<Option<String>> {
+        let st = self.record("link_local_address", link)?;
+        Ok(st.link_local.get(link).cloned())
+    }
+
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {
         let mut st = self.record("firewall_insert", &format!("{program} {chain}"))?;
         st.rules
@@ -244,6 +261,11 @@ impl Host for FakeHost {
         st.links.retain(|_, l| l.peer_netns != name);
         st.netns.remove(name);
         Ok(())
+    }
+
+    fn netns_list(&self) -> Result<Vec<String>> {
+        let st = self.record("netns_list", "")?;
+        Ok(st.netns.iter().cloned().collect())
     }
 
     fn veth_add(

@@ -158,6 +158,7 @@ pub fn gc(
         .filter(|short| !removed.contains(short))
         .collect();
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
+    let mut swept = std::collections::BTreeSet::<String>::new();
     if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
         {
             for d in hv.list_domains()? {
@@ -179,6 +180,7 @@ pub fn gc(
                         },
                     )?;
                 }
+                swept.insert(m.run.chars().take(8).collect());
                 rep.removed_foreign.push(format!("domain {}", d.name));
             }
             for n in hv.list_networks()? {
@@ -192,11 +194,44 @@ pub fn gc(
                     hv.destroy_network(&n.name)?;
                 }
                 rep.removed_foreign.push(format!("network {}", n.name));
+                swept.insert(short);
             }
         }
     }
-    // Network namespaces are not swept by name: /run/netns is shared by every state
-    // directory on the host, and each namespace reclab creates is in its run's journal first.
+    // Network namespaces are not swept by name alone: /run/netns is shared by every state
+    // directory and every libvirt daemon on the host, and each namespace reclab creates is in
+    // its run's journal first. Only the lab-services namespaces (with their dnsmasq, and the
+    // veths whose peer they hold) of a run whose domains or networks were just swept from this
+    // hypervisor go: that run's directory is lost.
+    if !swept.is_empty() {
+        // The host side of each services veth first, as teardown does: the kernel would remove
+        // it with its namespace, but only once that namespace is really gone (asynchronously).
+        for short in &swept {
+            let run = names::RunId(short.clone());
+            for index in 0..100 {
+                let link = names::services_link(&run, index);
+                if known.contains(short) || !host.link_exists(&link)? {
+                    continue;
+                }
+                if !dry_run {
+                    teardown::undo(None, host, &Resource::Link { name: link.clone() })?;
+                }
+                rep.removed_foreign.push(format!("link {link}"));
+            }
+        }
+        for ns in host.netns_list()? {
+            let Some(short) = tagged_short(&ns) else {
+                continue;
+            };
+            if !swept.contains(&short) || known.contains(&short) {
+                continue;
+            }
+            if !dry_run {
+                teardown::undo(None, host, &Resource::Netns { name: ns.clone() })?;
+            }
+            rep.removed_foreign.push(format!("network namespace {ns}"));
+        }
+    }
     for program in ["iptables", "ip6tables"] {
         let Ok(rules) = host.firewall_rules(program) else {
             continue;
@@ -291,6 +326,101 @@ fn shell_split(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::lab::fake::FakeHost;
+    use crate::xml::domain::{RECLAB_NS, RECLAB_PREFIX};
+
+    /// A domain as `up` defines it: reclab's metadata under its prefix, as the rewrite writes it.
+    fn lab_domain(name: &str, run: &str) -> String {
+        let p = RECLAB_PREFIX;
+        format!(
+            "<domain type='kvm'><name>{name}</name><metadata>\
+             <{p}:lab xmlns:{p}='{RECLAB_NS}'><{p}:name>demo</{p}:name><{p}:run>{run}</{p}:run>\
+             <{p}:vm>db</{p}:vm><{p}:created>2026-12-01T10:00:00Z</{p}:created>\
+             <{p}:expires>2026-12-01T18:00:00Z</{p}:expires></{p}:lab></metadata></domain>"
+        )
+    }
+
+    #[test]
+    fn the_sweep_removes_the_domains_network_and_rules_of_a_lost_run_directory() {
+        let state = tempfile::tempdir().unwrap();
+        let hv = FakeHv::new();
+        let host = FakeHost::new();
+        let lost = "0123abcd4567ef890123abcd4567ef89";
+        hv.add_domain(&lab_domain("reclab-demo-0123abcd-db", lost), false, true)
+            .unwrap();
+        hv.add_domain(
+            "<domain type='kvm'><name>prod-db</name></domain>",
+            true,
+            true,
+        )
+        .unwrap();
+        hv.add_network(
+            "<network><name>reclab-0123abcd-lan</name><bridge name='rl0123abcds0'/></network>",
+            false,
+            true,
+        )
+        .unwrap();
+        let rule: Vec<String> = ["-i", "rl0123abcds0", "-m", "comment", "--comment"]
+            .iter()
+            .map(|w| w.to_string())
+            .chain(["reclab:0123abcd".to_string(), "-j".into(), "DROP".into()])
+            .collect();
+        host.firewall_insert("iptables", "FORWARD", &rule).unwrap();
+        // Its lab services: a namespace with dnsmasq and a veth onto the lab bridge; and the
+        // services of a run of another reclab (another state directory or daemon).
+        let conf = state.path().join("dnsmasq.conf");
+        std::fs::write(&conf, "").unwrap();
+        for ns in ["reclab-0123abcd-lan", "reclab-99999999-lan"] {
+            host.netns_add(ns).unwrap();
+            host.start_dnsmasq(ns, &conf).unwrap();
+        }
+        host.veth_add(
+            "rv0123abcds0",
+            "rl0123abcds0",
+            "reclab-0123abcd-lan",
+            "eth0",
+            "10.20.0.1/24",
+        )
+        .unwrap();
+        // What the sweep reads is what libvirt returns: the element without its prefix.
+        let meta = hv
+            .domain_metadata("reclab-demo-0123abcd-db", RECLAB_NS)
+            .unwrap()
+            .unwrap();
+        assert!(meta.starts_with("<lab>"), "{meta}");
+
+        let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+        let dry = gc(state.path(), true, Some("fake:///"), &host, &open).unwrap();
+        assert_eq!(hv.domain_names().len(), 2, "a dry run removes nothing");
+        let rep = gc(state.path(), false, Some("fake:///"), &host, &open).unwrap();
+        assert_eq!(dry.removed_foreign, rep.removed_foreign);
+        assert_eq!(
+            rep.removed_foreign[..2],
+            [
+                "domain reclab-demo-0123abcd-db".to_string(),
+                "network reclab-0123abcd-lan".to_string()
+            ]
+        );
+        assert_eq!(rep.removed_foreign.len(), 5, "{rep:?}");
+        assert_eq!(
+            rep.removed_foreign[2..4],
+            [
+                "link rv0123abcds0".to_string(),
+                "network namespace reclab-0123abcd-lan".to_string()
+            ]
+        );
+        assert!(rep.removed_foreign[4].starts_with("iptables rule -A FORWARD"));
+        assert_eq!(hv.domain_names(), vec!["prod-db".to_string()]);
+        assert_eq!(hv.network_names(), Vec::<String>::new());
+        assert_eq!(host.rules(), vec![]);
+        assert_eq!(host.namespaces(), vec!["reclab-99999999-lan".to_string()]);
+        assert!(host.links().is_empty(), "{:?}", host.links());
+        assert_eq!(
+            host.daemons().keys().collect::<Vec<_>>(),
+            ["reclab-99999999-lan"]
+        );
+    }
 
     #[test]
     fn tagged_names_yield_their_run() {

@@ -33,6 +33,9 @@ pub trait Host: Send + Sync {
     fn quiet_bridge(&self, bridge: &str) -> Result<()>;
     /// The IPv4 addresses of reclab's namespace, loopback excluded.
     fn host_addresses(&self) -> Result<Vec<String>>;
+    /// The IPv6 link-local address of a link of reclab's namespace (`/proc/net/if_inet6`),
+    /// if it has one.
+    fn link_local_address(&self, link: &str) -> Result<Option<String>>;
 
     /// Insert a rule at the top of `chain` (table `filter`) with `program` (iptables, ip6tables).
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()>;
@@ -48,6 +51,8 @@ pub trait Host: Send + Sync {
     /// Delete a network namespace reclab created, ending the processes still inside it first;
     /// an absent one is fine.
     fn netns_remove(&self, name: &str) -> Result<()>;
+    /// The named network namespaces (`/run/netns`), of every reclab on the host.
+    fn netns_list(&self) -> Result<Vec<String>>;
     /// A veth pair: `link` in reclab's namespace, enslaved to `bridge` and up, its peer `inner`
     /// in `netns` with address `cidr`, up.
     fn veth_add(
@@ -135,6 +140,15 @@ impl Host for SysHost {
             .collect())
     }
 
+    fn link_local_address(&self, link: &str) -> Result<Option<String>> {
+        let table = match std::fs::read_to_string("/proc/net/if_inet6") {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("reading /proc/net/if_inet6"),
+        };
+        Ok(link_local_in(&table, link))
+    }
+
     fn firewall_insert(&self, program: &str, chain: &str, rule: &[String]) -> Result<()> {
         let mut args = vec!["-w", "-I", chain];
         args.extend(rule.iter().map(String::as_str));
@@ -173,6 +187,18 @@ impl Host for SysHost {
 
     fn netns_remove(&self, name: &str) -> Result<()> {
         crate::lab::teardown::remove_netns(name)
+    }
+
+    fn netns_list(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match std::fs::read_dir("/run/netns") {
+            Ok(d) => d
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(e).context("reading /run/netns"),
+        };
+        names.sort();
+        Ok(names)
     }
 
     fn veth_add(
@@ -217,5 +243,41 @@ impl Host for SysHost {
 
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
         crate::lab::teardown::stop_process(pidfile, netns)
+    }
+}
+
+/// The link-local address of `link` in a `/proc/net/if_inet6` table, whose lines read
+/// `fe80000000000000fc5400fffe123456 03 40 20 80 vnet0`: address, index, prefix length,
+/// scope (0x20: link), flags, name.
+fn link_local_in(table: &str, link: &str) -> Option<String> {
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 6 && f[5] == link && f[3] == "20")
+            .then(|| u128::from_str_radix(f[0], 16).ok())
+            .flatten()
+            .map(|a| std::net::Ipv6Addr::from(a).to_string())
+    })
+}
+
+#[cfg(test)]
+mod link_local_tests {
+    use super::link_local_in;
+
+    #[test]
+    fn the_link_local_address_of_a_link_is_read_from_if_inet6() {
+        let table = "fd000000000000000000000000000002 04 40 00 82     eth0\n\
+                     fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n\
+                     fe80000000000000fc5400fffe123456 07 40 20 80    vnet7\n\
+                     00000000000000000000000000000001 01 80 10 80       lo\n";
+        assert_eq!(
+            link_local_in(table, "vnet7").as_deref(),
+            Some("fe80::fc54:ff:fe12:3456")
+        );
+        assert_eq!(
+            link_local_in(table, "eth0").as_deref(),
+            Some("fe80::fc:ff:fe00:1")
+        );
+        assert_eq!(link_local_in(table, "lo"), None);
+        assert_eq!(link_local_in(table, "vnet"), None);
     }
 }

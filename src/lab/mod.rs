@@ -35,7 +35,7 @@ pub mod teardown;
 mod unwind;
 
 pub use gc::{GcReport, down, down_held, gc};
-pub use isolation::verify_isolation;
+pub use isolation::{Isolation, verify_isolation};
 pub use runs::{RunStatus, VmStatus, find_run, find_runs, find_vm, status};
 
 use anyhow::{Context, Result};

@@ -1488,12 +1488,18 @@ struct DeviceState {
     seen_agent: bool,
 }
 
-/// Reads reclab's metadata from a `<reclab:lab>` fragment (as `virDomainGetMetadata` returns
-/// it) or from a whole domain XML. `None` when absent or incomplete.
+/// Reads reclab's metadata from a whole domain XML (a `<reclab:lab>` element in [`RECLAB_NS`])
+/// or from the fragment `virDomainGetMetadata` returns for [`RECLAB_NS`]: libvirt strips the
+/// namespace, so that fragment is a bare `<lab>` with bare children (a `<lab>` in the
+/// namespace, under any prefix, is read too). `None` when absent or incomplete.
 pub fn parse_lab_metadata(xml: &str) -> Option<LabMetadata> {
     let doc = tree::parse(xml).ok()?;
     let mut found: Option<Elem> = None;
-    find_lab(&doc.root, &mut Vec::new(), &mut found);
+    if doc.root.local_name() == "lab" && doc.root.namespace(&[]).is_none() {
+        found = Some(doc.root.clone());
+    } else {
+        find_lab(&doc.root, &mut Vec::new(), &mut found);
+    }
     let lab = found?;
     let field = |name: &str| {
         lab.elems()

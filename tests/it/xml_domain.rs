@@ -642,7 +642,12 @@ fn the_lab_metadata_reads_back_from_the_domain_and_from_a_fragment() {
         "<lab xmlns=\"{RECLAB_NS}\"><name>nightly-restore</name><run>{RUN}</run><vm>db01</vm>\
          <created>2026-11-26T20:00:00Z</created><expires>2026-11-26T22:00:00Z</expires></lab>"
     );
-    assert_eq!(parse_lab_metadata(&fragment), Some(opts.metadata));
+    assert_eq!(parse_lab_metadata(&fragment), Some(opts.metadata.clone()));
+    // What virDomainGetMetadata really returns: libvirt strips the namespace altogether.
+    let bare = "<lab><name>nightly-restore</name><run>RUN</run><vm>db01</vm>\
+                <created>2026-11-26T20:00:00Z</created><expires>2026-11-26T22:00:00Z</expires></lab>"
+        .replace("RUN", RUN);
+    assert_eq!(parse_lab_metadata(&bare), Some(opts.metadata));
     assert_eq!(parse_lab_metadata(&golden_input("debian-server")), None);
     let other_ns = "<x:lab xmlns:x='https://example.com/other'><x:name>a</x:name></x:lab>";
     assert_eq!(parse_lab_metadata(other_ns), None);
