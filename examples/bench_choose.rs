@@ -6,18 +6,15 @@
 //!
 //! Prints `files=N chosen=NAME ms=T` (best of five runs; AT defaults to now, RFC 3339).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use anyhow::Context;
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench_choose: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::main_of("bench_choose", run)
 }
 
 fn run() -> anyhow::Result<()> {

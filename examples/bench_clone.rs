@@ -8,6 +8,11 @@
 //! SRC is opened read-only; DST is the overlay to create; FORMAT is SRC's declared format
 //! (default qcow2). Prints `{"layers":N,"ms":T}`.
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/format_opt.rs"]
+mod format_opt;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,26 +21,12 @@ use anyhow::Context;
 const USAGE: &str = "usage: bench_clone [--format FORMAT] SRC DST; for example bench_clone --format raw /tmp/src.raw /tmp/clone.qcow2";
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench_clone: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::main_of("bench_clone", run)
 }
 
 fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let format = match args.iter().position(|a| a == "--format") {
-        Some(i) if i + 1 < args.len() => {
-            let f = args.remove(i + 1);
-            args.remove(i);
-            f
-        }
-        Some(_) => anyhow::bail!("--format needs a value; {USAGE}"),
-        None => "qcow2".to_string(),
-    };
+    let format = format_opt::take_format(&mut args, "qcow2", USAGE)?;
     let [src, dst] = args.as_slice() else {
         anyhow::bail!(USAGE);
     };

@@ -7,6 +7,11 @@
 //!
 //! Writes IMAGE holding the FILEs (default format ext4). Prints `{"bytes":N,"ms":T}`.
 
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/format_opt.rs"]
+mod format_opt;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,26 +21,12 @@ use reclab::spec::DiskFormat;
 const USAGE: &str = "usage: bench_datadisk [--format ext4|iso] IMAGE FILE...; for example bench_datadisk /tmp/data.img /tmp/dump.sql";
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench_datadisk: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::main_of("bench_datadisk", run)
 }
 
 fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let format = match args.iter().position(|a| a == "--format") {
-        Some(i) if i + 1 < args.len() => {
-            let f = args.remove(i + 1);
-            args.remove(i);
-            f
-        }
-        Some(_) => anyhow::bail!("--format needs a value; {USAGE}"),
-        None => "ext4".to_string(),
-    };
+    let format = format_opt::take_format(&mut args, "ext4", USAGE)?;
     let format = match format.as_str() {
         "ext4" => DiskFormat::Ext4,
         "iso" => DiskFormat::Iso,

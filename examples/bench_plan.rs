@@ -9,6 +9,9 @@
 //! The hypervisor is `RECLAB_CONNECT`, else the lab file's `connect`; STATE_DIR is where the
 //! plan puts the run (as `reclab --state-dir`).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 
 use reclab::hv::libvirt::LibvirtHv;
@@ -16,13 +19,7 @@ use reclab::hv::libvirt::LibvirtHv;
 const USAGE: &str = "usage: bench_plan LAB STATE_DIR (the hypervisor: RECLAB_CONNECT, else the lab file's connect); for example bench_plan erp.toml /tmp/state";
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench_plan: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::main_of("bench_plan", run)
 }
 
 fn run() -> anyhow::Result<()> {

@@ -8,6 +8,9 @@
 //! The hypervisor is `RECLAB_CONNECT`, else `LIBVIRT_DEFAULT_URI`, else qemu:///system.
 //! Prints `{"bytes":N,"ms":T}`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,13 +19,7 @@ use reclab::hv::libvirt::LibvirtHv;
 const USAGE: &str = "usage: bench_push DOMAIN FILE GUEST_PATH (the hypervisor: RECLAB_CONNECT); for example bench_push lab-db /tmp/blob /root/blob";
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench_push: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    common::main_of("bench_push", run)
 }
 
 fn run() -> anyhow::Result<()> {
