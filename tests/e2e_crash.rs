@@ -215,6 +215,59 @@ fn sigkill_after_every_step_of_up_then_gc_leaves_nothing() {
 
 #[test]
 #[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn a_lab_whose_run_directory_is_lost_is_swept_by_gc() {
+    let sb = Sandbox::start("crash-lost");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("lost", "3m");
+    check(&sb.reclab(&["up", lab.to_str().unwrap()]), "reclab up");
+    let run_dir = the_run_dir(&sb).expect("up made a run directory");
+    let run8 = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    sb.remember_run(&run8);
+    let netns = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    assert!(
+        netns().contains(&format!("reclab-{run8}-lan")),
+        "{}",
+        netns()
+    );
+    // The state directory loses the run: only the tags on the resources are left.
+    std::fs::remove_dir_all(&run_dir).unwrap();
+
+    let out = sb.reclab(&["gc"]);
+    check(&out, "reclab gc");
+    let said = stdout(&out);
+    for removed in [
+        format!("removed domain reclab-lost-{run8}-db"),
+        format!("removed network reclab-{run8}-lan"),
+        format!("removed network namespace reclab-{run8}-lan"),
+        format!("reclab:{run8}"),
+    ] {
+        assert!(said.contains(&removed), "gc said:\n{said}");
+    }
+    // Domains, networks, links, rules, dnsmasq and the namespace are gone.
+    assert_clean(
+        &sb,
+        &run_dir,
+        &backup,
+        &fingerprint,
+        "gc of a lost run directory",
+    );
+    let again = sb.reclab(&["gc"]);
+    check(&again, "a second reclab gc");
+    assert_eq!(stdout(&again), "", "nothing is left for a second gc");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn libvirtd_restarted_in_the_middle_of_a_drill() {
     let sb = Sandbox::start("crash-lvd");
     let backup = Backup::restore(None);
