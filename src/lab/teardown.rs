@@ -2,7 +2,8 @@
 //! removed, so teardown can run any number of times, after any crash.
 //!
 //! Order: domains (in parallel: a TCG guest takes 1–2 s to die), then everything else in
-//! reverse journal order, so nothing is removed while something newer still uses it.
+//! reverse journal order, so nothing is removed while something newer still uses it. When a
+//! domain cannot be removed, nothing else is: the lab stays fenced, never open.
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -43,6 +44,22 @@ pub fn teardown(
         }
     });
 
+    // A domain that could not be removed may still run: then nothing else goes. Its network,
+    // the bridge's firewall rules and the lab services stay, so the lab stays fenced (never
+    // open), and a later `down` or `gc` finishes the job.
+    if !failures.is_empty() {
+        let running: Vec<String> = failures.iter().map(|(r, _)| r.describe()).collect();
+        let why = format!(
+            "kept, so the lab stays fenced while {} may still run",
+            running.join(", ")
+        );
+        for r in resources.iter().rev() {
+            if !matches!(r, Resource::Domain { .. }) {
+                failures.push((r.clone(), why.clone()));
+            }
+        }
+        return Ok(failures);
+    }
     for r in resources.iter().rev() {
         if matches!(r, Resource::Domain { .. }) {
             continue;

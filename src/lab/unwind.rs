@@ -523,6 +523,40 @@ fn two_concurrent_downs_of_one_run_both_succeed_and_leave_nothing() {
 }
 
 #[test]
+fn a_teardown_whose_domain_cannot_be_destroyed_keeps_the_lab_fenced() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let before = snapshot(&hv, &host, &estate.dir());
+    let rules = host.rules();
+    assert!(!rules.is_empty(), "the lab has bridge hardening");
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    // libvirt refuses to destroy one of the two domains.
+    hv.fail_on("destroy_domain", 1);
+    let err = super::down(&estate.state_dir(), "erp", &host, &open).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("could not remove everything"), "{msg}");
+    assert!(msg.contains("stays fenced"), "{msg}");
+    // The other domain is gone; the network, every firewall rule, the lab services and the
+    // run directory are all still there: nothing opened a path out of the lab.
+    assert_eq!(hv.domain_names().len(), estate.plan.vms.len() - 1);
+    assert_eq!(hv.network_names().len(), 2, "both lab networks kept");
+    assert_eq!(host.rules(), rules, "every firewall rule kept");
+    assert_eq!(host.namespaces().len(), 2, "lab services kept");
+    assert!(
+        estate.dir().path.exists(),
+        "the journal is kept for the next try"
+    );
+    assert_ne!(snapshot(&hv, &host, &estate.dir()), before);
+    // The next down finishes the job.
+    assert_eq!(
+        super::down(&estate.state_dir(), "erp", &host, &open).unwrap(),
+        1
+    );
+    estate.assert_nothing_left(&hv, &host, "a second down after a fenced teardown");
+}
+
+#[test]
 fn gc_keeps_a_run_whose_lock_is_held_and_removes_it_once_released() {
     let estate = Estate::new();
     let (hv, host) = fakes();
