@@ -627,3 +627,158 @@ fn run_killed_during_verify_is_collected_by_the_next_gc() {
         "run killed during verify",
     );
 }
+
+/// `scripts/collect-labs`, the step with which `scripts/test`, `scripts/demo` and the harness
+/// remove what an interrupted run left in a state directory.
+fn collect_labs(sb: &Sandbox) -> Output {
+    Command::new(repo().join("scripts/collect-labs"))
+        .arg(&sb.state_dir)
+        .arg(&sb.name)
+        .env("RECLAB", env!("CARGO_BIN_EXE_reclab"))
+        .output()
+        .expect("scripts/collect-labs")
+}
+
+/// `ip ARGS` in the sandbox's network namespace, whether or not its libvirtd runs.
+fn in_sandbox_ns(sb: &Sandbox, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("reclab-sbx-{}", sb.name)])
+        .args(args)
+        .output()
+        .unwrap();
+    check(&out, &format!("{args:?} in the sandbox's namespace"));
+    stdout(&out)
+}
+
+/// A lab of `lab` brought up in `sb`: its run id, and the PID of its dnsmasq.
+fn up_with_services(sb: &Sandbox, lab: &Path) -> (String, i32) {
+    let out = sb.reclab(&["up", "--json", lab.to_str().unwrap()]);
+    check(&out, "reclab up");
+    let up: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run = up["run"].as_str().unwrap().to_string();
+    sb.remember_run(&run);
+    let pidfile = sb
+        .state_dir
+        .join("runs")
+        .join(&run)
+        .join("services-lan.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid), "dnsmasq runs");
+    (run, pid)
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie has ended.
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// The PID in a sandbox daemon's pid file.
+fn daemon_pid(sb: &Sandbox, daemon: &str) -> i32 {
+    let f = dev_dir()
+        .join("sandbox")
+        .join(&sb.name)
+        .join(format!("{daemon}.pid"));
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The host-side pieces of run `run8` reclab made: its lab-services namespace, its dnsmasq
+/// and any process naming its run directory are gone.
+fn assert_host_side_gone(sb: &Sandbox, run8: &str, dnsmasq: i32, what: &str) {
+    let handle = Path::new("/run/netns").join(format!("reclab-{run8}-lan"));
+    assert!(!handle.exists(), "{what}: {} left", handle.display());
+    assert!(!alive(dnsmasq), "{what}: dnsmasq {dnsmasq} still runs");
+    let procs = processes_mentioning(&sb.state_dir.display().to_string());
+    assert!(
+        procs.is_empty(),
+        "{what}: processes of the run left: {procs:?}"
+    );
+    let runs = sb.state_dir.join("runs").join(run8);
+    assert!(!runs.exists(), "{what}: the run directory is left");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn host_side_pieces_of_a_run_go_once_its_libvirtd_and_guests_are_gone() {
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("gone", "3m");
+
+    // libvirtd killed by its PID: the guest's QEMU keeps running, so the collection refuses,
+    // naming libvirtd, and leaves the lab fenced (rules, veth, services all kept).
+    let sb = Sandbox::start("crash-gone");
+    let (run8, dnsmasq) = up_with_services(&sb, &lab);
+    let lvd = daemon_pid(&sb, "libvirtd");
+    // SAFETY: kill(2) of the sandbox's libvirtd, which this test started.
+    assert_eq!(unsafe { libc::kill(lvd, libc::SIGKILL) }, 0);
+    wait_for("libvirtd to die", Duration::from_secs(10), || {
+        (!alive(lvd)).then_some(())
+    });
+    let out = collect_labs(&sb);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot reach libvirtd") && err.contains("still runs (QEMU pid"),
+        "names libvirtd and the running guest: {err}"
+    );
+    assert!(
+        in_sandbox_ns(&sb, &["iptables", "-w", "-S"]).contains(&format!("reclab:{run8}")),
+        "the bridge's rules are kept"
+    );
+    assert!(in_sandbox_ns(&sb, &["ip", "-o", "link"]).contains(&format!("rv{run8}s0")));
+    assert!(alive(dnsmasq));
+    // The guest's QEMU ends too (killed by its PID): now the collection removes every
+    // host-side piece, with no daemon to ask.
+    let qemu: i32 = err
+        .split("QEMU pid ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the QEMU pid is named: {err}"));
+    // SAFETY: kill(2) of the guest's QEMU, started by the sandbox this test started.
+    assert_eq!(unsafe { libc::kill(qemu, libc::SIGKILL) }, 0);
+    wait_for("QEMU to die", Duration::from_secs(10), || {
+        (!alive(qemu)).then_some(())
+    });
+    let out = collect_labs(&sb);
+    check(&out, "scripts/collect-labs once the guest is gone");
+    let rules = in_sandbox_ns(&sb, &["iptables", "-w", "-S"])
+        + &in_sandbox_ns(&sb, &["ip6tables", "-w", "-S"]);
+    assert!(!rules.contains("reclab:"), "rules left:\n{rules}");
+    let links = in_sandbox_ns(&sb, &["ip", "-o", "link"]);
+    assert!(!links.contains(&format!("rv{run8}")), "veth left:\n{links}");
+    assert_host_side_gone(&sb, &run8, dnsmasq, "libvirtd and QEMU killed");
+    drop(sb);
+
+    // The whole sandbox stopped under a lab, as a killed `scripts/test` leaves it: the
+    // lab-services namespace and dnsmasq outlive it; the collection, on the host, removes them.
+    let sb = Sandbox::start("crash-gone");
+    let (run8, dnsmasq) = up_with_services(&sb, &lab);
+    let out = Command::new(repo().join("scripts/sandbox"))
+        .args(["stop", &sb.name])
+        .output()
+        .unwrap();
+    check(&out, "scripts/sandbox stop under a running lab");
+    assert!(alive(dnsmasq), "dnsmasq outlives the sandbox");
+    let out = collect_labs(&sb);
+    check(&out, "scripts/collect-labs after the sandbox stopped");
+    assert!(
+        stderr(&out).contains("cannot be reached"),
+        "says why it removed without libvirtd: {}",
+        stderr(&out)
+    );
+    assert_host_side_gone(&sb, &run8, dnsmasq, "sandbox stopped");
+    assert_eq!(
+        backup.fingerprint(),
+        fingerprint,
+        "production image changed"
+    );
+}

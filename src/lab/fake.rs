@@ -46,6 +46,8 @@ struct State {
     addresses: Vec<String>,
     /// IPv6 link-local addresses of links the host did not create (libvirt's taps).
     link_local: BTreeMap<String, String>,
+    /// QEMU processes by the domain they run (see [`FakeHost::set_vm_process`]).
+    vm_processes: BTreeMap<String, u32>,
 }
 
 /// The fake host. See the module documentation. A clone shares the same host.
@@ -98,6 +100,17 @@ impl FakeHost {
 
     pub fn links(&self) -> BTreeMap<String, FakeLink> {
         self.state().links.clone()
+    }
+
+    /// Say that a QEMU process with `pid` runs `domain` on this host (`None`: none does). The
+    /// fake hypervisor does not tell the fake host; a test that stops the fake daemon says
+    /// what still runs.
+    pub fn set_vm_process(&self, domain: &str, pid: Option<u32>) {
+        let mut st = self.state();
+        match pid {
+            Some(p) => st.vm_processes.insert(domain.to_string(), p),
+            None => st.vm_processes.remove(domain),
+        };
     }
 
     /// Running daemons: namespace → configuration file.
@@ -318,6 +331,11 @@ impl Host for FakeHost {
         let mut st = self.record("stop_process", &pidfile.display().to_string())?;
         st.daemons.remove(netns);
         Ok(())
+    }
+
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>> {
+        let st = self.record("vm_process", domain)?;
+        Ok(st.vm_processes.get(domain).copied())
     }
 }
 

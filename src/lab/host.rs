@@ -71,6 +71,11 @@ pub trait Host: Send + Sync {
     /// Stop the daemon whose PID is in `pidfile`, only if it is still reclab's (inside `netns`
     /// or started from the pidfile's directory); a missing pidfile or process is fine.
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()>;
+
+    /// The PID of a QEMU process on this host that runs the domain `domain` (QEMU is started
+    /// with `-name guest=DOMAIN,…`), if any: whether a domain is dead when its daemon cannot
+    /// be asked.
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>>;
 }
 
 /// The real host.
@@ -243,6 +248,27 @@ impl Host for SysHost {
 
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
         crate::lab::teardown::stop_process(pidfile, netns)
+    }
+
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>> {
+        let want = format!("guest={domain}");
+        let entries = std::fs::read_dir("/proc").context("reading /proc")?;
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let runs_it = cmdline.split(|b| *b == 0).any(|arg| {
+                arg.strip_prefix(want.as_bytes())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(b","))
+            });
+            if runs_it {
+                return Ok(Some(pid));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -74,6 +74,38 @@ pub fn teardown(
     Ok(failures)
 }
 
+/// Remove a run whose libvirt daemon cannot be reached and none of whose domains runs on
+/// this host (the caller checked: [`Host::vm_process`]): its domains and networks are gone
+/// with their daemon (lab objects are transient; a network a restarted daemon brings back
+/// is swept by `gc` by its name), `bridges` (their bridges, if left on this host) go, and
+/// everything else in reverse journal order, then the run directory.
+pub fn teardown_without_daemon(
+    host: &dyn Host,
+    dir: &RunDir,
+    bridges: &[String],
+) -> Result<Vec<(Resource, String)>> {
+    let resources = dir.resources()?;
+    let mut failures = Vec::new();
+    for r in resources.iter().rev() {
+        if matches!(r, Resource::Domain { .. } | Resource::Network { .. }) {
+            continue;
+        }
+        if let Err(e) = undo(None, host, r) {
+            failures.push((r.clone(), format!("{e:#}")));
+        }
+    }
+    for b in bridges {
+        let r = Resource::Link { name: b.clone() };
+        if let Err(e) = undo(None, host, &r) {
+            failures.push((r, format!("{e:#}")));
+        }
+    }
+    if failures.is_empty() {
+        remove_dir(&dir.path)?;
+    }
+    Ok(failures)
+}
+
 /// Undo one resource; already gone is success.
 pub fn undo(hv: Option<&dyn Hypervisor>, host: &dyn Host, r: &Resource) -> Result<()> {
     let t = std::time::Instant::now();

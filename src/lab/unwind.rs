@@ -557,6 +557,49 @@ fn a_teardown_whose_domain_cannot_be_destroyed_keeps_the_lab_fenced() {
 }
 
 #[test]
+fn a_run_whose_daemon_is_gone_loses_its_host_side_pieces_once_no_qemu_runs_it() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let domains = hv.domain_names();
+    // Connections are opened as LibvirtHv::open does: they fail while the daemon is down.
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.connect()?)) };
+    hv.stop_daemon(true);
+    // libvirtd is gone but a guest's QEMU still runs: nothing is removed, the lab stays
+    // fenced, and the error names libvirtd and the running domain.
+    host.set_vm_process(&domains[0], Some(4242));
+    let before = snapshot(&hv, &host, &estate.dir());
+    let err = super::down(&estate.state_dir(), "erp", &host, &open).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot reach libvirtd") && msg.contains("still runs (QEMU pid 4242)"),
+        "{msg}"
+    );
+    assert!(msg.contains("stays fenced"), "{msg}");
+    assert_eq!(
+        snapshot(&hv, &host, &estate.dir()),
+        before,
+        "nothing removed"
+    );
+    // Its QEMU ended too: the namespaces, dnsmasq, veths, rules and files go, and the run.
+    host.set_vm_process(&domains[0], None);
+    assert_eq!(
+        super::down(&estate.state_dir(), "erp", &host, &open).unwrap(),
+        1
+    );
+    assert_eq!(host.rules(), vec![]);
+    assert!(host.namespaces().is_empty(), "{:?}", host.namespaces());
+    assert!(host.links().is_empty(), "{:?}", host.links());
+    assert!(host.daemons().is_empty(), "{:?}", host.daemons());
+    assert!(!estate.dir().path.exists());
+    // What the daemon still holds when it is back is swept by its tags.
+    hv.stop_daemon(false);
+    let rep = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert_eq!(rep.removed_foreign.len(), domains.len() + 2, "{rep:?}");
+    estate.assert_nothing_left(&hv, &host, "down without a daemon, then gc with it");
+}
+
+#[test]
 fn gc_keeps_a_run_whose_lock_is_held_and_removes_it_once_released() {
     let estate = Estate::new();
     let (hv, host) = fakes();
