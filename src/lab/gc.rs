@@ -228,6 +228,24 @@ pub fn gc(
         .filter_map(|d| d.path.file_name().map(|f| f.to_string_lossy().into_owned()))
         .filter(|short| !removed.contains(short))
         .collect();
+    // A run unknown here may be another state directory's: registered on this host to a run
+    // directory that exists. What it owns is left alone (named once in `kept`); a run whose
+    // registered directory is gone is lost, and swept.
+    let mut elsewhere = std::collections::BTreeMap::<String, bool>::new();
+    let mut owned_elsewhere = |short: &str, rep: &mut GcReport| -> Result<bool> {
+        if let Some(owned) = elsewhere.get(short) {
+            return Ok(*owned);
+        }
+        let owner = host.owner_of(short)?.filter(|d| d.is_dir());
+        if let Some(d) = &owner {
+            rep.kept.push(format!(
+                "run {short} (owned by {}, another state directory's run)",
+                d.display()
+            ));
+        }
+        elsewhere.insert(short.to_string(), owner.is_some());
+        Ok(owner.is_some())
+    };
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
     let mut swept = std::collections::BTreeSet::<String>::new();
     if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
@@ -239,7 +257,8 @@ pub fn gc(
                 let Some(m) = xml::domain::parse_lab_metadata(&meta) else {
                     continue;
                 };
-                if known.iter().any(|k| m.run.starts_with(k.as_str())) {
+                let short: String = m.run.chars().take(8).collect();
+                if known.contains(&short) || owned_elsewhere(&short, &mut rep)? {
                     continue;
                 }
                 if !dry_run {
@@ -251,14 +270,14 @@ pub fn gc(
                         },
                     )?;
                 }
-                swept.insert(m.run.chars().take(8).collect());
+                swept.insert(short);
                 rep.removed_foreign.push(format!("domain {}", d.name));
             }
             for n in hv.list_networks()? {
                 let Some(short) = tagged_short(&n.name) else {
                     continue;
                 };
-                if known.contains(&short) {
+                if known.contains(&short) || owned_elsewhere(&short, &mut rep)? {
                     continue;
                 }
                 if !dry_run {
@@ -312,7 +331,10 @@ pub fn gc(
                 continue;
             };
             let short: String = line[pos + 7..].chars().take(8).collect();
-            if known.contains(&short) || !line.starts_with("-A ") {
+            if known.contains(&short)
+                || !line.starts_with("-A ")
+                || owned_elsewhere(&short, &mut rep)?
+            {
                 continue;
             }
             let mut parts: Vec<String> = shell_split(&line[3..]);
@@ -332,6 +354,17 @@ pub fn gc(
                 )?;
             }
             rep.removed_foreign.push(format!("{program} rule {line}"));
+            swept.insert(short);
+        }
+    }
+    // A swept run's registration names a run directory that is gone: it goes too.
+    if !dry_run {
+        for short in &swept {
+            if let Some(d) = host.owner_of(short)?
+                && !d.exists()
+            {
+                host.owner_remove(short, &d)?;
+            }
         }
     }
     Ok(rep)

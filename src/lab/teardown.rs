@@ -69,9 +69,18 @@ pub fn teardown(
         }
     }
     if failures.is_empty() {
-        remove_dir(&dir.path)?;
+        remove_run_dir(host, dir)?;
     }
     Ok(failures)
+}
+
+/// The run directory, then its registration as the owner of the run's resources.
+fn remove_run_dir(host: &dyn Host, dir: &RunDir) -> Result<()> {
+    remove_dir(&dir.path)?;
+    if let Some(run8) = dir.path.file_name().and_then(|f| f.to_str()) {
+        host.owner_remove(run8, &dir.path)?;
+    }
+    Ok(())
 }
 
 /// Remove a run whose libvirt daemon cannot be reached and none of whose domains runs on
@@ -101,7 +110,7 @@ pub fn teardown_without_daemon(
         }
     }
     if failures.is_empty() {
-        remove_dir(&dir.path)?;
+        remove_run_dir(host, dir)?;
     }
     Ok(failures)
 }

@@ -269,6 +269,11 @@ impl Estate {
             host.daemons()
         );
         assert!(
+            host.owners().is_empty(),
+            "{when}: owner registrations {:?}",
+            host.owners()
+        );
+        assert!(
             !self.plan.run_dir.exists(),
             "{when}: the run directory is left"
         );
@@ -597,6 +602,42 @@ fn a_run_whose_daemon_is_gone_loses_its_host_side_pieces_once_no_qemu_runs_it() 
     let rep = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
     assert_eq!(rep.removed_foreign.len(), domains.len() + 2, "{rep:?}");
     estate.assert_nothing_left(&hv, &host, "down without a daemon, then gc with it");
+}
+
+#[test]
+fn gc_with_another_state_directory_leaves_a_live_lab_alone_and_sweeps_it_once_lost() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let short = estate.plan.run.short().to_string();
+    assert_eq!(
+        host.owners().get(&short),
+        Some(&estate.plan.run_dir),
+        "up registered its run directory as the owner"
+    );
+    let before = snapshot(&hv, &host, &estate.dir());
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    // A reclab with another state directory, on the same hypervisor and host.
+    let other = tempfile::tempdir().unwrap();
+    let rep = gc(other.path(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(rep.removed_foreign.is_empty(), "{rep:?}");
+    assert_eq!(rep.kept.len(), 1, "{rep:?}");
+    assert!(
+        rep.kept[0].contains(&short) && rep.kept[0].contains("another state directory"),
+        "{rep:?}"
+    );
+    assert_eq!(
+        snapshot(&hv, &host, &estate.dir()),
+        before,
+        "the lab is untouched"
+    );
+    // Its run directory is lost: now it is nobody's, and the other state directory's gc
+    // sweeps it (domains, networks, services, rules and the stale registration).
+    std::fs::remove_dir_all(&estate.plan.run_dir).unwrap();
+    let rep = gc(other.path(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(rep.kept.is_empty(), "{rep:?}");
+    assert!(!rep.removed_foreign.is_empty(), "{rep:?}");
+    estate.assert_nothing_left(&hv, &host, "gc of a lost run from another state directory");
 }
 
 #[test]
