@@ -944,6 +944,49 @@ fn extend_moves_the_expiry_in_run_json_and_reports_metadata_it_could_not_update(
 }
 
 #[test]
+fn extend_takes_the_run_lock_and_leaves_a_run_another_process_holds_alone() {
+    let state = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let dir = fake_run(state.path(), now + SignedDuration::from_secs(600));
+    let before = std::fs::read_to_string(dir.record_path()).unwrap();
+    let open = |_: &str| -> anyhow::Result<Box<dyn reclab::hv::Hypervisor>> {
+        Ok(Box::new(reclab::hv::fake::FakeHv::new()))
+    };
+    // A `down`, `gc` or `reclab run` of this run holds its lock.
+    let held = reclab::lab::lock::RunLock::acquire(&dir).unwrap().unwrap();
+    let err =
+        reclab::ops::expiry::extend(state.path(), "erp", Duration::from_secs(7200), now, &open)
+            .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("is busy") && msg.contains("holds its lock"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.record_path()).unwrap(),
+        before,
+        "run.json untouched while another process holds the run"
+    );
+    // The same through the command: exit code 2.
+    let out = Command::new(RECLAB)
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["extend", "erp", "2h"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(held);
+    reclab::ops::expiry::extend(state.path(), "erp", Duration::from_secs(7200), now, &open)
+        .expect("free once the holder let go");
+    assert_ne!(std::fs::read_to_string(dir.record_path()).unwrap(), before);
+}
+
+#[test]
 fn extending_an_expired_or_unknown_lab_fails_with_exit_code_2() {
     let state = tempfile::tempdir().unwrap();
     let dir = fake_run(

@@ -18,6 +18,7 @@ use anyhow::Result;
 
 use crate::hv::Hypervisor;
 use crate::hv::libvirt::LibvirtHv;
+use crate::hv::reconnect::{self, Reconnecting};
 use crate::spec::LabSpec;
 use cli::{Cli, Command};
 
@@ -32,8 +33,15 @@ pub struct Ctx {
 
 impl Ctx {
     /// Opens the hypervisor at `uri`.
+    /// Opens the hypervisor at `uri`; a connection its daemon closes (libvirtd restarted)
+    /// is replaced within [`reconnect::DEFAULT_BOUND`], or the call fails naming libvirtd.
     pub fn open(&self, uri: &str) -> Result<Box<dyn Hypervisor>> {
-        Ok(Box::new(LibvirtHv::open(uri)?))
+        let target = uri.to_string();
+        Ok(Box::new(Reconnecting::open(
+            uri,
+            reconnect::DEFAULT_BOUND,
+            move || Ok(Box::new(LibvirtHv::open(&target)?) as Box<dyn Hypervisor>),
+        )?))
     }
 
     /// Opens the hypervisor of a lab file: `--connect` beats the lab file's `connect`.

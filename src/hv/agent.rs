@@ -515,7 +515,8 @@ pub fn wait_ready(
         PING_TIMEOUT,
     ) {
         Ok(()) => Ok(Some(started.elapsed())),
-        Err(e) if HvError::is_not_found(&e) => {
+        // Gone for good, or the daemon is: waiting longer cannot help, and it is not the agent.
+        Err(e) if HvError::is_not_found(&e) || HvError::is_daemon_lost(&e) => {
             Err(e.context(format!("waiting for the guest agent of {dom}")))
         }
         Err(e) => {

@@ -119,6 +119,10 @@ struct State {
     fail_on: Vec<(String, usize)>,
     agent_log: Vec<AgentCall>,
     next_uuid: u32,
+    /// Bumped when the daemon restarts: connections of an older epoch are closed.
+    epoch: u64,
+    /// The daemon is not running: every call fails and nothing connects.
+    daemon_down: bool,
 }
 
 /// The in-memory fake. See the module documentation. A clone is another connection to the
@@ -128,6 +132,8 @@ pub struct FakeHv {
     uri: String,
     state: Arc<Mutex<State>>,
     agent: Arc<Mutex<AgentResponder>>,
+    /// The daemon epoch this connection was opened in (see [`FakeHv::restart_daemon`]).
+    epoch: u64,
 }
 
 impl Default for FakeHv {
@@ -154,6 +160,38 @@ impl FakeHv {
             uri: "fake:///".to_string(),
             state: Arc::new(Mutex::new(State::default())),
             agent: Arc::new(Mutex::new(default_agent_responder())),
+            epoch: 0,
+        }
+    }
+
+    /// A new connection to the same fake hypervisor, as `LibvirtHv::open` makes one: it
+    /// fails while the daemon is down ([`FakeHv::stop_daemon`]).
+    pub fn connect(&self) -> Result<FakeHv> {
+        let st = self.state();
+        if st.daemon_down {
+            bail!(
+                "Failed to connect socket to '/run/libvirt/libvirt-sock': No such file or directory"
+            );
+        }
+        Ok(FakeHv {
+            epoch: st.epoch,
+            ..self.clone()
+        })
+    }
+
+    /// The daemon restarts: every open connection is closed (its calls fail as libvirt's do,
+    /// "client socket is closed"); domains and networks live on, and new connections work.
+    pub fn restart_daemon(&self) {
+        self.state().epoch += 1;
+    }
+
+    /// The daemon stops (`false`) or starts again: while it is down, every call and every
+    /// [`FakeHv::connect`] fails.
+    pub fn stop_daemon(&self, down: bool) {
+        let mut st = self.state();
+        st.daemon_down = down;
+        if down {
+            st.epoch += 1;
         }
     }
 
@@ -261,6 +299,9 @@ impl FakeHv {
     fn record(&self, op: &str, arg: &str) -> Result<std::sync::MutexGuard<'_, State>> {
         let mut st = self.state();
         st.calls.push(format!("{op} {arg}"));
+        if st.daemon_down || st.epoch != self.epoch {
+            bail!("internal error: client socket is closed");
+        }
         let call = st.calls.len();
         let count = {
             let c = st.op_counts.entry(op.to_string()).or_default();
@@ -468,6 +509,11 @@ fn disk_target(disk_xml: &str) -> Result<String> {
 impl Hypervisor for FakeHv {
     fn uri(&self) -> String {
         self.uri.clone()
+    }
+
+    fn is_alive(&self) -> bool {
+        let st = self.state();
+        !st.daemon_down && st.epoch == self.epoch
     }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>> {

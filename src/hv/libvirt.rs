@@ -265,6 +265,10 @@ impl Hypervisor for LibvirtHv {
         self.uri.clone()
     }
 
+    fn is_alive(&self) -> bool {
+        self.conn.is_alive().unwrap_or(false)
+    }
+
     fn list_domains(&self) -> Result<Vec<DomainInfo>> {
         let doms = self
             .conn

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod fake;
 pub mod libvirt;
 pub mod ppm;
+pub mod reconnect;
 
 use anyhow::Result;
 use std::os::fd::OwnedFd;
@@ -58,6 +59,15 @@ pub enum HvError {
     NotFound { kind: &'static str, name: String },
     #[error("guest agent of '{domain}' is not responding: {message}")]
     AgentUnavailable { domain: String, message: String },
+    /// The connection to the daemon closed and no new one could be opened in time.
+    #[error(
+        "lost the connection to libvirtd at {uri} and could not reconnect within {secs}s: {message}; is the libvirt daemon running?"
+    )]
+    DaemonLost {
+        uri: String,
+        secs: u64,
+        message: String,
+    },
 }
 
 impl HvError {
@@ -66,6 +76,14 @@ impl HvError {
         matches!(
             err.downcast_ref::<HvError>(),
             Some(HvError::NotFound { .. })
+        )
+    }
+
+    /// Whether `err` (anywhere in its context chain) is [`HvError::DaemonLost`].
+    pub fn is_daemon_lost(err: &anyhow::Error) -> bool {
+        matches!(
+            err.downcast_ref::<HvError>(),
+            Some(HvError::DaemonLost { .. })
         )
     }
 
@@ -83,6 +101,12 @@ impl HvError {
 pub trait Hypervisor: Send + Sync {
     /// The URI this connection was opened with.
     fn uri(&self) -> String;
+
+    /// Whether the connection to the daemon is still open (libvirt's keepalive notices a
+    /// daemon that went away within seconds; a failed call checks it).
+    fn is_alive(&self) -> bool {
+        true
+    }
 
     fn list_domains(&self) -> Result<Vec<DomainInfo>>;
     /// Live XML of a domain (`inactive` for the persistent definition). Never includes secrets.

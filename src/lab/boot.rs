@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::base::cancel::{Cancel, Cancelled, Interrupted};
 use crate::base::text;
 use crate::base::wait::{self, Poll};
-use crate::hv::Hypervisor;
 use crate::hv::agent;
+use crate::hv::{HvError, Hypervisor};
 use crate::lab::execute::{On, progress};
 use crate::lab::record::{Resource, RunRecord};
 use crate::lab::{UpReport, VmUp, plan};
@@ -155,8 +155,9 @@ fn is_cancelled(e: &anyhow::Error) -> bool {
 fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result<Duration> {
     let t = Instant::now();
     let fail = |what: &str, e: anyhow::Error| {
-        // Called off (a sibling failed, or a signal): not this VM's timeout.
-        if is_cancelled(&e) || Interrupted::find(&e).is_some() {
+        // Called off (a sibling failed, or a signal), or libvirtd is gone: not this VM's
+        // timeout.
+        if is_cancelled(&e) || Interrupted::find(&e).is_some() || HvError::is_daemon_lost(&e) {
             return e.context(format!("vm {} ({}): {what}", vm.name, vm.domain));
         }
         let serial = std::fs::read_to_string(&vm.serial_log).unwrap_or_default();

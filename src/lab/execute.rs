@@ -208,6 +208,9 @@ fn run_step(
                 .context("run dir has a parent")?;
             let state_lock = StateLock::acquire(state_dir)?;
             dir.create()?;
+            // Before any resource: a reclab with another state directory now knows that
+            // whatever carries this run's tag is owned, and by whom.
+            host.owner_register(plan.run.short(), &dir.path)?;
             *lock = Some(
                 RunLock::acquire(dir)?
                     .with_context(|| format!("run directory {} vanished", dir.path.display()))?,

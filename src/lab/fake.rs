@@ -46,6 +46,10 @@ struct State {
     addresses: Vec<String>,
     /// IPv6 link-local addresses of links the host did not create (libvirt's taps).
     link_local: BTreeMap<String, String>,
+    /// QEMU processes by the domain they run (see [`FakeHost::set_vm_process`]).
+    vm_processes: BTreeMap<String, u32>,
+    /// Run directories by run short id ([`Host::owner_register`]).
+    owners: BTreeMap<String, PathBuf>,
 }
 
 /// The fake host. See the module documentation. A clone shares the same host.
@@ -98,6 +102,22 @@ impl FakeHost {
 
     pub fn links(&self) -> BTreeMap<String, FakeLink> {
         self.state().links.clone()
+    }
+
+    /// Say that a QEMU process with `pid` runs `domain` on this host (`None`: none does). The
+    /// fake hypervisor does not tell the fake host; a test that stops the fake daemon says
+    /// what still runs.
+    pub fn set_vm_process(&self, domain: &str, pid: Option<u32>) {
+        let mut st = self.state();
+        match pid {
+            Some(p) => st.vm_processes.insert(domain.to_string(), p),
+            None => st.vm_processes.remove(domain),
+        };
+    }
+
+    /// The registered owners: run short id → run directory.
+    pub fn owners(&self) -> BTreeMap<String, PathBuf> {
+        self.state().owners.clone()
     }
 
     /// Running daemons: namespace → configuration file.
@@ -317,6 +337,35 @@ impl Host for FakeHost {
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
         let mut st = self.record("stop_process", &pidfile.display().to_string())?;
         st.daemons.remove(netns);
+        Ok(())
+    }
+
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>> {
+        let st = self.record("vm_process", domain)?;
+        Ok(st.vm_processes.get(domain).copied())
+    }
+
+    fn owner_register(&self, run8: &str, dir: &Path) -> Result<()> {
+        let mut st = self.record("owner_register", run8)?;
+        match st.owners.get(run8) {
+            Some(d) if d != dir => bail!("run id {run8} is already registered to {}", d.display()),
+            _ => {
+                st.owners.insert(run8.to_string(), dir.to_path_buf());
+                Ok(())
+            }
+        }
+    }
+
+    fn owner_of(&self, run8: &str) -> Result<Option<PathBuf>> {
+        let st = self.record("owner_of", run8)?;
+        Ok(st.owners.get(run8).cloned())
+    }
+
+    fn owner_remove(&self, run8: &str, dir: &Path) -> Result<()> {
+        let mut st = self.record("owner_remove", run8)?;
+        if st.owners.get(run8).map(PathBuf::as_path) == Some(dir) {
+            st.owners.remove(run8);
+        }
         Ok(())
     }
 }

@@ -59,16 +59,31 @@ fn remove_run(
         .resources()?
         .iter()
         .any(|r| matches!(r, Resource::Domain { .. } | Resource::Network { .. }));
-    let hv = match (&uri, needs_hv) {
-        (Some(u), true) => Some(open(u)?),
-        (None, true) => Some(open("")?),
-        _ => None,
+    let target = uri.clone().unwrap_or_default();
+    let (hv, daemon_gone) = if needs_hv {
+        match open(&target) {
+            Ok(h) => (Some(h), false),
+            Err(e) => {
+                daemon_gone(dir, rec.as_ref(), host, &target, e)?;
+                (None, true)
+            }
+        }
+    } else {
+        (None, false)
     };
     if let Some(mut r) = rec.clone() {
         r.state = RunState::TearingDown;
         let _ = dir.save_record(&r);
     }
-    let left = teardown::teardown(hv.as_deref(), host, dir)?;
+    let left = if daemon_gone {
+        let bridges: Vec<String> = rec
+            .iter()
+            .flat_map(|r| r.segments.iter().map(|s| s.bridge.clone()))
+            .collect();
+        teardown::teardown_without_daemon(host, dir, &bridges)?
+    } else {
+        teardown::teardown(hv.as_deref(), host, dir)?
+    };
     if !left.is_empty() {
         let msgs: Vec<String> = left
             .iter()
@@ -92,6 +107,62 @@ fn remove_run(
         ));
     }
     Ok(())
+}
+
+/// The run's libvirt daemon cannot be reached (`err`). Its host-side pieces (namespaces,
+/// dnsmasq, veths, rules, files) may go only if its domains are provably dead: the daemon is
+/// on this host (a local URI) and no QEMU process runs any of them. Otherwise nothing of the
+/// run is touched, so the lab stays fenced, and the error names libvirtd.
+fn daemon_gone(
+    dir: &RunDir,
+    rec: Option<&RunRecord>,
+    host: &dyn Host,
+    uri: &str,
+    err: anyhow::Error,
+) -> Result<()> {
+    let short = dir
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let shown = if uri.is_empty() {
+        "the default URI"
+    } else {
+        uri
+    };
+    if !is_local_uri(uri) {
+        return Err(err.context(format!(
+            "cannot reach libvirtd at {shown} to remove run {short}; nothing of it was removed \
+             (its domains may still run there); try again once libvirtd answers"
+        )));
+    }
+    for r in dir.resources()? {
+        if let Resource::Domain { name } = r
+            && let Some(pid) = host.vm_process(&name)?
+        {
+            return Err(err.context(format!(
+                "cannot reach libvirtd at {shown}, and domain {name} of run {short} still runs \
+                 (QEMU pid {pid}): nothing of the run was removed, so the lab stays fenced; try \
+                 again once libvirtd answers"
+            )));
+        }
+    }
+    let lab = rec.map(|r| r.lab.as_str()).unwrap_or("?");
+    progress(format!(
+        "libvirtd at {shown} cannot be reached ({err:#}); no QEMU process of lab {lab} run \
+         {short} runs on this host, so its domains and networks went with their daemon: \
+         removing the rest"
+    ));
+    Ok(())
+}
+
+/// Whether a libvirt URI names a daemon on this host (`qemu:///system`, a socket path; the
+/// empty URI is the default, local one) rather than a remote one (`qemu+ssh://host/system`).
+fn is_local_uri(uri: &str) -> bool {
+    uri.is_empty()
+        || uri
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.starts_with('/'))
 }
 
 /// What `gc` found and did.
@@ -157,6 +228,24 @@ pub fn gc(
         .filter_map(|d| d.path.file_name().map(|f| f.to_string_lossy().into_owned()))
         .filter(|short| !removed.contains(short))
         .collect();
+    // A run unknown here may be another state directory's: registered on this host to a run
+    // directory that exists. What it owns is left alone (named once in `kept`); a run whose
+    // registered directory is gone is lost, and swept.
+    let mut elsewhere = std::collections::BTreeMap::<String, bool>::new();
+    let mut owned_elsewhere = |short: &str, rep: &mut GcReport| -> Result<bool> {
+        if let Some(owned) = elsewhere.get(short) {
+            return Ok(*owned);
+        }
+        let owner = host.owner_of(short)?.filter(|d| d.is_dir());
+        if let Some(d) = &owner {
+            rep.kept.push(format!(
+                "run {short} (owned by {}, another state directory's run)",
+                d.display()
+            ));
+        }
+        elsewhere.insert(short.to_string(), owner.is_some());
+        Ok(owner.is_some())
+    };
     // Sweep: anything carrying reclab's tag or name whose run is unknown.
     let mut swept = std::collections::BTreeSet::<String>::new();
     if let Some(hv) = sweep_uri.and_then(|uri| open(uri).ok()) {
@@ -168,7 +257,8 @@ pub fn gc(
                 let Some(m) = xml::domain::parse_lab_metadata(&meta) else {
                     continue;
                 };
-                if known.iter().any(|k| m.run.starts_with(k.as_str())) {
+                let short: String = m.run.chars().take(8).collect();
+                if known.contains(&short) || owned_elsewhere(&short, &mut rep)? {
                     continue;
                 }
                 if !dry_run {
@@ -180,14 +270,14 @@ pub fn gc(
                         },
                     )?;
                 }
-                swept.insert(m.run.chars().take(8).collect());
+                swept.insert(short);
                 rep.removed_foreign.push(format!("domain {}", d.name));
             }
             for n in hv.list_networks()? {
                 let Some(short) = tagged_short(&n.name) else {
                     continue;
                 };
-                if known.contains(&short) {
+                if known.contains(&short) || owned_elsewhere(&short, &mut rep)? {
                     continue;
                 }
                 if !dry_run {
@@ -241,7 +331,10 @@ pub fn gc(
                 continue;
             };
             let short: String = line[pos + 7..].chars().take(8).collect();
-            if known.contains(&short) || !line.starts_with("-A ") {
+            if known.contains(&short)
+                || !line.starts_with("-A ")
+                || owned_elsewhere(&short, &mut rep)?
+            {
                 continue;
             }
             let mut parts: Vec<String> = shell_split(&line[3..]);
@@ -261,6 +354,17 @@ pub fn gc(
                 )?;
             }
             rep.removed_foreign.push(format!("{program} rule {line}"));
+            swept.insert(short);
+        }
+    }
+    // A swept run's registration names a run directory that is gone: it goes too.
+    if !dry_run {
+        for short in &swept {
+            if let Some(d) = host.owner_of(short)?
+                && !d.exists()
+            {
+                host.owner_remove(short, &d)?;
+            }
         }
     }
     Ok(rep)
@@ -420,6 +524,17 @@ mod tests {
             host.daemons().keys().collect::<Vec<_>>(),
             ["reclab-99999999-lan"]
         );
+    }
+
+    #[test]
+    fn only_a_uri_without_a_host_is_local() {
+        assert!(is_local_uri(""));
+        assert!(is_local_uri("qemu:///system"));
+        assert!(is_local_uri(
+            "qemu:///system?socket=/var/tmp/reclab-dev/sandbox/x/run/libvirt-sock"
+        ));
+        assert!(!is_local_uri("qemu+ssh://hv1.example/system"));
+        assert!(!is_local_uri("qemu+tcp://10.0.0.5/system"));
     }
 
     #[test]

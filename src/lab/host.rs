@@ -7,7 +7,7 @@
 //! already gone succeeds, so that replaying a journal stays idempotent.
 
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::base::sys;
 use crate::lab::resolved::Layer;
@@ -71,7 +71,25 @@ pub trait Host: Send + Sync {
     /// Stop the daemon whose PID is in `pidfile`, only if it is still reclab's (inside `netns`
     /// or started from the pidfile's directory); a missing pidfile or process is fine.
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()>;
+
+    /// The PID of a QEMU process on this host that runs the domain `domain` (QEMU is started
+    /// with `-name guest=DOMAIN,…`), if any: whether a domain is dead when its daemon cannot
+    /// be asked.
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>>;
+
+    /// Record on this host that the resources tagged with run `run8` belong to the run
+    /// directory `dir`, for every reclab whatever its state directory (a symbolic link
+    /// `/run/reclab/owners/RUN8` → `dir`): `gc` with another state directory leaves them alone.
+    fn owner_register(&self, run8: &str, dir: &Path) -> Result<()>;
+    /// The run directory registered for run `run8`, if any (it may be gone: a lost run).
+    fn owner_of(&self, run8: &str) -> Result<Option<PathBuf>>;
+    /// Remove run `run8`'s registration if it names `dir`; absent is fine.
+    fn owner_remove(&self, run8: &str, dir: &Path) -> Result<()>;
 }
+
+/// Where [`SysHost`] registers which run directory owns a run's resources: on a tmpfs, so a
+/// reboot, which ends every (transient) lab, clears it too.
+pub const OWNERS_DIR: &str = "/run/reclab/owners";
 
 /// The real host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -243,6 +261,72 @@ impl Host for SysHost {
 
     fn stop_process(&self, pidfile: &Path, netns: &str) -> Result<()> {
         crate::lab::teardown::stop_process(pidfile, netns)
+    }
+
+    fn owner_register(&self, run8: &str, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(OWNERS_DIR)
+            .with_context(|| format!("creating {OWNERS_DIR}"))?;
+        let link = Path::new(OWNERS_DIR).join(run8);
+        match std::os::unix::fs::symlink(dir, &link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match self.owner_of(run8)? {
+                    Some(d) if d == dir => Ok(()),
+                    other => anyhow::bail!(
+                        "run id {run8} is already registered to {} in {OWNERS_DIR}; start the \
+                         lab again (a new run gets a new id)",
+                        other.map(|d| d.display().to_string()).unwrap_or_default()
+                    ),
+                }
+            }
+            Err(e) => Err(e).with_context(|| format!("registering {}", link.display())),
+        }
+    }
+
+    fn owner_of(&self, run8: &str) -> Result<Option<PathBuf>> {
+        let link = Path::new(OWNERS_DIR).join(run8);
+        match std::fs::read_link(&link) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", link.display())),
+        }
+    }
+
+    fn owner_remove(&self, run8: &str, dir: &Path) -> Result<()> {
+        if self.owner_of(run8)?.as_deref() != Some(dir) {
+            return Ok(());
+        }
+        let link = Path::new(OWNERS_DIR).join(run8);
+        match std::fs::remove_file(&link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", link.display())),
+        }
+    }
+
+    fn vm_process(&self, domain: &str) -> Result<Option<u32>> {
+        let want = format!("guest={domain}");
+        let entries = std::fs::read_dir("/proc").context("reading /proc")?;
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let runs_it = cmdline.split(|b| *b == 0).any(|arg| {
+                arg.strip_prefix(want.as_bytes())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(b","))
+            });
+            if runs_it {
+                return Ok(Some(pid));
+            }
+        }
+        Ok(None)
     }
 }
 

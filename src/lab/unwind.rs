@@ -269,6 +269,11 @@ impl Estate {
             host.daemons()
         );
         assert!(
+            host.owners().is_empty(),
+            "{when}: owner registrations {:?}",
+            host.owners()
+        );
+        assert!(
             !self.plan.run_dir.exists(),
             "{when}: the run directory is left"
         );
@@ -520,6 +525,119 @@ fn two_concurrent_downs_of_one_run_both_succeed_and_leave_nothing() {
         assert_eq!(r.unwrap(), 1, "each down reports the run as removed");
     }
     estate.assert_nothing_left(&hv, &host, "after two concurrent downs");
+}
+
+#[test]
+fn a_teardown_whose_domain_cannot_be_destroyed_keeps_the_lab_fenced() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let before = snapshot(&hv, &host, &estate.dir());
+    let rules = host.rules();
+    assert!(!rules.is_empty(), "the lab has bridge hardening");
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    // libvirt refuses to destroy one of the two domains.
+    hv.fail_on("destroy_domain", 1);
+    let err = super::down(&estate.state_dir(), "erp", &host, &open).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("could not remove everything"), "{msg}");
+    assert!(msg.contains("stays fenced"), "{msg}");
+    // The other domain is gone; the network, every firewall rule, the lab services and the
+    // run directory are all still there: nothing opened a path out of the lab.
+    assert_eq!(hv.domain_names().len(), estate.plan.vms.len() - 1);
+    assert_eq!(hv.network_names().len(), 2, "both lab networks kept");
+    assert_eq!(host.rules(), rules, "every firewall rule kept");
+    assert_eq!(host.namespaces().len(), 2, "lab services kept");
+    assert!(
+        estate.dir().path.exists(),
+        "the journal is kept for the next try"
+    );
+    assert_ne!(snapshot(&hv, &host, &estate.dir()), before);
+    // The next down finishes the job.
+    assert_eq!(
+        super::down(&estate.state_dir(), "erp", &host, &open).unwrap(),
+        1
+    );
+    estate.assert_nothing_left(&hv, &host, "a second down after a fenced teardown");
+}
+
+#[test]
+fn a_run_whose_daemon_is_gone_loses_its_host_side_pieces_once_no_qemu_runs_it() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let domains = hv.domain_names();
+    // Connections are opened as LibvirtHv::open does: they fail while the daemon is down.
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.connect()?)) };
+    hv.stop_daemon(true);
+    // libvirtd is gone but a guest's QEMU still runs: nothing is removed, the lab stays
+    // fenced, and the error names libvirtd and the running domain.
+    host.set_vm_process(&domains[0], Some(4242));
+    let before = snapshot(&hv, &host, &estate.dir());
+    let err = super::down(&estate.state_dir(), "erp", &host, &open).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot reach libvirtd") && msg.contains("still runs (QEMU pid 4242)"),
+        "{msg}"
+    );
+    assert!(msg.contains("stays fenced"), "{msg}");
+    assert_eq!(
+        snapshot(&hv, &host, &estate.dir()),
+        before,
+        "nothing removed"
+    );
+    // Its QEMU ended too: the namespaces, dnsmasq, veths, rules and files go, and the run.
+    host.set_vm_process(&domains[0], None);
+    assert_eq!(
+        super::down(&estate.state_dir(), "erp", &host, &open).unwrap(),
+        1
+    );
+    assert_eq!(host.rules(), vec![]);
+    assert!(host.namespaces().is_empty(), "{:?}", host.namespaces());
+    assert!(host.links().is_empty(), "{:?}", host.links());
+    assert!(host.daemons().is_empty(), "{:?}", host.daemons());
+    assert!(!estate.dir().path.exists());
+    // What the daemon still holds when it is back is swept by its tags.
+    hv.stop_daemon(false);
+    let rep = gc(&estate.state_dir(), false, Some("fake:///"), &host, &open).unwrap();
+    assert_eq!(rep.removed_foreign.len(), domains.len() + 2, "{rep:?}");
+    estate.assert_nothing_left(&hv, &host, "down without a daemon, then gc with it");
+}
+
+#[test]
+fn gc_with_another_state_directory_leaves_a_live_lab_alone_and_sweeps_it_once_lost() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    estate.up(&hv, &host, &mut no_hook).unwrap();
+    let short = estate.plan.run.short().to_string();
+    assert_eq!(
+        host.owners().get(&short),
+        Some(&estate.plan.run_dir),
+        "up registered its run directory as the owner"
+    );
+    let before = snapshot(&hv, &host, &estate.dir());
+    let open = |_: &str| -> Result<Box<dyn Hypervisor>> { Ok(Box::new(hv.clone())) };
+    // A reclab with another state directory, on the same hypervisor and host.
+    let other = tempfile::tempdir().unwrap();
+    let rep = gc(other.path(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(rep.removed_foreign.is_empty(), "{rep:?}");
+    assert_eq!(rep.kept.len(), 1, "{rep:?}");
+    assert!(
+        rep.kept[0].contains(&short) && rep.kept[0].contains("another state directory"),
+        "{rep:?}"
+    );
+    assert_eq!(
+        snapshot(&hv, &host, &estate.dir()),
+        before,
+        "the lab is untouched"
+    );
+    // Its run directory is lost: now it is nobody's, and the other state directory's gc
+    // sweeps it (domains, networks, services, rules and the stale registration).
+    std::fs::remove_dir_all(&estate.plan.run_dir).unwrap();
+    let rep = gc(other.path(), false, Some("fake:///"), &host, &open).unwrap();
+    assert!(rep.kept.is_empty(), "{rep:?}");
+    assert!(!rep.removed_foreign.is_empty(), "{rep:?}");
+    estate.assert_nothing_left(&hv, &host, "gc of a lost run from another state directory");
 }
 
 #[test]

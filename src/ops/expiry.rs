@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::hv::Hypervisor;
 use crate::lab::find_runs;
+use crate::lab::lock::{RunLock, TryLock};
 use crate::lab::record::RunState;
 use crate::xml::domain::{LabMetadata, RECLAB_NS, RECLAB_PREFIX, parse_lab_metadata};
 
@@ -53,7 +54,7 @@ pub fn extend(
     open: &dyn Fn(&str) -> Result<Box<dyn Hypervisor>>,
 ) -> Result<Extended> {
     let runs = find_runs(state_dir, Some(which))?;
-    let (dir, mut rec) = match runs.as_slice() {
+    let (dir, rec) = match runs.as_slice() {
         [(dir, Some(rec))] => (dir.clone(), rec.clone()),
         [(dir, None)] => bail!(
             "run {} has no run record (it crashed while starting); remove it with `reclab gc`",
@@ -63,6 +64,24 @@ pub fn extend(
         _ => bail!("{which:?} names several runs; give a run id (see `reclab status`)"),
     };
     let short = rec.run_id.short().to_string();
+    // Under the run's lock, like every command that changes a run: a concurrent `down` or
+    // `gc` must not remove the run while its record is rewritten here, nor an `up` or `run`
+    // save a record read before this one. The lock is only tried: a `reclab run` holds it for
+    // its whole drill (its lab ends with the drill, and gc never removes a locked run).
+    let _lock = match RunLock::try_acquire(&dir)? {
+        TryLock::Locked(lock) => lock,
+        TryLock::Busy => bail!(
+            "lab {} run {short} is busy: another reclab process holds its lock (an up or run \
+             using it, or a down or gc removing it); extend it once that has finished (a lab \
+             of `reclab run` lives until its drill ends)",
+            rec.lab
+        ),
+        TryLock::Gone => bail!("no running lab {which:?}; see `reclab status`"),
+    };
+    // Read again under the lock: the holder we waited for may have changed it.
+    let mut rec = dir
+        .load_record()?
+        .with_context(|| format!("run {short} lost its run record"))?;
     if !matches!(rec.state, RunState::Up | RunState::Failed) {
         bail!(
             "lab {} run {short} is {}; only a lab that is up can be extended",

@@ -97,16 +97,27 @@ impl Sandbox {
     /// Start a sandbox named `e2e-<name>` with a fresh reclab state directory.
     pub fn start(name: &str) -> Sandbox {
         let name = format!("e2e-{name}");
-        // A leftover from an earlier, killed run must not leak into this one.
+        let state_dir = dev_dir().join("e2e-state").join(&name);
+        // A leftover from an earlier, killed run must not leak into this one: its labs (with
+        // its daemon, then without: their lab-services namespaces and dnsmasq outlive the
+        // sandbox), its estate, its daemon.
+        let collect = || {
+            script("collect-labs")
+                .arg(&state_dir)
+                .arg(&name)
+                .env("RECLAB", env!("CARGO_BIN_EXE_reclab"))
+                .output()
+        };
+        let _ = collect();
         let _ = script("estate").args(["destroy", &name]).output();
         let _ = script("sandbox").args(["stop", &name]).output();
+        let _ = collect();
         let out = script("sandbox")
             .args(["start", &name])
             .output()
             .expect("scripts/sandbox");
         check(&out, "scripts/sandbox start");
         let uri = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let state_dir = dev_dir().join("e2e-state").join(&name);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).unwrap();
         Sandbox {
