@@ -132,6 +132,9 @@ fn domain_of(root: Node) -> Option<Node> {
     root.children.into_iter().find(|c| c.name == "domain")
 }
 
+/// Where the corpus's hypervisor keeps software TPM state.
+const TPM_STATE_DIR: &str = "/var/lib/libvirt/swtpm";
+
 fn overlay(dev: &str) -> String {
     format!("{RUN_DIR}/vm-{dev}.qcow2")
 }
@@ -168,6 +171,7 @@ fn options(domain: Option<&Node>, tcg: bool) -> RewriteOpts {
         serial_log: Some(format!("{RUN_DIR}/vm-serial.log")),
         nvram_path: Some(format!("{RUN_DIR}/vm_VARS.fd")),
         private_dir: Some(RUN_DIR.into()),
+        tpm_state_dir: Some(TPM_STATE_DIR.into()),
         metadata: LabMetadata {
             lab: "corpus".into(),
             run: "c0c0a000".into(),
@@ -628,6 +632,18 @@ fn libvirts_test_domains_become_isolated_valid_lab_domains() {
         if let Err(e) = check_output(&out, &opts) {
             failures.push(format!("{name}: {e}"));
         }
+        // A TPM's default state is copied within the swtpm directory, under the lab's uuid.
+        for c in r.copies.iter().filter(|c| !c.to.starts_with(RUN_DIR)) {
+            let lab_state = format!("{TPM_STATE_DIR}/{}", opts.uuid);
+            if !(c.what == "tpm state" && c.missing_ok && c.to == lab_state) {
+                failures.push(format!("{name}: a private copy outside the run dir: {c:?}"));
+            }
+        }
+        let run_dir_copies: Vec<_> = r
+            .copies
+            .iter()
+            .filter(|c| c.to.starts_with(RUN_DIR))
+            .collect();
         // Without a run directory for private copies: the same result, or a refusal that
         // names the production file.
         let no_copies = RewriteOpts {
@@ -635,14 +651,14 @@ fn libvirts_test_domains_become_isolated_valid_lab_domains() {
             ..opts.clone()
         };
         match rewrite_domain(&xml, &no_copies) {
-            Ok(o) if r.copies.is_empty() && o.xml == r.xml => {}
-            Ok(_) if r.copies.is_empty() => failures.push(format!(
+            Ok(o) if run_dir_copies.is_empty() && o.xml == r.xml => {}
+            Ok(_) if run_dir_copies.is_empty() => failures.push(format!(
                 "{name}: the output depends on an unused private_dir"
             )),
             Ok(_) => failures.push(format!("{name}: private copies made without a private_dir")),
             Err(e) => {
                 let msg = format!("{e:#}");
-                let named = r.copies.iter().any(|c| msg.contains(&c.from));
+                let named = run_dir_copies.iter().any(|c| msg.contains(&c.from));
                 if !(msg.starts_with("the domain has ") && named) {
                     failures.push(format!("{name}: without private_dir: {msg}"));
                 }

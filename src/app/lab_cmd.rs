@@ -360,8 +360,9 @@ fn step_label(step: &Step) -> String {
             from,
             to,
             dir,
+            missing_ok,
         } => format!(
-            "CopyPrivate {{ vm: {}, what: {}, from: {}, to: {}, dir: {dir} }}",
+            "CopyPrivate {{ vm: {}, what: {}, from: {}, to: {}, dir: {dir}, missing_ok: {missing_ok} }}",
             q(vm),
             q(what),
             p(from),

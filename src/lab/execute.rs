@@ -241,7 +241,18 @@ fn run_step(
             from,
             to,
             dir,
+            missing_ok,
         } => {
+            if *missing_ok && !from.exists() {
+                let note = format!(
+                    "{vm}: production's {what} {} was not found, so the lab's starts empty: a guest that seals secrets to it (bitlocker, luks with tpm) will not unlock",
+                    from.display()
+                );
+                progress(note.clone());
+                record.changes.push(note.clone());
+                report.changes.push(note);
+                return Ok(Some(format!("{what} {vm} (none in production)")));
+            }
             let copied = if *dir {
                 host.copy_tree(from, to)
             } else {

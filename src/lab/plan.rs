@@ -77,13 +77,16 @@ pub enum Step {
         from: PathBuf,
         to: PathBuf,
     },
-    /// A private copy of production state (a file, or a directory copied whole).
+    /// A private copy of production state (a file, or a directory copied whole). With
+    /// `missing_ok`, an absent `from` is no error: the lab starts without that state, and the
+    /// output says so.
     CopyPrivate {
         vm: String,
         what: String,
         from: PathBuf,
         to: PathBuf,
         dir: bool,
+        missing_ok: bool,
     },
     /// Build the data disk of `injections[index]`.
     BuildDataDisk {
@@ -313,6 +316,7 @@ fn plan_vm(
         serial_log: Some(serial_log.display().to_string()),
         nvram_path: nvram.as_ref().map(|(_, to)| to.display().to_string()),
         private_dir: Some(i.run_dir.display().to_string()),
+        tpm_state_dir: Some(spec.tpm_state_dir.display().to_string()),
         metadata: xml::domain::LabMetadata {
             lab: spec.name.clone(),
             run: run.0.clone(),
@@ -523,6 +527,7 @@ fn plan_steps(
                 from: PathBuf::from(&c.from),
                 to: PathBuf::from(&c.to),
                 dir: c.dir,
+                missing_ok: c.missing_ok,
             });
         }
     }

@@ -1,7 +1,8 @@
 //! Unwinding at every step, on the fakes (`hv::fake::FakeHv`, `lab::fake::FakeHost`): a
 //! realistic plan (two segments with lab services, two boot tiers, a dump injection, an nvram)
 //! fails after each step and inside each call of each step, crashes after each step, and is
-//! torn down resource by resource twice; every time, nothing is left.
+//! torn down resource by resource twice; every time, nothing is left (also nothing of the
+//! copy of production's default TPM state in the swtpm directory).
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
@@ -25,6 +26,7 @@ use crate::restore::record::{DataDiskFile, PlannedInjection};
 
 const LAB: &str = r#"name = "erp"
 accel = "tcg"
+tpm_state_dir = "swtpm"
 
 [segment.lan]
 production = ["prod"]
@@ -95,6 +97,9 @@ fn production_xml(name: &str, disk: &Path, nvram: Option<&Path>, dmz: bool) -> S
     )
 }
 
+/// The uuid of production's db domain, whose TPM keeps libvirt's default state.
+const DB_UUID: &str = "5b0f2b9e-6a3c-4d1e-9a57-0c1d2e3f4a5b";
+
 /// The production side of the lab, in a temporary directory, and the plan of a run of it.
 struct Estate {
     tmp: tempfile::TempDir,
@@ -134,7 +139,21 @@ impl Estate {
             std::fs::write(&path, &bytes).unwrap();
             production.push((path, bytes));
         }
-        let db_xml = production_xml("prod-db", &db_disk, Some(&nvram), false);
+        // The db VM has an emulated TPM with libvirt's default state, under its uuid in the
+        // swtpm directory: the lab gets a copy under its own uuid there.
+        let db_tpm = p.join("swtpm").join(DB_UUID).join("tpm2");
+        std::fs::create_dir_all(&db_tpm).unwrap();
+        std::fs::write(db_tpm.join("tpm2-00.permall"), b"db tpm").unwrap();
+        production.push((db_tpm.join("tpm2-00.permall"), b"db tpm".to_vec()));
+        let db_xml = production_xml("prod-db", &db_disk, Some(&nvram), false)
+            .replace(
+                "</name>",
+                &format!("</name>\n  <uuid>{}</uuid>", DB_UUID.to_uppercase()),
+            )
+            .replace(
+                "  </devices>",
+                "    <tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>\n  </devices>",
+            );
         // Its own MAC: two VMs with one MAC on a segment are refused.
         let web_xml = production_xml("prod-web", &web_disk, None, true)
             .replace("52:54:00:20:00:0a", "52:54:00:20:00:0c")
@@ -292,6 +311,11 @@ impl Estate {
                 path.display()
             );
         }
+        let tpm_states: Vec<_> = std::fs::read_dir(self.tmp.path().join("swtpm"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(tpm_states, vec![DB_UUID], "{when}: tpm states left");
     }
 }
 
@@ -348,11 +372,21 @@ fn assert_realistic(plan: &Plan) {
     );
     assert_eq!(
         count(|s| matches!(s, Step::CopyPrivate { dir: true, .. })),
-        1
+        2
     );
-    // The lab domain uses the private copies, never production's files.
+    // The lab domain uses the private copies, never production's files; the copy of a TPM's
+    // default state is named by the lab domain's uuid.
     for vm in &plan.vms {
         for c in &vm.copies {
+            if c.missing_ok {
+                let lab_uuid = c.to.rsplit('/').next().unwrap();
+                assert!(
+                    vm.xml.contains(&format!("<uuid>{lab_uuid}</uuid>")),
+                    "{c:?}"
+                );
+                assert!(c.from.ends_with(DB_UUID), "{c:?}");
+                continue;
+            }
             assert!(
                 c.to.starts_with(&plan.run_dir.display().to_string()),
                 "{c:?}"
@@ -942,4 +976,61 @@ fn a_failed_up_says_how_far_it_got() {
         "{done:?}"
     );
     estate.assert_nothing_left(&hv, &host, "after the failed up");
+}
+
+#[test]
+fn a_copy_of_production_tpm_state_is_made_under_the_lab_uuid_and_removed_at_teardown() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    let copy = estate.plan.vms[0]
+        .copies
+        .iter()
+        .find(|c| c.missing_ok)
+        .expect("a copy of db's tpm state")
+        .clone();
+    let report = estate.up(&hv, &host, &mut no_hook).unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&copy.to).join("tpm2/tpm2-00.permall")).unwrap(),
+        b"db tpm"
+    );
+    assert!(
+        report.changes.iter().any(|c| c.contains(&format!(
+            "tpm state {} to the private copy {}",
+            copy.from, copy.to
+        ))),
+        "{:?}",
+        report.changes
+    );
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+    estate.assert_nothing_left(&hv, &host, "after the teardown");
+}
+
+#[test]
+fn without_production_tpm_state_the_lab_starts_with_an_empty_tpm_and_says_so() {
+    let estate = Estate::new();
+    let production = estate.tmp.path().join("swtpm").join(DB_UUID);
+    let kept = estate.tmp.path().join("kept-tpm");
+    std::fs::rename(&production, &kept).unwrap();
+    let (hv, host) = fakes();
+    let report = estate.up(&hv, &host, &mut no_hook).unwrap();
+    let said: Vec<&String> = report
+        .changes
+        .iter()
+        .filter(|c| c.contains("was not found"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", report.changes);
+    assert!(
+        said[0].starts_with(&format!(
+            "db: production's tpm state {} was not found, so the lab's starts empty",
+            production.display()
+        )),
+        "{}",
+        said[0]
+    );
+    // The run record (what `status` shows) says it too.
+    let record = estate.dir().load_record().unwrap().unwrap();
+    assert!(record.changes.contains(said[0]), "{:?}", record.changes);
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+    std::fs::rename(&kept, &production).unwrap();
+    estate.assert_nothing_left(&hv, &host, "after the teardown");
 }

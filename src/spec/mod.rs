@@ -71,6 +71,7 @@
 //! | `ttl` | `"8h"` | How long the lab may live. After that `reclab gc` removes it. A duration (see below). |
 //! | `accel` | `"kvm"` | `"kvm"` for hardware virtualization, `"tcg"` for QEMU's software emulation (slow, but works where KVM is unavailable, for example inside another VM). |
 //! | `state_dir` | the `--state-dir` option | Directory for run state (journals, overlays, logs). Relative paths are relative to the lab file's directory. |
+//! | `tpm_state_dir` | `"/var/lib/libvirt/swtpm"` | Where the hypervisor's libvirt keeps software TPM state, one `<uuid>` directory per domain (the default is `qemu:///system`'s), as reclab sees it. A lab VM whose TPM has no `<source>` gets a private copy of production's state from here (relative paths are relative to the lab file's directory). |
 //! | `max_skew` | none (unbounded) | Largest time allowed between the VM image and the dump chosen for a VM, either way (a duration, e.g. `"26h"`). A larger skew makes `--at` fail, listing the nearest points. |
 //! | `[segment.NAME]` | none | Isolated lab networks, see below. |
 //! | `[[vm]]` | at least one | The VMs to clone, see below. |

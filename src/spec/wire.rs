@@ -22,6 +22,7 @@ pub(super) struct WireTop {
     pub(super) ttl: Option<Text>,
     pub(super) accel: Option<Text>,
     pub(super) state_dir: Option<Text>,
+    pub(super) tpm_state_dir: Option<Text>,
     pub(super) max_skew: Option<Text>,
     // Decoded piece by piece in `decode`, so that problems in several VMs show together.
     #[serde(rename = "segment")]

@@ -29,9 +29,13 @@
 //!   caller to make: a writable pflash `<loader>` (`readonly='no'` or no `readonly`), the
 //!   software TPM state a `<backend type='emulator'>` names with `<source>`, and the file of
 //!   an `nvdimm` or `virtio-pmem` `<memory>` the guest writes through (not
-//!   `access='private'`). A TPM without `<source>` keeps its state under the domain uuid,
-//!   which is the lab's own: production's state is not used; `persistent_state='yes'` goes,
-//!   so that state does not outlive the lab.
+//!   `access='private'`). A TPM without `<source>` (libvirt ≤ 9 knows no other kind) keeps its
+//!   state in libvirt's swtpm directory under the domain uuid: with
+//!   [`RewriteOpts::tpm_state_dir`] the lab gets a copy of production's `DIR/<production
+//!   uuid>` as `DIR/<lab uuid>` (marked [`PrivateCopy::missing_ok`]: production may never
+//!   have started its TPM, and the caller then says the lab's TPM starts empty); without it,
+//!   or without a production `<uuid>`, a [`Change`] says so. `persistent_state='yes'` goes, so
+//!   that the lab's state does not outlive the lab.
 //! - Audio backends other than `none` and `spice` (PulseAudio, JACK, PipeWire, ALSA, OSS,
 //!   SDL, a file, D-Bus) become `type='none'`, keeping their `id`.
 //! - With [`Accel::Tcg`], a host CPU model (`host-passthrough`, `host-model`) is dropped
@@ -270,6 +274,11 @@ pub struct RewriteOpts {
     /// each copy after [`LabMetadata::vm`] and lists it in [`Rewritten::copies`]; `None`
     /// refuses a domain that needs one.
     pub private_dir: Option<String>,
+    /// The directory where the hypervisor's libvirt keeps each domain's software TPM state by
+    /// uuid (`/var/lib/libvirt/swtpm` for `qemu:///system`), as the caller sees it: a TPM
+    /// without `<source>` gets a private copy of production's state there, under the lab
+    /// uuid. `None`: the lab's TPM starts empty, and the changes say so.
+    pub tpm_state_dir: Option<String>,
     pub metadata: LabMetadata,
 }
 
@@ -335,6 +344,9 @@ pub struct PrivateCopy {
     pub to: String,
     /// A directory (copied recursively) rather than a file.
     pub dir: bool,
+    /// Production may not have this state (a TPM that never ran keeps none): when `from` is
+    /// absent the caller makes no copy and says that the lab starts without it.
+    pub missing_ok: bool,
 }
 
 const REACH_OUT: &str = "could reach outside the lab";
@@ -373,6 +385,7 @@ pub fn rewrite_domain(xml: &str, opts: &RewriteOpts) -> Result<Rewritten> {
         interfaces: Vec::new(),
         nvram_source: None,
         copies: Vec::new(),
+        production_uuid: None,
     };
     cx.rewrite(&mut out.root)?;
     Ok(Rewritten {
@@ -426,6 +439,7 @@ fn validate_opts(opts: &RewriteOpts) -> Result<()> {
         .iter()
         .chain(opts.nvram_path.iter())
         .chain(opts.private_dir.iter())
+        .chain(opts.tpm_state_dir.iter())
     {
         if !path.starts_with('/') {
             bail!("'{path}' is not an absolute path");
@@ -469,6 +483,8 @@ struct Cx<'a> {
     interfaces: Vec<LabInterface>,
     nvram_source: Option<String>,
     copies: Vec<PrivateCopy>,
+    /// Production's `<uuid>` (lower case), read before the lab's replaces it.
+    production_uuid: Option<String>,
 }
 
 /// A compact description of an element for messages: its start tag without secrets, plus its
@@ -530,6 +546,8 @@ impl Cx<'_> {
             .context("the domain xml has no <name>")?;
         name.set_text(&self.opts.name);
         if let Some(uuid) = domain.child_mut("uuid") {
+            let production = uuid.text().trim().to_ascii_lowercase();
+            self.production_uuid = Some(production).filter(|u| !u.is_empty());
             uuid.set_text(&self.opts.uuid);
         } else {
             let at = domain
@@ -653,6 +671,7 @@ impl Cx<'_> {
                 from: from.to_string(),
                 to: to.clone(),
                 dir,
+                missing_ok: false,
             });
             changes.push(Change {
                 kind: ChangeKind::Modified,
@@ -1240,7 +1259,8 @@ impl Cx<'_> {
 
     /// Software TPM state named in the XML (`<backend type='emulator'><source type='dir'
     /// path=…>` in newer libvirt) is production's: the lab uses a copy. Without a `<source>`
-    /// libvirt keeps the state under the domain uuid, which is the lab's own.
+    /// libvirt keeps the state under the domain uuid: the lab's copy of production's goes
+    /// under the lab's uuid ([`Cx::default_tpm_state`]).
     fn tpm_state(&mut self, tpm: &mut Elem, changes: &mut Vec<Change>) -> Result<()> {
         if let Some(backend) = tpm.child_mut("backend")
             && backend.attr("persistent_state").as_deref() == Some("yes")
@@ -1254,6 +1274,7 @@ impl Cx<'_> {
             });
         }
         let Some(source) = tpm.child("backend").and_then(|b| b.child("source")) else {
+            self.default_tpm_state(changes);
             return Ok(());
         };
         let Some(path) = source.attr("path").filter(|p| !p.is_empty()) else {
@@ -1267,6 +1288,50 @@ impl Cx<'_> {
             .expect("source exists")
             .set_attr("path", &copy);
         Ok(())
+    }
+
+    /// libvirt keeps the state of a TPM without `<source>` in `<swtpm dir>/<domain uuid>/`
+    /// (`tpm2/` or `tpm1.2/` inside): the lab domain, with its own uuid, would start with an
+    /// empty TPM, and a guest that sealed its disk key to production's TPM (BitLocker, LUKS
+    /// with TPM) would not unlock. The lab gets a copy of production's directory under its own
+    /// uuid, which libvirt then uses as it is.
+    fn default_tpm_state(&mut self, changes: &mut Vec<Change>) {
+        let fresh = |why: &str| Change {
+            kind: ChangeKind::Modified,
+            what: "tpm state to an empty one".to_string(),
+            why: format!(
+                "{why}; a guest that seals secrets to its tpm (bitlocker, luks with tpm) will not unlock"
+            ),
+        };
+        let Some(dir) = &self.opts.tpm_state_dir else {
+            changes.push(fresh("where the hypervisor keeps tpm state is not known"));
+            return;
+        };
+        let Some(production) = self.production_uuid.clone() else {
+            changes.push(fresh(
+                "the production domain has no <uuid>, so its tpm state cannot be found",
+            ));
+            return;
+        };
+        let dir = dir.trim_end_matches('/');
+        let lab = self.opts.uuid.to_ascii_lowercase();
+        if production == lab {
+            // Already the lab's own state (the rewrite of a lab domain).
+            return;
+        }
+        let (from, to) = (format!("{dir}/{production}"), format!("{dir}/{lab}"));
+        changes.push(Change {
+            kind: ChangeKind::Modified,
+            what: format!("tpm state {from} to the private copy {to}"),
+            why: "the lab must not write production's files".to_string(),
+        });
+        self.copies.push(PrivateCopy {
+            what: "tpm state".to_string(),
+            from,
+            to,
+            dir: true,
+            missing_ok: true,
+        });
     }
 
     fn rng(&mut self, rng: &mut Elem, changes: &mut Vec<Change>) {

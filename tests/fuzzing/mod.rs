@@ -106,6 +106,7 @@ pub fn options(xml: &str) -> RewriteOpts {
         serial_log: Some("/var/lib/reclab/runs/f00dcafe/vm-serial.log".into()),
         nvram_path: Some("/var/lib/reclab/runs/f00dcafe/vm_VARS.fd".into()),
         private_dir: Some("/var/lib/reclab/runs/f00dcafe".into()),
+        tpm_state_dir: Some("/var/lib/libvirt/swtpm".into()),
         metadata: LabMetadata {
             lab: "fuzz".into(),
             run: "f00dcafe".into(),

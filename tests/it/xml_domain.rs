@@ -55,6 +55,7 @@ fn opts(vm: &str, disks: Vec<(String, DiskPlan)>) -> RewriteOpts {
         serial_log: Some(format!("/var/lib/reclab/runs/{RUN}/{vm}-serial.log")),
         nvram_path: None,
         private_dir: None,
+        tpm_state_dir: None,
         metadata: LabMetadata {
             lab: "nightly-restore".to_string(),
             run: RUN.to_string(),
@@ -945,6 +946,7 @@ fn writable_firmware_tpm_state_and_pmem_use_private_copies_or_are_refused() {
             from: "/var/lib/libvirt/qemu/nvram/x-bios.fd".to_string(),
             to: format!("{dir}/x-loader.fd"),
             dir: false,
+            missing_ok: false,
         }]
     );
     let out = rewrite_one(tpm, &private_opts()).unwrap();
@@ -1099,5 +1101,75 @@ fn qemu_overrides_capabilities_and_deprecation_are_removed() {
     assert_eq!(
         removed,
         ["<q:override>", "<q:capabilities>", "<q:deprecation>"]
+    );
+}
+
+#[test]
+fn a_tpm_with_default_state_gets_a_copy_of_production_state_under_the_lab_uuid() {
+    let tpm = "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>";
+    let production = with_device(tpm).replace(
+        "<name>x</name>",
+        "<name>x</name>\n  <uuid>5B0F2B9E-6A3C-4D1E-9A57-0C1D2E3F4A5B</uuid>",
+    );
+    let mut o = opts("x", vec![]);
+    o.tpm_state_dir = Some("/srv/libvirt/swtpm/".to_string());
+    let out = rewrite_domain(&production, &o).unwrap();
+    // libvirt names the state directory by the lower-case uuid; the XML stays as it was (libvirt
+    // 9 has no <source> for it): the lab uuid is what points libvirt at the copy.
+    let (from, to) = (
+        "/srv/libvirt/swtpm/5b0f2b9e-6a3c-4d1e-9a57-0c1d2e3f4a5b".to_string(),
+        format!("/srv/libvirt/swtpm/{}", o.uuid),
+    );
+    assert_eq!(
+        out.copies,
+        vec![reclab::xml::domain::PrivateCopy {
+            what: "tpm state".to_string(),
+            from: from.clone(),
+            to: to.clone(),
+            dir: true,
+            missing_ok: true,
+        }]
+    );
+    assert!(out.xml.contains(tpm), "{}", out.xml);
+    assert!(
+        out.changes.iter().any(|c| c.to_string()
+            == format!(
+                "changed tpm state {from} to the private copy {to}: the lab must not write production's files"
+            )),
+        "{:?}",
+        out.changes
+    );
+    // The lab domain's own state is not copied again.
+    let again = rewrite_domain(&out.xml, &o).unwrap();
+    assert_eq!((again.xml, again.copies), (out.xml, vec![]));
+
+    // Without a production uuid or a known state directory, the lab's tpm starts empty, and the
+    // changes say so.
+    let empty = |out: &Rewritten| {
+        out.copies.is_empty()
+            && out.changes.iter().any(|c| {
+                c.to_string().starts_with("changed tpm state to an empty one: ")
+                    && c.to_string().ends_with(
+                        "; a guest that seals secrets to its tpm (bitlocker, luks with tpm) will not unlock",
+                    )
+            })
+    };
+    let no_uuid = rewrite_domain(&with_device(tpm), &o).unwrap();
+    assert!(empty(&no_uuid), "{:?}", no_uuid.changes);
+    assert!(
+        no_uuid.changes.iter().any(|c| c
+            .why
+            .starts_with("the production domain has no <uuid>, so its tpm state cannot be found")),
+        "{:?}",
+        no_uuid.changes
+    );
+    o.tpm_state_dir = None;
+    let unknown = rewrite_domain(&production, &o).unwrap();
+    assert!(empty(&unknown), "{:?}", unknown.changes);
+    // A relative state directory is refused like every other path of the options.
+    o.tpm_state_dir = Some("swtpm".to_string());
+    assert_eq!(
+        format!("{:#}", rewrite_domain(&production, &o).unwrap_err()),
+        "'swtpm' is not an absolute path"
     );
 }

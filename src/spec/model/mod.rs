@@ -23,6 +23,8 @@ pub use notify::{EmailSpec, MetricsSpec, MqttSpec, NotifySpec, WebhookSpec};
 
 /// The libvirt URI used when the lab file has no `connect`.
 pub const DEFAULT_CONNECT: &str = "qemu:///system";
+/// Where `qemu:///system` keeps software TPM state (`<uuid>/tpm2/` per domain).
+pub const DEFAULT_TPM_STATE_DIR: &str = "/var/lib/libvirt/swtpm";
 /// The lab lifetime used when the lab file has no `ttl`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8 * 3600);
 /// The readiness timeout used when a VM has no `ready.timeout`.
@@ -48,6 +50,9 @@ pub struct LabSpec {
     pub accel: Accel,
     /// Run state directory, already joined to the lab file's directory if it was relative.
     pub state_dir: Option<PathBuf>,
+    /// Where the hypervisor's libvirt keeps software TPM state by domain uuid, as reclab sees
+    /// it ([`DEFAULT_TPM_STATE_DIR`] unless given).
+    pub tpm_state_dir: PathBuf,
     /// Segments by name.
     pub segments: BTreeMap<String, SegmentSpec>,
     /// VMs in file order.

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::model::{Accel, DEFAULT_CONNECT, DEFAULT_TTL, LabSpec, MAX_LAB_NAME, VmSpec};
+use crate::spec::model::{
+    Accel, DEFAULT_CONNECT, DEFAULT_TPM_STATE_DIR, DEFAULT_TTL, LabSpec, MAX_LAB_NAME, VmSpec,
+};
 use crate::spec::problems::Problems;
 use crate::spec::wire::{Text, WireLab};
 
@@ -53,6 +55,7 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         },
     );
     let state_dir = state_dir(problems, &top.state_dir, base);
+    let tpm_state_dir = tpm_state_dir(problems, &top.tpm_state_dir, base);
     let max_skew = match &top.max_skew {
         None => Some(None),
         Some(skew) => duration_field(problems, skew, "max_skew").map(Some),
@@ -98,6 +101,7 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         ttl: ttl?,
         accel: accel?,
         state_dir,
+        tpm_state_dir: tpm_state_dir?,
         segments: segments.into_iter().map(|s| (s.name.clone(), s)).collect(),
         vms: complete_vms(&wire, vms, tiers?)?,
         checks: checks?,
@@ -157,6 +161,21 @@ fn state_dir(problems: &mut Problems, value: &Option<Text>, base: &Path) -> Opti
         value.as_ref()?,
         "state_dir",
         "state directory is empty; give a directory or drop the key to use --state-dir",
+    )?;
+    Some(base.join(dir.get_ref()))
+}
+
+/// `tpm_state_dir`, joined to the lab file's directory; [`DEFAULT_TPM_STATE_DIR`] when absent,
+/// `None` when empty (a problem).
+fn tpm_state_dir(problems: &mut Problems, value: &Option<Text>, base: &Path) -> Option<PathBuf> {
+    let Some(value) = value else {
+        return Some(PathBuf::from(DEFAULT_TPM_STATE_DIR));
+    };
+    let dir = not_blank(
+        problems,
+        value,
+        "tpm_state_dir",
+        "tpm state directory is empty; give the directory where libvirt keeps software tpm state or drop the key for /var/lib/libvirt/swtpm",
     )?;
     Some(base.join(dir.get_ref()))
 }
