@@ -3,19 +3,43 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::hv::Hypervisor;
 use crate::lab::image;
-use crate::lab::resolved::{ResolvedDisk, ResolvedVm};
+use crate::lab::resolved::{BackupRestore, Layer, ResolvedDisk, ResolvedVm};
 use crate::spec::{LabSpec, VmSource};
 use crate::xml::facts::{self, DiskInfo};
 
-/// Resolve every VM of the lab.
-pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
+/// Where restored virtnbdbackup images are cached under a state directory.
+pub fn restore_cache_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("restore-cache")
+}
+
+/// Resolve every VM of the lab; virtnbdbackup sources are restored into `restore_cache`.
+pub fn resolve(
+    spec: &LabSpec,
+    hv: &dyn Hypervisor,
+    restore_cache: &Path,
+) -> Result<Vec<ResolvedVm>> {
     let writers = open_for_writing(hv)?;
     let mut out = Vec::new();
     for vm in &spec.vms {
+        if let VmSource::Virtnbdbackup {
+            dir,
+            zone,
+            checkpoint,
+        } = &vm.source
+        {
+            out.push(resolve_backup(
+                &vm.name,
+                dir,
+                zone.as_deref(),
+                checkpoint.as_deref(),
+                restore_cache,
+            )?);
+            continue;
+        }
         let (xml, origin, overrides) = match &vm.source {
             VmSource::Domain { domain, snapshot } => {
                 let snaps = hv.list_snapshots(domain).with_context(|| {
@@ -51,7 +75,7 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
                     BTreeMap::new(),
                 )
             }
-            VmSource::Files { xml, disks } => {
+            VmSource::Files { xml, disks, .. } => {
                 let text = std::fs::read_to_string(xml).with_context(|| {
                     format!(
                         "vm {}: cannot read domain XML file {}",
@@ -59,8 +83,12 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
                         xml.display()
                     )
                 })?;
+                // A backup tool's XML is often the live one: no ids, aliases, ports, chains.
+                let (text, _) = crate::xml::runtime::clean_runtime(&text)
+                    .with_context(|| format!("vm {}: file {}", vm.name, xml.display()))?;
                 (text, format!("file {}", xml.display()), disks.clone())
             }
+            VmSource::Virtnbdbackup { .. } => unreachable!("resolved above"),
         };
         let facts = facts::facts(&xml).with_context(|| format!("vm {}: {origin}", vm.name))?;
         let mut disks = Vec::new();
@@ -106,9 +134,116 @@ pub fn resolve(spec: &LabSpec, hv: &dyn Hypervisor) -> Result<Vec<ResolvedVm>> {
             xml,
             facts,
             disks,
+            boot_files: Vec::new(),
+            backup: None,
         });
     }
     Ok(out)
+}
+
+/// A virtnbdbackup source: the chain checked again (nothing is created before), the chosen
+/// checkpoint's vmconfig cleaned of runtime state, its boot files taken from the copies
+/// virtnbdbackup saved, its disks sitting on the restore cache entry of the checkpoint.
+fn resolve_backup(
+    vm: &str,
+    dir: &Path,
+    zone: Option<&str>,
+    checkpoint: Option<&str>,
+    cache: &Path,
+) -> Result<ResolvedVm> {
+    use crate::restore::virtnbdbackup as vnbd;
+    let chain = vnbd::scan(dir, zone, vm)?;
+    let cp = match checkpoint {
+        Some(name) => chain.checkpoint(name).with_context(|| {
+            format!(
+                "vm {vm}: virtnbdbackup directory {} has no checkpoint {name}",
+                dir.display()
+            )
+        })?,
+        None => chain
+            .checkpoints
+            .last()
+            .context("a chain without checkpoints")?,
+    };
+    let origin = format!("virtnbdbackup {} checkpoint {}", dir.display(), cp.name);
+    let raw = std::fs::read_to_string(&cp.vmconfig)
+        .with_context(|| format!("vm {vm}: reading {}", cp.vmconfig.display()))?;
+    let (cleaned, _) = crate::xml::runtime::clean_runtime(&raw)
+        .with_context(|| format!("vm {vm}: {}", cp.vmconfig.display()))?;
+    let mut nvram = None;
+    let mut boot_files = Vec::new();
+    for (kind, path) in crate::xml::runtime::boot_files(&cleaned)? {
+        let Some(copy) = chain.boot_copy(&path, &cp.name) else {
+            let what = if kind == "nvram" {
+                "its UEFI variables (nvram)".to_string()
+            } else {
+                format!("its {kind} (direct kernel boot)")
+            };
+            bail!(
+                "vm {vm}: {origin}: the domain needs {what} {path}, and the backup has no copy of it ({}.{}); reclab never uses production's file: back up with a virtnbdbackup that saves boot files, or copy it into the backup directory under that name",
+                Path::new(&path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                cp.name
+            );
+        };
+        if kind == "nvram" {
+            nvram = Some(copy);
+        } else {
+            boot_files.push((kind, copy));
+        }
+    }
+    let facts = facts::facts(&cleaned).with_context(|| format!("vm {vm}: {origin}"))?;
+    let key = vnbd::cache_key(&chain, &cp.name)?;
+    let entry = cache.join(&key);
+    let mut disks = Vec::new();
+    let mut sequences = Vec::new();
+    let mut bytes = 0;
+    let mut reads = vec![cp.vmconfig.clone()];
+    for d in facts.disks.iter().filter(|d| d.device == "disk") {
+        let Some(file) = cp.files.get(&d.target) else {
+            bail!(
+                "vm {vm}: {origin}: disk {} has no backup in the chain (it has {}); virtnbdbackup left it out (-x?) or it is not a qcow2/raw disk",
+                d.target,
+                chain.disks.join(", ")
+            );
+        };
+        let seq = chain.sequence(&d.target, &cp.name);
+        bytes += seq.iter().map(|f| f.bytes).sum::<u64>();
+        reads.extend(seq.iter().map(|f| dir.join(&f.file)));
+        sequences.push((
+            d.target.clone(),
+            seq.iter().map(|f| f.file.clone()).collect(),
+        ));
+        disks.push(ResolvedDisk {
+            target: d.target.clone(),
+            chain: vec![Layer {
+                path: entry.join(&d.target),
+                format: file.header.disk_format.clone(),
+                block: false,
+                virtual_size: file.header.virtual_size,
+            }],
+        });
+    }
+    Ok(ResolvedVm {
+        name: vm.to_string(),
+        origin,
+        xml: cleaned,
+        facts,
+        disks,
+        nvram,
+        boot_files,
+        backup: Some(BackupRestore {
+            dir: dir.to_path_buf(),
+            checkpoint: cp.name.clone(),
+            key,
+            cache: cache.to_path_buf(),
+            disks: sequences,
+            bytes,
+            reads,
+        }),
+    })
 }
 
 fn disk_path(

@@ -573,6 +573,7 @@ mod tests {
                     ("vda".to_string(), PathBuf::from("/nowhere/labs/b/db.qcow2")),
                     ("vdb".to_string(), PathBuf::from("/srv/data.raw")),
                 ]),
+                taken: None,
             }
         );
         // A lab file named relative to the working directory: its directory, absolutely.
