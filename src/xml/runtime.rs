@@ -4,7 +4,8 @@
 //!
 //! Removed: the domain's `id=`; every `<alias>`; VNC/SPICE `port`/`tlsPort`/`websocket`
 //! (with `autoport='yes'` back on); the `tty`/`path` of `pty` character devices; the `path`
-//! of unix-socket channels libvirt generated under its own directories; the `<target dev>` of
+//! of unix-socket channels libvirt generated under its own directories and channels' target
+//! `state`; the `<target dev>` of
 //! interfaces (tap names such as `vnet3`) and the `portid`/`bridge` libvirt added to network
 //! interfaces' `<source>`; disks' `<backingStore>` chains (into production's files) and
 //! source `index=`; the `<label>`/`<imagelabel>` of dynamic `<seclabel>`s. Everything else is
@@ -86,7 +87,12 @@ fn devices_runtime(devices: &mut Elem, changes: &mut Vec<String>) {
                     }
                     dev.remove_where(|s| s.name() == "source" && s.attrs().is_empty());
                     ptys += usize::from(any);
-                } else if kind == "unix" {
+                }
+                // The guest agent's `state='connected'` is what libvirt saw, not config.
+                for t in dev.elems_mut().filter(|t| t.name() == "target") {
+                    t.remove_attr("state");
+                }
+                if kind == "unix" {
                     for s in dev.elems_mut().filter(|s| s.name() == "source") {
                         if s.attr("mode").as_deref() == Some("bind")
                             && s.attr("path")
