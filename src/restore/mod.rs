@@ -744,6 +744,12 @@ mod tests {
         .unwrap();
         assert_eq!(images[0].time, mtime);
         assert_eq!(images[0].name, "db.qcow2");
+        // `taken` in the lab file wins over the modification time.
+        let taken = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"db.qcow2\" }, taken = \"2026-11-30T22:00:00+01:00\" }\n";
+        let spec = crate::spec::parse(taken, &dir.path().join("lab.toml")).unwrap();
+        let images = image_points(&spec.vms[0], None).unwrap();
+        assert_eq!(images[0].time, utc("2026-11-30T21:00:00Z"));
+        assert!(images[0].source.contains("(taken, from the lab file)"));
         let missing = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"gone.qcow2\" } }\n";
         let spec = crate::spec::parse(missing, &dir.path().join("lab.toml")).unwrap();
         let err = format!("{:#}", image_points(&spec.vms[0], None).unwrap_err());

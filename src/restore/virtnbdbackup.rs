@@ -595,6 +595,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn headers_virtnbdbackup_wrote_are_read() {
+        // The meta frames of a real chain of the demo prod-db (tests/fixtures/virtnbdbackup),
+        // taken with the backup host's clock in Europe/Zurich.
+        let full = parse_header(include_bytes!(
+            "../../tests/fixtures/virtnbdbackup/vda.full.meta"
+        ))
+        .unwrap();
+        assert_eq!(full.checkpoint_name, "virtnbdbackup.0");
+        // A full backup has no parent: virtnbdbackup writes "".
+        assert_eq!(full.parent_checkpoint.as_deref(), Some(""));
+        assert!(!full.incremental && !full.compressed);
+        assert_eq!(full.virtual_size, 256 << 20);
+        let inc = parse_header(include_bytes!(
+            "../../tests/fixtures/virtnbdbackup/vda.inc.virtnbdbackup.2.meta"
+        ))
+        .unwrap();
+        assert_eq!(inc.checkpoint_name, "virtnbdbackup.2");
+        assert_eq!(inc.parent_checkpoint.as_deref(), Some("virtnbdbackup.1"));
+        assert_eq!(inc.date, "2026-12-01T18:00:38.612990");
+        assert_eq!(inc.stream_version, 2);
+        let zurich = TimeZone::get("Europe/Zurich").unwrap();
+        assert_eq!(
+            header_time(&inc.date, &zurich).unwrap(),
+            "2026-12-01T17:00:38.61299Z".parse::<Timestamp>().unwrap()
+        );
+    }
+
+    #[test]
     fn malformed_headers_are_errors_never_panics() {
         let good = stream("vda", "virtnbdbackup.0", None, "2026-11-30T22:00:00");
         let cases: Vec<(Vec<u8>, &str)> = vec![
