@@ -194,6 +194,17 @@ fn resolve_backup(
             boot_files.push((kind, copy));
         }
     }
+    // The domain names the backup's copy of its nvram, never production's file (the plan
+    // copies it into the run directory).
+    let cleaned = match &nvram {
+        Some(copy) => {
+            crate::xml::runtime::replace_boot_files(&cleaned, |kind, _| {
+                (kind == "nvram").then(|| copy.display().to_string())
+            })?
+            .0
+        }
+        None => cleaned,
+    };
     let facts = facts::facts(&cleaned).with_context(|| format!("vm {vm}: {origin}"))?;
     let key = vnbd::cache_key(&chain, &cp.name)?;
     let entry = cache.join(&key);
