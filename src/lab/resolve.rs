@@ -305,3 +305,97 @@ fn open_for_writing(hv: &dyn Hypervisor) -> Result<BTreeMap<PathBuf, String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::restore::virtnbdbackup::tests::chain_dir;
+
+    fn lab(dir: &Path) -> LabSpec {
+        crate::spec::parse(
+            "name = \"vnbd\"\n[[vm]]\nname = \"db\"\nfrom = { virtnbdbackup = \"backups/db\", zone = \"UTC\" }\n",
+            &dir.join("lab.toml"),
+        )
+        .unwrap()
+    }
+
+    fn vmconfig(kernel: bool, nvram: bool) -> String {
+        let kernel = if kernel {
+            "<kernel>/boot/vmlinuz</kernel>"
+        } else {
+            ""
+        };
+        let nvram = if nvram {
+            "<nvram>/var/lib/libvirt/qemu/nvram/db_VARS.fd</nvram>"
+        } else {
+            ""
+        };
+        format!(
+            "<domain type='kvm' id='7'>\n  <name>prod-db</name>\n  <os>\n    <type>hvm</type>{kernel}{nvram}\n  </os>\n  <devices>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='/prod/db.qcow2' index='2'/>\n      <backingStore type='file' index='1'><format type='qcow2'/><source file='/prod/base.qcow2'/><backingStore/></backingStore>\n      <target dev='vda' bus='virtio'/>\n      <alias name='virtio-disk0'/>\n    </disk>\n  </devices>\n</domain>\n"
+        )
+    }
+
+    #[test]
+    fn a_backup_source_sits_on_its_cache_entry_with_the_backups_boot_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backups = tmp.path().join("backups/db");
+        chain_dir(&backups, &["vda"], 3);
+        for n in 0..3 {
+            std::fs::write(
+                backups.join(format!("vmconfig.virtnbdbackup.{n}.xml")),
+                vmconfig(true, true),
+            )
+            .unwrap();
+        }
+        std::fs::write(backups.join("vmlinuz.virtnbdbackup.1"), "kernel").unwrap();
+        std::fs::write(backups.join("db_VARS.fd.virtnbdbackup.1"), "vars").unwrap();
+        let mut spec = lab(tmp.path());
+        if let VmSource::Virtnbdbackup { checkpoint, .. } = &mut spec.vms[0].source {
+            *checkpoint = Some("virtnbdbackup.1".into());
+        }
+        let cache = tmp.path().join("state/restore-cache");
+        let resolved = resolve(&spec, &FakeHv::new(), &cache).unwrap();
+        let r = &resolved[0];
+        let b = r.backup.as_ref().unwrap();
+        assert_eq!(b.checkpoint, "virtnbdbackup.1");
+        assert_eq!(
+            b.disks,
+            [(
+                "vda".to_string(),
+                vec![
+                    "vda.full.data".to_string(),
+                    "vda.inc.virtnbdbackup.1.data".to_string()
+                ]
+            )]
+        );
+        assert_eq!(r.disks[0].chain[0].path, b.entry().join("vda"));
+        assert_eq!(r.disks[0].chain[0].virtual_size, 1 << 30);
+        assert_eq!(r.nvram, Some(backups.join("db_VARS.fd.virtnbdbackup.1")));
+        assert_eq!(
+            r.boot_files,
+            [(
+                "kernel".to_string(),
+                backups.join("vmlinuz.virtnbdbackup.1")
+            )]
+        );
+        assert!(
+            !r.xml.contains("id='7'")
+                && !r.xml.contains("/prod/base.qcow2")
+                && !r.xml.contains("<alias"),
+            "{}",
+            r.xml
+        );
+        assert!(!cache.exists(), "resolving creates nothing");
+
+        // Without the backup's copy of a boot file the lab is refused, naming it.
+        std::fs::remove_file(backups.join("db_VARS.fd.virtnbdbackup.1")).unwrap();
+        let err = format!("{:#}", resolve(&spec, &FakeHv::new(), &cache).unwrap_err());
+        assert!(
+            err.contains("needs its UEFI variables (nvram) /var/lib/libvirt/qemu/nvram/db_VARS.fd"),
+            "{err}"
+        );
+        assert!(err.contains("db_VARS.fd.virtnbdbackup.1"), "{err}");
+        assert!(!cache.exists());
+    }
+}
