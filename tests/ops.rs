@@ -912,6 +912,7 @@ fn fake_run(state: &Path, expires: Timestamp) -> reclab::lab::journal::RunDir {
         injections: vec![],
         at: None,
         at_time: None,
+        restores: Vec::new(),
     })
     .unwrap();
     dir

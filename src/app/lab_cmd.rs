@@ -211,6 +211,13 @@ fn write_up(out: &mut dyn Write, report: &UpReport) -> std::io::Result<()> {
             &r.sha256[..12.min(r.sha256.len())]
         )?;
     }
+    for r in &report.restores {
+        writeln!(
+            out,
+            "  image {}: checkpoint {} of {} (restore cache {}, {:.1} s)",
+            r.vm, r.checkpoint, r.backup, r.cache, r.seconds
+        )?;
+    }
     for c in &report.changes {
         writeln!(out, "  removed/changed: {c}")?;
     }
@@ -337,6 +344,13 @@ fn step_label(step: &Step) -> String {
     }
     match step {
         Step::CreateRunDir => "CreateRunDir".into(),
+        Step::RestoreImage(r) => format!(
+            "RestoreImage {{ vm: {}, backup: {}, checkpoint: {}, entry: {} }}",
+            q(&r.vm),
+            p(&r.restore.dir),
+            q(&r.restore.checkpoint),
+            p(&r.restore.entry())
+        ),
         Step::CreateOverlay(o) => format!(
             "CreateOverlay(OverlayPlan {{ vm: {}, target: {}, path: {}, backing: Layer {{ \
              path: {}, format: {}, block: {}, virtual_size: {} }} }})",

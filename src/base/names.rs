@@ -66,6 +66,17 @@ pub fn firewall_tag(run: &RunId) -> String {
     format!("reclab:{}", run.short())
 }
 
+/// The directory a run restores a restore-cache entry into before renaming it into place.
+pub fn restore_tmp(cache: &std::path::Path, key: &str, run: &RunId) -> std::path::PathBuf {
+    cache.join(format!(".tmp-{key}-{}", run.short()))
+}
+
+/// A run's lease on a restore-cache entry: while it exists (and its run directory does) the
+/// entry is not evicted.
+pub fn restore_lease(cache: &std::path::Path, key: &str, run: &RunId) -> std::path::PathBuf {
+    cache.join("leases").join(format!("{key}@{}", run.short()))
+}
+
 /// A VM's data disk image in the run directory: `<vm>-data.<extension>` (`img` for ext4,
 /// `iso` for ISO 9660).
 pub fn data_disk_image(run_dir: &std::path::Path, vm: &str, extension: &str) -> std::path::PathBuf {

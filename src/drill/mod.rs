@@ -116,6 +116,21 @@ fn requested_moment(at: Option<&str>, tz: Option<&str>) -> Option<Timestamp> {
     }
 }
 
+/// The images restored from backup chains, for the report.
+fn image_restores(restores: &[lab::record::RestoreRecord]) -> Vec<report::ImageRestore> {
+    restores
+        .iter()
+        .map(|r| report::ImageRestore {
+            vm: r.vm.clone(),
+            backup: r.backup.clone(),
+            checkpoint: r.checkpoint.clone(),
+            cache: r.cache.clone(),
+            seconds: r.seconds,
+            entry: r.entry.clone(),
+        })
+        .collect()
+}
+
 /// What each VM got, for the report.
 fn restore_points(injections: &[InjectionRecord]) -> Vec<report::VmRestore> {
     injections
@@ -144,6 +159,7 @@ fn restore_points(injections: &[InjectionRecord]) -> Vec<report::VmRestore> {
 /// followed by the one it stopped in (`ok: false`).
 fn how_far_up_got(rep: &mut DrillReport, partial: &lab::UpReport, started: Timestamp) {
     rep.restore_points = restore_points(&partial.injections);
+    rep.image_restores = image_restores(&partial.restores);
     let mut at = started;
     for (label, ms) in &partial.timings_ms {
         let took = Duration::from_millis(u64::try_from(*ms).unwrap_or(u64::MAX));
@@ -281,6 +297,7 @@ pub fn run(
         .find_map(|(_, r)| r)
         .with_context(|| format!("run {} vanished", up.run))?;
     rep.restore_points = restore_points(&rec.injections);
+    rep.image_restores = image_restores(&up.restores);
     let ctx = context(&rec, at, dir.join("screenshots"));
     let vstart = Timestamp::now();
     let t = Instant::now();

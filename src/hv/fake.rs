@@ -123,6 +123,22 @@ struct State {
     epoch: u64,
     /// The daemon is not running: every call fails and nothing connects.
     daemon_down: bool,
+    /// libvirt's swtpm state directory: as libvirt does, removing a domain with an emulated
+    /// TPM removes its state `DIR/<uuid>` (see [`FakeHv::set_swtpm_dir`]).
+    swtpm_dir: Option<std::path::PathBuf>,
+}
+
+impl State {
+    /// Removes domain `name` as libvirt does when it goes for good (a transient one stopped,
+    /// an inactive one undefined): with its TPM state, unless kept.
+    fn remove_domain(&mut self, name: &str) {
+        if let Some(dom) = self.domains.remove(name)
+            && let Some(dir) = &self.swtpm_dir
+            && dom.xml.contains("<tpm")
+        {
+            let _ = std::fs::remove_dir_all(dir.join(&dom.uuid));
+        }
+    }
 }
 
 /// The in-memory fake. See the module documentation. A clone is another connection to the
@@ -183,6 +199,12 @@ impl FakeHv {
     /// "client socket is closed"); domains and networks live on, and new connections work.
     pub fn restart_daemon(&self) {
         self.state().epoch += 1;
+    }
+
+    /// libvirt's swtpm state directory (its `swtpm_state_dir`): a domain with an emulated TPM
+    /// that goes for good takes its state `DIR/<uuid>` with it, as with libvirt.
+    pub fn set_swtpm_dir(&self, dir: &std::path::Path) {
+        self.state().swtpm_dir = Some(dir.to_path_buf());
     }
 
     /// The daemon stops (`false`) or starts again: while it is down, every call and every
@@ -591,7 +613,7 @@ impl Hypervisor for FakeHv {
             dom.active = false;
             dom.hotplugged.clear();
         } else {
-            st.domains.remove(name);
+            st.remove_domain(name);
         }
         Ok(true)
     }
@@ -613,7 +635,7 @@ impl Hypervisor for FakeHv {
         if dom.active {
             dom.persistent = false;
         } else {
-            st.domains.remove(name);
+            st.remove_domain(name);
         }
         Ok(true)
     }

@@ -252,6 +252,7 @@ mod tests {
                     tier: 0,
                     overlays: vec![],
                     copies: vec![],
+                    backup: None,
                     nvram: None,
                     changes: vec![],
                     macs: vec![],
@@ -301,6 +302,7 @@ mod tests {
             at: "latest".into(),
             at_time: None,
             injections: vec![],
+            restores: vec![],
             failed_step: None,
         }
     }

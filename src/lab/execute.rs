@@ -103,6 +103,7 @@ pub(super) fn execute(
         injections: Vec::new(),
         at: Some(report.at.clone()),
         at_time: report.at_time.clone(),
+        restores: Vec::new(),
     };
     let mut injections = plan.injections.clone();
     let on = On {
@@ -149,6 +150,7 @@ fn step_name(plan: &Plan, step: &Step) -> String {
     match step {
         Step::CreateRunDir => "create the run directory".into(),
         Step::CreateOverlay(o) => format!("clone {}/{}", o.vm, o.target),
+        Step::RestoreImage(r) => format!("restore the image of {}", r.vm),
         Step::CopyNvram { vm, .. } => format!("copy the nvram of {vm}"),
         Step::CopyPrivate { vm, what, .. } => format!("copy the {what} of {vm}"),
         Step::BuildDataDisk { injection } => {
@@ -224,6 +226,14 @@ fn run_step(
                 dir.path.display()
             ));
             None
+        }
+        Step::RestoreImage(r) => {
+            let rec = crate::lab::restore_cache::restore(host, r, &plan.uri)?;
+            let label = format!("restore {} ({})", r.vm, rec.cache);
+            record.restores.push(rec.clone());
+            dir.save_record(record)?;
+            report.restores.push(rec);
+            Some(label)
         }
         Step::CreateOverlay(o) => {
             host.create_overlay(&o.path, &o.backing)

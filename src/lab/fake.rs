@@ -190,6 +190,25 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn restore_backup(
+        &self,
+        _uri: &str,
+        input: &Path,
+        output: &Path,
+        disk: &str,
+        files: &[String],
+    ) -> Result<()> {
+        let _st = self.record("restore_backup", &output.join(disk).display().to_string())?;
+        write_file(
+            &output.join(disk),
+            &format!(
+                "{disk} restored from {} {}",
+                input.display(),
+                files.join(",")
+            ),
+        )
+    }
+
     fn link_exists(&self, name: &str) -> Result<bool> {
         let st = self.record("link_exists", name)?;
         Ok(st.links.contains_key(name))

@@ -363,9 +363,14 @@ pub fn gc(
             if let Some(d) = host.owner_of(short)?
                 && !d.exists()
             {
+                // Its leases on the restore cache of its own state directory go with it.
+                if let Some(its_state) = d.parent().and_then(Path::parent) {
+                    crate::lab::restore_cache::drop_stale_leases(its_state, Some(short))?;
+                }
                 host.owner_remove(short, &d)?;
             }
         }
+        crate::lab::restore_cache::drop_stale_leases(state_dir, None)?;
     }
     Ok(rep)
 }

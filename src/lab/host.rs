@@ -24,6 +24,16 @@ pub trait Host: Send + Sync {
     fn copy_tree(&self, from: &Path, to: &Path) -> Result<()>;
     /// Build the data disk of a planned injection at `image`; fills the injection's record.
     fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()>;
+    /// Restore one disk of a virtnbdbackup chain with `virtnbdrestore -U uri -i input -o
+    /// output --sequence files` into `output/disk` (the backup is only read).
+    fn restore_backup(
+        &self,
+        uri: &str,
+        input: &Path,
+        output: &Path,
+        disk: &str,
+        files: &[String],
+    ) -> Result<()>;
 
     /// Whether a network interface exists in reclab's namespace (`/sys/class/net/NAME`).
     fn link_exists(&self, name: &str) -> Result<bool>;
@@ -111,6 +121,43 @@ impl Host for SysHost {
 
     fn build_data_disk(&self, p: &mut PlannedInjection, image: &Path) -> Result<()> {
         crate::restore::inject::build_disk(p, image)
+    }
+
+    fn restore_backup(
+        &self,
+        uri: &str,
+        input: &Path,
+        output: &Path,
+        _disk: &str,
+        files: &[String],
+    ) -> Result<()> {
+        // --sequence names the files in chain order (virtnbdrestore's own --until orders them
+        // by modification time) and makes the output file name the disk target.
+        let (input, output) = (input.display().to_string(), output.display().to_string());
+        let sequence = files.join(",");
+        let args = [
+            "-U",
+            uri,
+            "-i",
+            &input,
+            "-o",
+            &output,
+            "--sequence",
+            &sequence,
+        ];
+        // Its progress goes to the terminal; its stderr tail is in the error.
+        let status = std::process::Command::new("virtnbdrestore")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running virtnbdrestore (is the virtnbdbackup package installed?)")?;
+        if !status.success() {
+            anyhow::bail!(
+                "virtnbdrestore {} failed ({status}); its messages are above",
+                args.join(" ")
+            );
+        }
+        Ok(())
     }
 
     fn link_exists(&self, name: &str) -> Result<bool> {

@@ -28,6 +28,7 @@ pub mod plan;
 pub mod record;
 pub mod resolve;
 pub mod resolved;
+pub mod restore_cache;
 mod runs;
 pub mod services;
 pub mod teardown;
@@ -81,6 +82,8 @@ pub struct UpReport {
     pub at: String,
     pub at_time: Option<String>,
     pub injections: Vec<crate::restore::record::InjectionRecord>,
+    /// Images restored from virtnbdbackup chains: cache hit or miss, seconds.
+    pub restores: Vec<crate::lab::record::RestoreRecord>,
     /// The step `up` was in when it failed (`boot tier 2`): only in the report of a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<String>,
@@ -118,8 +121,10 @@ pub fn prepare(
     let tz = now.time_zone().clone();
     let when = crate::base::when::parse_when(opts.at.as_deref().unwrap_or("latest"), &now)
         .map_err(|e| anyhow::anyhow!("--at: {e}"))?;
-    let patterns = spec.vms.iter().any(|v| {
-        matches!(&v.source, crate::spec::VmSource::Domain { snapshot, .. } if snapshot.contains('*'))
+    let patterns = spec.vms.iter().any(|v| match &v.source {
+        crate::spec::VmSource::Domain { snapshot, .. } => snapshot.contains('*'),
+        crate::spec::VmSource::Virtnbdbackup { .. } => true,
+        crate::spec::VmSource::Files { .. } => false,
     });
     let wants_points = opts.at.is_some() || patterns || spec.vms.iter().any(|v| v.dumps.is_some());
     let (choices, injections) = if wants_points {
@@ -130,7 +135,7 @@ pub fn prepare(
     // Snapshot patterns become the snapshot chosen for the moment.
     let chosen = crate::restore::with_chosen_snapshots(spec, &choices);
     let spec = &chosen;
-    let resolved = resolve::resolve(spec, hv)?;
+    let resolved = resolve::resolve(spec, hv, &resolve::restore_cache_dir(state_dir))?;
     let run = RunId::new();
     let run_dir = RunDir::new(state_dir, &run).path;
     let passwords: Vec<String> = spec.vms.iter().map(|_| random_password()).collect();
@@ -208,9 +213,19 @@ fn bring_up_held(
 ) -> Result<(UpReport, RunLock)> {
     let mut fingerprints = Vec::new();
     for vm in &plan.vms {
-        for o in &vm.overlays {
-            // Every layer of the chain is production's; the overlays are ours.
-            fingerprints.push(image::fingerprint(&o.backing.path)?);
+        match &vm.backup {
+            // The restored image is ours (the cache's); the backup store's files are not.
+            Some(b) => {
+                for path in &b.reads {
+                    fingerprints.push(image::fingerprint(path)?);
+                }
+            }
+            None => {
+                for o in &vm.overlays {
+                    // Every layer of the chain is production's; the overlays are ours.
+                    fingerprints.push(image::fingerprint(&o.backing.path)?);
+                }
+            }
         }
     }
     let dir = RunDir {
@@ -240,6 +255,7 @@ fn bring_up_held(
             .first()
             .and_then(|p| p.record.at_time.clone()),
         injections: Vec::new(),
+        restores: Vec::new(),
         failed_step: None,
     };
     // From here on SIGINT/SIGTERM unwind (below) instead of ending the process.

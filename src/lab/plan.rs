@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::base::names::{self, RunId};
 use crate::lab::record::Resource;
-use crate::lab::resolved::{Layer, ResolvedVm};
+use crate::lab::resolved::{BackupRestore, Layer, ResolvedVm};
 use crate::lab::services::rules::{ServicesPlan, hardening_rules};
 use crate::restore::record::PlannedInjection;
 use crate::spec::model::{Accel, DiskFormat, LabSpec};
@@ -65,12 +65,27 @@ pub struct VmPlan {
     /// With `dumps.attach = "hotplug"`: the data disk's `<disk>` element, plugged into the
     /// running domain once its agent answers (otherwise the disk is in `xml`).
     pub hotplug_disk: Option<String>,
+    /// Its image restored from a virtnbdbackup chain into the restore cache, first.
+    pub backup: Option<BackupRestore>,
+}
+
+/// The restore of a VM's image from a virtnbdbackup chain into the restore cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePlan {
+    pub vm: String,
+    pub restore: BackupRestore,
+    /// Where it is restored before being renamed to the entry (removed if the run fails).
+    pub tmp: PathBuf,
+    /// The run's lease on the entry (removed by the run's teardown).
+    pub lease: PathBuf,
 }
 
 /// A unit of work of `up`, in order. Its undo is the resources it journals first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     CreateRunDir,
+    /// Restore a VM's image into the restore cache, or reuse the entry there.
+    RestoreImage(RestorePlan),
     CreateOverlay(OverlayPlan),
     CopyNvram {
         vm: String,
@@ -134,6 +149,16 @@ impl Plan {
             Step::CreateOverlay(o) => vec![Resource::File {
                 path: o.path.clone(),
             }],
+            // The entry itself outlives the run (that is the cache); the run owns only its
+            // unfinished restore and its lease.
+            Step::RestoreImage(r) => vec![
+                Resource::Dir {
+                    path: r.tmp.clone(),
+                },
+                Resource::File {
+                    path: r.lease.clone(),
+                },
+            ],
             Step::CopyNvram { to, .. } => vec![Resource::File { path: to.clone() }],
             Step::CopyPrivate { to, dir: true, .. } => vec![Resource::Dir { path: to.clone() }],
             Step::CopyPrivate { to, dir: false, .. } => vec![Resource::File { path: to.clone() }],
@@ -221,7 +246,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
             .collect::<Vec<_>>(),
     )?;
     add_reservations(i, &vms, &mut segments)?;
-    let steps = plan_steps(&vms, &segments, i.injections.len(), tiers.len());
+    let steps = plan_steps(run, &vms, &segments, i.injections.len(), tiers.len());
 
     Ok(Plan {
         lab: spec.name.clone(),
@@ -325,7 +350,35 @@ fn plan_vm(
             expires: expires.to_string(),
         },
     };
-    let rewritten = xml::domain::rewrite_domain(&res.xml, &opts)
+    // Boot files a backup saved (direct kernel boot): private copies in the run directory.
+    let boot_copies: Vec<xml::domain::PrivateCopy> = res
+        .boot_files
+        .iter()
+        .map(|(kind, from)| xml::domain::PrivateCopy {
+            what: kind.clone(),
+            from: from.display().to_string(),
+            to: i
+                .run_dir
+                .join(format!("{}-{kind}", vm.name))
+                .display()
+                .to_string(),
+            dir: false,
+            missing_ok: false,
+        })
+        .collect();
+    let source_xml = if boot_copies.is_empty() {
+        res.xml.clone()
+    } else {
+        xml::runtime::replace_boot_files(&res.xml, |kind, _| {
+            boot_copies
+                .iter()
+                .find(|c| c.what == kind)
+                .map(|c| c.to.clone())
+        })
+        .with_context(|| format!("vm {}: pointing it at its boot file copies", vm.name))?
+        .0
+    };
+    let rewritten = xml::domain::rewrite_domain(&source_xml, &opts)
         .with_context(|| format!("vm {}: rewriting the XML of {}", vm.name, res.origin))?;
     let injection = i.injections.iter().find(|p| p.vm == vm.name);
     let data_disk = injection.map(|p| {
@@ -362,7 +415,10 @@ fn plan_vm(
         tier,
         overlays,
         nvram,
-        copies: rewritten.copies.clone(),
+        copies: boot_copies
+            .into_iter()
+            .chain(rewritten.copies.iter().cloned())
+            .collect(),
         xml,
         changes: rewritten.changes.iter().map(|c| c.to_string()).collect(),
         macs,
@@ -373,6 +429,7 @@ fn plan_vm(
         ready_tcp: vm.ready.tcp,
         data_disk,
         hotplug_disk,
+        backup: res.backup.clone(),
     })
 }
 
@@ -505,6 +562,7 @@ fn add_reservations(i: &PlanInputs, vms: &[VmPlan], segments: &mut [SegmentPlan]
 
 /// The steps of `up`, in order: files, then networks, then the boot tiers.
 fn plan_steps(
+    run: &RunId,
     vms: &[VmPlan],
     segments: &[SegmentPlan],
     injections: usize,
@@ -512,6 +570,14 @@ fn plan_steps(
 ) -> Vec<Step> {
     let mut steps = vec![Step::CreateRunDir];
     for vm in vms {
+        if let Some(b) = &vm.backup {
+            steps.push(Step::RestoreImage(RestorePlan {
+                vm: vm.name.clone(),
+                restore: b.clone(),
+                tmp: names::restore_tmp(&b.cache, &b.key, run),
+                lease: names::restore_lease(&b.cache, &b.key, run),
+            }));
+        }
         steps.extend(vm.overlays.iter().cloned().map(Step::CreateOverlay));
         if let Some((from, to)) = &vm.nvram {
             steps.push(Step::CopyNvram {

@@ -164,4 +164,24 @@ pub struct RunRecord {
     pub at: Option<String>,
     #[serde(default)]
     pub at_time: Option<String>,
+    /// Images restored from virtnbdbackup chains (or reused from the restore cache).
+    #[serde(default)]
+    pub restores: Vec<RestoreRecord>,
+}
+
+/// One VM image restored from a virtnbdbackup chain for a run, or reused from the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    pub vm: String,
+    /// The backup directory.
+    pub backup: String,
+    pub checkpoint: String,
+    /// The restore cache entry the lab's overlays sit on.
+    pub entry: String,
+    /// `hit` (reused) or `miss` (restored by this run).
+    pub cache: String,
+    /// How long the step took (the whole restore on a miss).
+    pub seconds: f64,
+    /// Bytes of backup data up to the checkpoint.
+    pub bytes: u64,
 }

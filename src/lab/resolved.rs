@@ -33,4 +33,35 @@ pub struct ResolvedVm {
     pub disks: Vec<ResolvedDisk>,
     /// nvram file of the production domain, if it has one.
     pub nvram: Option<PathBuf>,
+    /// Boot files the lab gets private copies of (`kernel`, `initrd`: the copies a backup tool
+    /// saved), with the file copied; the plan points the domain at the copies.
+    pub boot_files: Vec<(String, PathBuf)>,
+    /// The restore of its image from a virtnbdbackup chain, if it comes from one.
+    pub backup: Option<BackupRestore>,
+}
+
+/// A VM image restored from a virtnbdbackup chain into the restore cache (by a plan step),
+/// the VM's disks then sitting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRestore {
+    /// The backup directory (only ever read).
+    pub dir: PathBuf,
+    pub checkpoint: String,
+    /// The cache entry's name (see `restore::virtnbdbackup::cache_key`).
+    pub key: String,
+    /// The restore cache (`STATE/restore-cache`).
+    pub cache: PathBuf,
+    /// Per disk: its target and the data files restored into `cache/key/target`, in order.
+    pub disks: Vec<(String, Vec<String>)>,
+    /// Bytes of backup data up to the checkpoint (a bound for the restored images' size).
+    pub bytes: u64,
+    /// The backup store's files this restore reads (fingerprinted like production images).
+    pub reads: Vec<PathBuf>,
+}
+
+impl BackupRestore {
+    /// The cache entry (a directory holding one image per disk target).
+    pub fn entry(&self) -> PathBuf {
+        self.cache.join(&self.key)
+    }
 }

@@ -1,5 +1,6 @@
 //! Unwinding at every step, on the fakes (`hv::fake::FakeHv`, `lab::fake::FakeHost`): a
-//! realistic plan (two segments with lab services, two boot tiers, a dump injection, an nvram)
+//! realistic plan (two segments with lab services, two boot tiers, a dump injection, an nvram,
+//! an image restored from a virtnbdbackup chain into the restore cache with its kernel copied)
 //! fails after each step and inside each call of each step, crashes after each step, and is
 //! torn down resource by resource twice; every time, nothing is left (also nothing of the
 //! copy of production's default TPM state in the swtpm directory).
@@ -21,7 +22,7 @@ use crate::lab::journal::RunDir;
 use crate::lab::lock::RunLock;
 use crate::lab::plan::{self, Plan, PlanInputs, Step};
 use crate::lab::record::Resource;
-use crate::lab::resolved::{Layer, ResolvedDisk, ResolvedVm};
+use crate::lab::resolved::{BackupRestore, Layer, ResolvedDisk, ResolvedVm};
 use crate::restore::record::{DataDiskFile, PlannedInjection};
 
 const LAB: &str = r#"name = "erp"
@@ -172,6 +173,41 @@ impl Estate {
                     tpm.display()
                 ),
             );
+        // The web VM comes from a virtnbdbackup chain: restored into the restore cache, its
+        // kernel from the copy the backup saved.
+        let backups = p.join("backups/web");
+        std::fs::create_dir_all(&backups).unwrap();
+        for (name, bytes) in [
+            ("vda.full.data", b"meta full".to_vec()),
+            ("vda.inc.virtnbdbackup.1.data", b"meta inc".to_vec()),
+            ("vmlinuz.virtnbdbackup.1", b"kernel".to_vec()),
+        ] {
+            std::fs::write(backups.join(name), &bytes).unwrap();
+            production.push((backups.join(name), bytes));
+        }
+        let cache = p.join("state/restore-cache");
+        let backup = BackupRestore {
+            dir: backups.clone(),
+            checkpoint: "virtnbdbackup.1".into(),
+            key: "0123456789abcdef0123456789abcdef".into(),
+            cache: cache.clone(),
+            disks: vec![(
+                "vda".into(),
+                vec![
+                    "vda.full.data".into(),
+                    "vda.inc.virtnbdbackup.1.data".into(),
+                ],
+            )],
+            bytes: 17,
+            reads: vec![
+                backups.join("vda.full.data"),
+                backups.join("vda.inc.virtnbdbackup.1.data"),
+            ],
+        };
+        let web_xml = web_xml.replace(
+            "hvm</type>",
+            "hvm</type>\n    <kernel>/boot/vmlinuz</kernel>",
+        );
         std::fs::write(p.join("db.xml"), &db_xml).unwrap();
         std::fs::write(p.join("web.xml"), &web_xml).unwrap();
         let spec = crate::spec::parse(LAB, &p.join("lab.toml")).unwrap();
@@ -180,6 +216,7 @@ impl Estate {
             .into_iter()
             .map(|(name, xml, disk)| {
                 let facts = crate::xml::facts::facts(xml).unwrap();
+                let web = name == "web";
                 ResolvedVm {
                     name: name.into(),
                     origin: format!("file {name}.xml"),
@@ -189,12 +226,22 @@ impl Estate {
                     disks: vec![ResolvedDisk {
                         target: "vda".into(),
                         chain: vec![Layer {
-                            path: disk.clone(),
+                            path: if web {
+                                backup.entry().join("vda")
+                            } else {
+                                disk.clone()
+                            },
                             format: "qcow2".into(),
                             block: false,
                             virtual_size: 1 << 30,
                         }],
                     }],
+                    boot_files: if web {
+                        vec![("kernel".into(), backups.join("vmlinuz.virtnbdbackup.1"))]
+                    } else {
+                        vec![]
+                    },
+                    backup: web.then(|| backup.clone()),
                 }
             })
             .collect();
@@ -260,6 +307,8 @@ impl Estate {
         host: &FakeHost,
         after_step: &mut dyn FnMut(&RunDir, StepNo, &Step) -> Result<()>,
     ) -> Result<UpReport> {
+        // Every run restores (a miss), so that every run makes the same calls.
+        let _ = std::fs::remove_dir_all(self.state_dir().join("restore-cache"));
         bring_up(
             &self.plan,
             hv,
@@ -303,6 +352,20 @@ impl Estate {
             runs.is_empty(),
             "{when}: left in the state directory: {runs:?}"
         );
+        // Of the restore cache only complete entries may stay: no lease, no half restore.
+        let cache = self.state_dir().join("restore-cache");
+        let leases: Vec<_> = std::fs::read_dir(cache.join("leases"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(leases.is_empty(), "{when}: leases left: {leases:?}");
+        let tmps: Vec<_> = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(tmps.is_empty(), "{when}: half restores left: {tmps:?}");
         for (path, bytes) in &self.production {
             assert_eq!(
                 &std::fs::read(path).unwrap(),
@@ -366,9 +429,11 @@ fn assert_realistic(plan: &Plan) {
     assert_eq!(count(|s| matches!(s, Step::BootTier { .. })), 2);
     assert_eq!(count(|s| matches!(s, Step::BuildDataDisk { .. })), 1);
     assert_eq!(count(|s| matches!(s, Step::CopyNvram { .. })), 1);
+    assert_eq!(count(|s| matches!(s, Step::RestoreImage(_))), 1);
+    // The writable loader of web, and its kernel.
     assert_eq!(
         count(|s| matches!(s, Step::CopyPrivate { dir: false, .. })),
-        1
+        2
     );
     assert_eq!(
         count(|s| matches!(s, Step::CopyPrivate { dir: true, .. })),
@@ -642,6 +707,8 @@ fn a_run_whose_daemon_is_gone_loses_its_host_side_pieces_once_no_qemu_runs_it() 
 fn gc_with_another_state_directory_leaves_a_live_lab_alone_and_sweeps_it_once_lost() {
     let estate = Estate::new();
     let (hv, host) = fakes();
+    // The sweep undefines the lab's domains; libvirt then removes their TPM state.
+    hv.set_swtpm_dir(&estate.tmp.path().join("swtpm"));
     estate.up(&hv, &host, &mut no_hook).unwrap();
     let short = estate.plan.run.short().to_string();
     assert_eq!(
@@ -1033,4 +1100,44 @@ fn without_production_tpm_state_the_lab_starts_with_an_empty_tpm_and_says_so() {
     teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
     std::fs::rename(&kept, &production).unwrap();
     estate.assert_nothing_left(&hv, &host, "after the teardown");
+}
+
+#[test]
+fn a_second_run_at_the_same_checkpoint_reuses_the_restore_cache_entry() {
+    let estate = Estate::new();
+    let (hv, host) = fakes();
+    let first = estate.up(&hv, &host, &mut no_hook).unwrap();
+    assert_eq!(first.restores.len(), 1);
+    assert_eq!(first.restores[0].cache, "miss");
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+    let entry = estate
+        .state_dir()
+        .join("restore-cache/0123456789abcdef0123456789abcdef");
+    assert!(entry.join("vda").is_file(), "the entry outlives the run");
+
+    let (hv, host) = fakes();
+    let second = bring_up(
+        &estate.plan,
+        &hv,
+        &host,
+        &UpOpts::default(),
+        Instant::now(),
+        &mut no_hook,
+        &mut None,
+    )
+    .unwrap();
+    assert_eq!(second.restores[0].cache, "hit");
+    assert!(
+        !host.calls().iter().any(|c| c.starts_with("restore_backup")),
+        "{:?}",
+        host.calls()
+    );
+    let rec = estate.dir().load_record().unwrap().unwrap();
+    assert_eq!(rec.restores[0].cache, "hit");
+    // While the lab is up its lease keeps the entry even from an eviction to zero bytes.
+    let evicted = crate::lab::restore_cache::evict_now(&estate.state_dir(), 0).unwrap();
+    assert!(evicted.is_empty(), "{evicted:?}");
+    assert!(entry.exists());
+    teardown::teardown(Some(&hv), &host, &estate.dir()).unwrap();
+    estate.assert_nothing_left(&hv, &host, "after the second run");
 }

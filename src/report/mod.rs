@@ -111,6 +111,10 @@ pub struct DrillReport {
     pub at: Option<Timestamp>,
     /// What each VM got.
     pub restore_points: Vec<VmRestore>,
+    /// VM images restored from virtnbdbackup chains for this drill: from the restore cache
+    /// (`hit`) or restored (`miss`), and how long it took.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_restores: Vec<ImageRestore>,
     /// Phases in the order they ran.
     pub phases: Vec<Phase>,
     pub checks: Vec<CheckResult>,
@@ -136,6 +140,20 @@ pub struct VmRestore {
     pub vm: String,
     pub image: Option<RestoredImage>,
     pub dump: Option<RestoredDump>,
+}
+
+/// A VM image restored from a backup chain before the lab was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRestore {
+    pub vm: String,
+    /// The backup directory.
+    pub backup: String,
+    pub checkpoint: String,
+    /// `hit`: reused from the restore cache; `miss`: restored now.
+    pub cache: String,
+    pub seconds: f64,
+    /// The restore cache entry.
+    pub entry: String,
 }
 
 /// The disk image (snapshot or backup file) a VM was cloned from.
@@ -222,6 +240,7 @@ impl DrillReport {
             finished_at: started_at,
             at,
             restore_points: Vec::new(),
+            image_restores: Vec::new(),
             phases: Vec::new(),
             checks: Vec::new(),
             recovery_time: None,

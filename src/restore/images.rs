@@ -125,7 +125,44 @@ pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<Imag
                 })
                 .collect()
         }
-        VmSource::Files { disks, .. } => {
+        VmSource::Virtnbdbackup { dir, zone, .. } => {
+            let chain = crate::restore::virtnbdbackup::scan(dir, zone.as_deref(), &vm.name)?;
+            for w in &chain.warnings {
+                eprintln!("reclab: warning: {w}");
+            }
+            let n = chain.checkpoints.len();
+            Ok(chain
+                .checkpoints
+                .iter()
+                .map(|c| ImagePoint {
+                    name: c.name.clone(),
+                    time: c.time,
+                    source: format!(
+                        "virtnbdbackup {} {} {} of {n}",
+                        dir.display(),
+                        c.kind.as_str(),
+                        c.position + 1
+                    ),
+                })
+                .collect())
+        }
+        VmSource::Files { disks, taken, .. } => {
+            if let Some(taken) = taken {
+                for path in disks.values() {
+                    if !path.exists() {
+                        bail!(
+                            "vm {}: disk image {} does not exist; check from.disks in the lab file",
+                            vm.name,
+                            path.display()
+                        );
+                    }
+                }
+                return Ok(vec![ImagePoint {
+                    name: first_name(disks),
+                    time: *taken,
+                    source: format!("files {} (taken, from the lab file)", files_list(disks)),
+                }]);
+            }
             let mut newest: Option<Timestamp> = None;
             for path in disks.values() {
                 let modified = std::fs::metadata(path)
@@ -146,22 +183,28 @@ pub fn image_points(vm: &VmSpec, hv: Option<&dyn Hypervisor>) -> Result<Vec<Imag
                 })?;
                 newest = newest.max(Some(time));
             }
-            let first = disks.values().next();
             Ok(vec![ImagePoint {
-                name: first
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                name: first_name(disks),
                 time: newest.context("the vm has no disks")?,
-                source: format!(
-                    "files {}",
-                    disks
-                        .iter()
-                        .map(|(target, path)| format!("{target}={}", path.display()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
+                source: format!("files {}", files_list(disks)),
             }])
         }
     }
+}
+
+fn first_name(disks: &std::collections::BTreeMap<String, std::path::PathBuf>) -> String {
+    disks
+        .values()
+        .next()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn files_list(disks: &std::collections::BTreeMap<String, std::path::PathBuf>) -> String {
+    disks
+        .iter()
+        .map(|(target, path)| format!("{target}={}", path.display()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

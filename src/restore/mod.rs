@@ -26,6 +26,7 @@ pub mod inject;
 pub mod manifest;
 pub mod points_cmd;
 pub mod record;
+pub mod virtnbdbackup;
 
 use std::fmt;
 use std::time::Duration;
@@ -63,15 +64,22 @@ pub struct VmPoints {
 }
 
 /// The lab file as a chosen restore point makes it: every VM cloned from a snapshot pattern
-/// (`snapshot = "nightly-*"`) gets the snapshot chosen for it. Pure.
+/// (`snapshot = "nightly-*"`) gets the snapshot chosen for it, every virtnbdbackup source its
+/// checkpoint. Pure.
 pub fn with_chosen_snapshots(spec: &LabSpec, choices: &[Choice]) -> LabSpec {
     let mut out = spec.clone();
     for vm in &mut out.vms {
-        if let VmSource::Domain { snapshot, .. } = &mut vm.source
-            && snapshot.contains('*')
-            && let Some(choice) = choices.iter().find(|c| c.vm == vm.name)
-        {
-            *snapshot = choice.image.name.clone();
+        let Some(choice) = choices.iter().find(|c| c.vm == vm.name) else {
+            continue;
+        };
+        match &mut vm.source {
+            VmSource::Domain { snapshot, .. } if snapshot.contains('*') => {
+                *snapshot = choice.image.name.clone();
+            }
+            VmSource::Virtnbdbackup { checkpoint, .. } => {
+                *checkpoint = Some(choice.image.name.clone());
+            }
+            _ => {}
         }
     }
     out
@@ -736,6 +744,12 @@ mod tests {
         .unwrap();
         assert_eq!(images[0].time, mtime);
         assert_eq!(images[0].name, "db.qcow2");
+        // `taken` in the lab file wins over the modification time.
+        let taken = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"db.qcow2\" }, taken = \"2026-11-30T22:00:00+01:00\" }\n";
+        let spec = crate::spec::parse(taken, &dir.path().join("lab.toml")).unwrap();
+        let images = image_points(&spec.vms[0], None).unwrap();
+        assert_eq!(images[0].time, utc("2026-11-30T21:00:00Z"));
+        assert!(images[0].source.contains("(taken, from the lab file)"));
         let missing = "name = \"erp\"\n[[vm]]\nname = \"db\"\nfrom = { xml = \"db.xml\", disks = { vda = \"gone.qcow2\" } }\n";
         let spec = crate::spec::parse(missing, &dir.path().join("lab.toml")).unwrap();
         let err = format!("{:#}", image_points(&spec.vms[0], None).unwrap_err());

@@ -123,7 +123,7 @@
 //! | `dhcp` | none | A DHCP reservation answered by the lab services, below. |
 //! | `dumps` | none | Database dumps to restore into the VM, see below. |
 //!
-//! **`from`**, either:
+//! **`from`**, one of:
 //! - `{ domain = "prod-db", snapshot = "nightly" }`: a libvirt domain on the `connect` host and
 //!   one of its external disk-only snapshots; the lab clones the snapshot's frozen backing files,
 //!   so production keeps running. Both keys are required. The snapshot may be a pattern with `*`
@@ -131,7 +131,26 @@
 //!   `--at` picks the newest one at or before the moment (`latest`: the newest).
 //! - `{ xml = "backups/db.xml", disks = { vda = "backups/db.qcow2" } }`: a domain XML file and
 //!   one image per disk target (qcow2 or raw), as a backup tool restores them. Paths are relative
-//!   to the lab file's directory; `disks` needs at least one entry.
+//!   to the lab file's directory; `disks` needs at least one entry. The image's restore-point time
+//!   is the newest disk file's modification time, unless `taken = "2026-11-30T22:00:00+01:00"`
+//!   (RFC 3339 with its offset) says when the images were taken. Runtime state in the XML (a
+//!   live `virsh dumpxml`: `id=`, `<alias>`, VNC/SPICE ports, pty paths, generated socket paths,
+//!   tap names, `<backingStore>` chains, dynamic security labels) is removed before the rewrite.
+//! - `{ virtnbdbackup = "backups/vm/db", zone = "Europe/Zurich" }`: a directory holding one
+//!   checkpoint chain written by virtnbdbackup (`-l full`, then `-l inc`). Every checkpoint is a
+//!   restore point, dated by its data files' stream headers, which are in the backup host's local
+//!   time: `zone` (an IANA name, default the system's zone) says which. The chain is checked
+//!   before anything is created (a full backup first, each incremental's parent the checkpoint
+//!   before it, `<domain>.cpt`, `checkpoints/*.xml` and the data files agreeing, every disk at
+//!   every checkpoint); `*.partial` files of a running backup are ignored with a warning; `-l copy`
+//!   and `-l diff` backups are refused; lz4-compressed streams are restored by virtnbdrestore.
+//!   The chosen checkpoint is restored with `virtnbdrestore` into the restore cache under the
+//!   state directory (`restore-cache/`, bounded by `RECLAB_RESTORE_CACHE_MAX`, e.g. `20G`,
+//!   default 50 GiB, least recently used entries evicted, never one a running lab sits on); a
+//!   later drill at the same checkpoint reuses it. The backup directory is only read. The domain
+//!   XML is that checkpoint's `vmconfig.<checkpoint>.xml`, cleaned of runtime state as above; a
+//!   UEFI nvram, kernel or initrd comes from the copy virtnbdbackup saved next to it
+//!   (`<file>.<checkpoint>`), copied into the run directory (without a copy the lab is refused).
 //!
 //! **Boot tiers.** A VM's tier is the larger of its `tier` (default 1) and one more than the tier
 //! of every VM in its `after` list. A VM that gives both `tier` and `after` must have a tier above
@@ -574,6 +593,7 @@ mod tests {
                     ("vda".to_string(), PathBuf::from("/nowhere/labs/b/db.qcow2")),
                     ("vdb".to_string(), PathBuf::from("/srv/data.raw")),
                 ]),
+                taken: None,
             }
         );
         // A lab file named relative to the working directory: its directory, absolutely.

@@ -90,13 +90,16 @@ pub(super) struct WireDumps {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a source table like { domain = \"prod-db\", snapshot = \"nightly\" }"
+    expecting = "a source table like { domain = \"prod-db\", snapshot = \"nightly\" } or { virtnbdbackup = \"backups/vm/db\" }"
 )]
 pub(super) struct WireFrom {
     pub(super) domain: Option<Text>,
     pub(super) snapshot: Option<Text>,
     pub(super) xml: Option<Text>,
     pub(super) disks: Option<Spanned<BTreeMap<Text, Text>>>,
+    pub(super) taken: Option<Text>,
+    pub(super) virtnbdbackup: Option<Text>,
+    pub(super) zone: Option<Text>,
 }
 
 #[derive(Deserialize)]

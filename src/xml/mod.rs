@@ -6,4 +6,5 @@ pub mod facts;
 pub mod disk;
 pub mod domain;
 pub mod network;
+pub mod runtime;
 mod tree;

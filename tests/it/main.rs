@@ -14,3 +14,4 @@ mod example_checks;
 mod report;
 mod xml_domain;
 mod xml_network;
+mod xml_runtime;

@@ -215,6 +215,20 @@ pub enum VmSource {
     Files {
         xml: PathBuf,
         disks: BTreeMap<String, PathBuf>,
+        /// When the images were taken (`taken`); `None`: the newest disk file's modification
+        /// time.
+        taken: Option<jiff::Timestamp>,
+    },
+    /// A virtnbdbackup backup directory (one checkpoint chain), joined to the lab file's
+    /// directory: every checkpoint is a restore point.
+    Virtnbdbackup {
+        dir: PathBuf,
+        /// IANA zone of the backup host, whose local time the stream headers' dates are in;
+        /// `None`: the system's zone.
+        zone: Option<String>,
+        /// The checkpoint chosen for the moment (set by `restore::with_chosen_snapshots`);
+        /// `None`: the newest.
+        checkpoint: Option<String>,
     },
 }
 

@@ -20,26 +20,104 @@ pub(super) fn validate_source(
 ) -> Option<VmSource> {
     let from = wire.get_ref();
     let domain_form = from.domain.is_some() || from.snapshot.is_some();
-    let files_form = from.xml.is_some() || from.disks.is_some();
-    match (domain_form, files_form) {
-        (true, true) => {
+    let files_form = from.xml.is_some() || from.disks.is_some() || from.taken.is_some();
+    let backup_form = from.virtnbdbackup.is_some() || from.zone.is_some();
+    let forms = [domain_form, files_form, backup_form]
+        .iter()
+        .filter(|f| **f)
+        .count();
+    match forms {
+        0 => {
             problems.at(
                 wire.span(),
                 field,
-                "source mixes both forms; use either { domain, snapshot } for a libvirt domain or { xml, disks } for backup files, not both",
+                "empty source; use { domain = \"prod-db\", snapshot = \"nightly\" }, { xml = \"db.xml\", disks = { vda = \"db.qcow2\" } } or { virtnbdbackup = \"backups/vm/db\" }",
             );
             None
         }
-        (false, false) => {
+        1 if domain_form => domain_source(problems, from, wire.span(), field),
+        1 if files_form => files_source(problems, from, wire.span(), field, base),
+        1 => backup_source(problems, from, wire.span(), field, base),
+        _ => {
             problems.at(
                 wire.span(),
                 field,
-                "empty source; use { domain = \"prod-db\", snapshot = \"nightly\" } or { xml = \"db.xml\", disks = { vda = \"db.qcow2\" } }",
+                "source mixes forms; use one of { domain, snapshot } for a libvirt domain, { xml, disks, taken } for backup files or { virtnbdbackup, zone } for a virtnbdbackup directory",
             );
             None
         }
-        (true, false) => domain_source(problems, from, wire.span(), field),
-        (false, true) => files_source(problems, from, wire.span(), field, base),
+    }
+}
+
+/// `{ virtnbdbackup, zone }`: a virtnbdbackup backup directory, its header dates in `zone`.
+fn backup_source(
+    problems: &mut Problems,
+    from: &WireFrom,
+    at: Range<usize>,
+    field: &str,
+    base: &Path,
+) -> Option<VmSource> {
+    let dir_field = format!("{field}.virtnbdbackup");
+    let dir = present(
+        problems,
+        &from.virtnbdbackup,
+        at,
+        &dir_field,
+        "missing virtnbdbackup; give the backup directory virtnbdbackup -o wrote, like virtnbdbackup = \"backups/vm/db\"",
+    )
+    .and_then(|d| {
+        not_blank(
+            problems,
+            d,
+            &dir_field,
+            "empty virtnbdbackup path; give the backup directory virtnbdbackup -o wrote, like \"backups/vm/db\"",
+        )
+    })
+    .map(|d| base.join(d.get_ref()));
+    let mut zone_ok = true;
+    let zone = from.zone.as_ref().map(|z| {
+        if jiff::tz::TimeZone::get(z.get_ref()).is_err() {
+            problems.at(
+                z.span(),
+                format!("{field}.zone"),
+                format!(
+                    "unknown time zone {:?}; use the IANA name of the backup host's zone, like \"Europe/Zurich\" (the names are in /usr/share/zoneinfo), or drop zone for the system's",
+                    z.get_ref()
+                ),
+            );
+            zone_ok = false;
+        }
+        z.get_ref().clone()
+    });
+    Some(VmSource::Virtnbdbackup {
+        dir: dir?,
+        zone: if zone_ok { zone } else { return None },
+        checkpoint: None,
+    })
+}
+
+/// `taken`: an RFC 3339 time with its offset, like `2026-11-30T22:00:00+01:00`.
+fn taken(
+    problems: &mut Problems,
+    value: &Option<Text>,
+    field: &str,
+) -> Result<Option<jiff::Timestamp>, ()> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    match text.get_ref().parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(Some(t)),
+        Err(_) => {
+            problems.at(
+                text.span(),
+                field,
+                format!(
+                    "{:?} is not a time with its offset; write when the images were taken like \"2026-11-30T22:00:00+01:00\" or \"2026-11-30T21:00:00Z\", or drop taken to use the images' modification time",
+                    text.get_ref()
+                ),
+            );
+            Err(())
+        }
     }
 }
 
@@ -100,9 +178,11 @@ fn files_source(
     })
     .map(|xml| base.join(xml.get_ref()));
     let disks = disks(problems, &from.disks, at, &format!("{field}.disks"), base);
+    let taken = taken(problems, &from.taken, &format!("{field}.taken"));
     Some(VmSource::Files {
         xml: xml?,
         disks: disks?,
+        taken: taken.ok()?,
     })
 }
 
