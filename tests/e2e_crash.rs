@@ -1,6 +1,9 @@
 //! Crash safety against a real libvirtd, QEMU and qemu-guest-agent: reclab killed with
-//! SIGKILL after every journaled step of `up`, libvirtd restarted in the middle of a drill, a
-//! guest that never answers, and a full state disk. After each, nothing of the run may be left
+//! SIGKILL after every journaled step of `up`, libvirtd restarted in the middle of a drill
+//! (also during `up`'s boot wait, which rides it out), a guest that never answers, a full state
+//! disk, parallel downs, a drill killed during verify, a lost run directory, libvirtd and QEMU
+//! killed or the whole sandbox stopped under a lab (then `scripts/collect-labs`), and `gc`
+//! from a second state directory while a lab runs. After each, nothing of the run may be left
 //! and production's image must be byte for byte what it was.
 //!
 //! To keep CI time down the labs have one VM, and production is not the whole demo estate
