@@ -1,6 +1,9 @@
 //! Crash safety against a real libvirtd, QEMU and qemu-guest-agent: reclab killed with
-//! SIGKILL after every journaled step of `up`, libvirtd restarted in the middle of a drill, a
-//! guest that never answers, and a full state disk. After each, nothing of the run may be left
+//! SIGKILL after every journaled step of `up`, libvirtd restarted in the middle of a drill
+//! (also during `up`'s boot wait, which rides it out), a guest that never answers, a full state
+//! disk, parallel downs, a drill killed during verify, a lost run directory, libvirtd and QEMU
+//! killed or the whole sandbox stopped under a lab (then `scripts/collect-labs`), and `gc`
+//! from a second state directory while a lab runs. After each, nothing of the run may be left
 //! and production's image must be byte for byte what it was.
 //!
 //! To keep CI time down the labs have one VM, and production is not the whole demo estate
@@ -852,4 +855,88 @@ fn gc_from_a_second_state_directory_leaves_a_running_lab_alone() {
     );
     let owner = Path::new("/run/reclab/owners").join(&run8);
     assert!(!owner.exists(), "{} left", owner.display());
+}
+
+/// The PID of the QEMU process running `domain` (`-name guest=DOMAIN,…`), if any.
+fn qemu_of(domain: &str) -> Option<i32> {
+    let want = format!("guest={domain},");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a.starts_with(want.as_bytes()))
+            .then_some(pid)
+    })
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn up_fails_naming_libvirtd_when_it_stays_away_and_leaves_the_lab_fenced() {
+    let sb = Sandbox::start("crash-away");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("away", "3m");
+    let mut child = spawn_up(&sb, &lab, &[]);
+    // In the boot wait (the guest prints on its console), libvirtd is killed for good.
+    let run_dir = wait_for("a booting run", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("reclab up ended early ({status})");
+        }
+        let dir = the_run_dir(&sb)?;
+        let serial = std::fs::metadata(dir.join("db-serial.log")).ok()?;
+        (serial.len() > 0).then_some(dir)
+    });
+    let run8 = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    sb.remember_run(&run8);
+    let dnsmasq: i32 = std::fs::read_to_string(run_dir.join("services-lan.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lvd = daemon_pid(&sb, "libvirtd");
+    // SAFETY: kill(2) of the sandbox's libvirtd, which this test started.
+    assert_eq!(unsafe { libc::kill(lvd, libc::SIGKILL) }, 0);
+    // Up gives up after its reconnect bound (30 s), well before the guest's 3 minutes.
+    wait_for("reclab up to end", Duration::from_secs(170), || {
+        child.try_wait().unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lost the connection to libvirtd at")
+            && err.contains("is the libvirt daemon running?"),
+        "names libvirtd: {err}"
+    );
+    assert!(
+        !err.contains("qemu-ga") && !err.contains("not ready after"),
+        "the agent is not blamed: {err}"
+    );
+    // Its unwind could not destroy the domain: it kept the rest, so the lab stays fenced.
+    assert!(err.contains("stays fenced"), "{err}");
+    let rules = || {
+        in_sandbox_ns(&sb, &["iptables", "-w", "-S"])
+            + &in_sandbox_ns(&sb, &["ip6tables", "-w", "-S"])
+    };
+    assert!(rules().contains(&format!("reclab:{run8}")), "rules kept");
+    assert!(alive(dnsmasq));
+    // Once its QEMU is gone too, the collection removes the rest without libvirtd.
+    let domain = format!("reclab-away-{run8}-db");
+    let qemu = qemu_of(&domain).expect("the guest's QEMU outlives libvirtd");
+    // SAFETY: kill(2) of the guest's QEMU, started by the sandbox this test started.
+    assert_eq!(unsafe { libc::kill(qemu, libc::SIGKILL) }, 0);
+    wait_for("QEMU to die", Duration::from_secs(10), || {
+        (!alive(qemu)).then_some(())
+    });
+    check(&collect_labs(&sb), "scripts/collect-labs");
+    assert!(!rules().contains("reclab:"), "rules left:\n{}", rules());
+    let links = in_sandbox_ns(&sb, &["ip", "-o", "link"]);
+    assert!(!links.contains(&run8), "bridge or veth left:\n{links}");
+    assert_host_side_gone(&sb, &run8, dnsmasq, "libvirtd gone for good during up");
+    assert_eq!(
+        backup.fingerprint(),
+        fingerprint,
+        "production image changed"
+    );
 }
