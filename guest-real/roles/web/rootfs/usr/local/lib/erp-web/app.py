@@ -32,7 +32,11 @@ def latest_invoices():
 
 
 def page():
-    lines = [VERSION, "latest invoices (from pg.prod.example):", f"{'no':>6}  {'customer':<20} {'amount':>10}  time (UTC)"]
+    lines = [
+        VERSION,
+        "latest invoices (from pg.prod.example):",
+        f"{'no':>6}  {'customer':<20} {'amount':>10}  time (UTC)",
+    ]
     for no, name, amount, created in latest_invoices():
         when = created.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"{no:>6}  {name[:20]:<20} {amount:>10}  {when}")
