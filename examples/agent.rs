@@ -10,6 +10,8 @@
 //!                                        default 60); passes stdout, stderr and the exit code
 //!                                        through
 //! agent URI cat DOM REMOTE               print a guest file
+//! agent URI set-time DOM EPOCH_SECONDS   set the guest's clock (guest-set-time; the agent also
+//!                                        writes it to the guest's RTC)
 //! ```
 //!
 //! Exit codes: that of the command for `exec`, 0 on success otherwise, 1 when the agent fails,
@@ -21,13 +23,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use reclab::base::cancel::Cancel;
+use reclab::hv::Hypervisor;
 use reclab::hv::agent::{self, ExecOpts};
 use reclab::hv::libvirt::LibvirtHv;
 
 const USAGE: &str = "usage: agent URI wait TIMEOUT DOM...
        agent URI push DOM LOCAL REMOTE
        agent URI exec DOM [-t SECONDS] CMD ARG...
-       agent URI cat DOM REMOTE";
+       agent URI cat DOM REMOTE
+       agent URI set-time DOM EPOCH_SECONDS";
 
 /// Poll interval of `wait`.
 const POLL: Duration = Duration::from_millis(200);
@@ -88,6 +92,29 @@ fn run(args: &[String]) -> Result<ExitCode> {
             let data = agent::read_file(&hv, dom, remote, CAT_LIMIT)
                 .with_context(|| format!("{dom}: reading {remote}"))?;
             std::io::stdout().write_all(&data)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ("set-time", [dom, epoch]) => {
+            let secs: i64 = epoch
+                .parse()
+                .with_context(|| format!("'{epoch}' is not a number of seconds since the epoch"))?;
+            let nanos = secs
+                .checked_mul(1_000_000_000)
+                .with_context(|| format!("{epoch} s since the epoch is out of range"))?;
+            let hv = LibvirtHv::open(uri)?;
+            let req =
+                serde_json::json!({ "execute": "guest-set-time", "arguments": { "time": nanos } });
+            let raw = hv
+                .agent_command(dom, &req.to_string(), 30)
+                .with_context(|| format!("{dom}: guest-set-time"))?;
+            let resp: serde_json::Value = serde_json::from_str(&raw)
+                .with_context(|| format!("{dom}: guest-set-time answered invalid json"))?;
+            if let Some(err) = resp.get("error") {
+                bail!(
+                    "{dom}: the guest agent rejected guest-set-time: {}",
+                    err["desc"]
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         ("exec", [dom, argv @ ..]) => {

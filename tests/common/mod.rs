@@ -143,6 +143,21 @@ impl Sandbox {
         Estate::load(&self.name)
     }
 
+    /// Create the real estate (`scripts/estate create NAME --kind real ARGS...`: Debian guests,
+    /// virtnbdbackup chains, pg_dump dumps) inside the sandbox.
+    pub fn create_real_estate(&mut self, args: &[&str]) -> Estate {
+        let t = Instant::now();
+        let out = script("estate")
+            .args(["create", &self.name, "--kind", "real"])
+            .args(args)
+            .output()
+            .expect("scripts/estate");
+        self.estate = true;
+        check(&out, "scripts/estate create --kind real");
+        eprintln!("real estate created in {:.1}s", t.elapsed().as_secs_f64());
+        Estate::load(&self.name)
+    }
+
     pub fn hv(&self) -> LibvirtHv {
         LibvirtHv::open(&self.uri).expect("connect to the sandbox")
     }
