@@ -66,28 +66,30 @@ fn backup(sb: &Sandbox, dir: &Path, level: &str, ago: &str) {
     check(&out, &format!("virtnbdbackup -l {level} ({ago})"));
 }
 
-/// The example lab with only the database, cloned from the backup directory `backups`
-/// (relative to the estate directory), and its database checks.
+/// The example lab with its database cloned from the backup directory `backups` (relative to
+/// the estate directory), without the check that compares the image with the dump: the backups
+/// were taken now with their dates set back, so the image holds invoices newer than the dump of
+/// its (faked) time, which a real backup of that time would not.
 fn lab_file(estate: &Estate, name: &str, backups: &str) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("examples/erp.toml")).unwrap();
-    let head = &text[..text.find("# The application needs the database").unwrap()];
-    let head = head
+    let text = text
         .replace("name = \"erp\"", &format!("name = \"{name}\""))
         .replace(
             "from = { domain = \"prod-db\", snapshot = \"nightly\" }",
             &format!("from = {{ virtnbdbackup = \"{backups}\", zone = \"Europe/Zurich\" }}"),
         );
     assert!(
-        head.contains("virtnbdbackup ="),
+        text.contains("virtnbdbackup ="),
         "examples/erp.toml changed"
     );
-    let checks: String = text[text.find("[[check]]").unwrap()..]
+    let at = text.find("[[check]]").unwrap();
+    let checks: String = text[at..]
         .split("[[check]]")
-        .filter(|c| c.contains("vm = \"db\""))
+        .filter(|c| !c.trim().is_empty() && !c.contains("kind = \"compare\""))
         .map(|c| format!("[[check]]{c}"))
         .collect();
     let p = estate.dir.join(format!("{name}.toml"));
-    std::fs::write(&p, format!("{head}{checks}")).unwrap();
+    std::fs::write(&p, format!("{}{checks}", &text[..at])).unwrap();
     p
 }
 
