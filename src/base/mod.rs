@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod duration;
 pub mod fs;
+pub mod guestsh;
 pub mod names;
 pub mod pattern;
 pub mod sys;

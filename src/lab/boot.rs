@@ -162,9 +162,10 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result
         }
         let serial = std::fs::read_to_string(&vm.serial_log).unwrap_or_default();
         anyhow::anyhow!(
-            "vm {} ({}) not ready after {}s: {what}: {e:#}; last serial console lines: {}",
+            "vm {} ({}) not ready after {}s (ready.timeout {}s): {what}: {e:#}; last serial console lines: {}",
             vm.name,
             vm.domain,
+            t.elapsed().as_secs(),
             vm.ready_timeout.as_secs(),
             if serial.trim().is_empty() {
                 "(none)".into()
@@ -188,11 +189,8 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result
             .first()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "127.0.0.1".into());
-        // OpenBSD/GNU nc know -z; busybox nc does not, but connects and exits 0 on EOF.
-        let script = format!(
-            "command -v nc >/dev/null || exit 127; nc -z -w 2 {host} {port} 2>/dev/null && exit 0; \
-             nc -w 2 {host} {port} </dev/null >/dev/null 2>&1"
-        );
+        // bash's /dev/tcp where the guest has bash (a Debian server often has no nc), else nc.
+        let script = crate::base::guestsh::tcp_connect(&host, port, 2);
         let probe = agent::ExecOpts::with_timeout(Duration::from_secs(5)).cancelled_by(cancel);
         // The probe ends the wait with `Some(Err)` when it knows the port will not come.
         let probed = wait::until(
@@ -204,7 +202,9 @@ fn wait_ready(hv: &dyn Hypervisor, vm: &plan::VmPlan, cancel: &Cancel) -> Result
                     Ok(out) if out.exit_code == 0 => Some(Ok(())),
                     Ok(out) if out.exit_code == 127 => Some(Err(fail(
                         &format!("probing tcp {host}:{port}"),
-                        anyhow::anyhow!("the guest has no nc; remove ready.tcp or install netcat"),
+                        anyhow::anyhow!(
+                            "the guest has neither bash nor nc to probe with; remove ready.tcp or install bash or netcat"
+                        ),
                     ))),
                     Ok(_) => None,
                     Err(e) => Some(Err(fail(&format!("probing tcp {host}:{port}"), e))),
@@ -355,7 +355,10 @@ mod tests {
             msg.starts_with("vm db (reclab-"),
             "names the vm that failed: {msg}"
         );
-        assert!(msg.contains("the guest has no nc"), "says why: {msg}");
+        assert!(
+            msg.contains("the guest has neither bash nor nc"),
+            "says why: {msg}"
+        );
         assert!(!msg.contains("cancelled"), "not the sibling's error: {msg}");
         // `app` would have been pinged every 250 ms for two minutes (480 times); it was called
         // off after its first ping or so.
