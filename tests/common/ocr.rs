@@ -3,7 +3,7 @@
 //! The one OCR helper of the tests (console screens typed into through the browser, and any
 //! screenshot check that wants to read its picture). A VM's text console is crisp: every pixel is
 //! either the background or a glyph's colour. [`read_screen`] turns it into black glyphs on white,
-//! scales it up smoothly (tesseract reads 16-pixel glyphs poorly, 48-pixel ones well), runs
+//! scales it up 2x smoothly (measured on VGA consoles: better than 3x or 4x, and than blocks), runs
 //! `tesseract --psm 6` (one uniform block of text) on it and makes every dash a hyphen.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{check, need_program};
 
 /// How much the picture is scaled up before tesseract reads it.
-const SCALE: usize = 3;
+const SCALE: usize = 2;
 
 /// Whether tesseract is there (a missing one fails the test where tools are required).
 pub fn have_tesseract() -> bool {
@@ -44,8 +44,8 @@ pub fn read_screen(png: &Path) -> String {
             ink[y as usize * w + x as usize]
         }
     };
-    // Scaled up bilinearly: smooth edges read better than blocks (measured on a VGA console:
-    // blocks make a hyphen an em dash).
+    // Scaled up bilinearly: smooth edges read better than blocks (blocks make a VGA console's
+    // hyphen an em dash).
     let border = 8 * SCALE;
     let (ow, oh) = (w * SCALE + 2 * border, h * SCALE + 2 * border);
     let mut out = vec![255u8; ow * oh];
@@ -94,6 +94,17 @@ pub fn has_line(text: &str, word: &str) -> bool {
 pub fn has_number(text: &str, number: &str) -> bool {
     text.split(|c: char| !c.is_ascii_digit())
         .any(|t| t == number)
+}
+
+/// Whether one OCR'd line is a table row that starts with `first` (a trailing `.` or `,` that OCR
+/// adds aside) and also shows `also`: an invoice's number with its amount, say, so that a digit
+/// somewhere else on the screen does not count.
+pub fn has_row(text: &str, first: &str, also: &str) -> bool {
+    text.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next().map(|w| w.trim_end_matches(['.', ','])) == Some(first)
+            && words.any(|w| w.contains(also))
+    })
 }
 
 /// Take screenshots with `shot` (which writes a PNG to the path it is given) and read them until
