@@ -6,9 +6,11 @@
 //! compared with what the lab's PostgreSQL holds (asked through the guest agent).
 //!
 //! The lab comes from files, as a backup tool restores them (`from = { xml, disks }`): each
-//! guest's domain XML rendered from the real estate's templates and its built image, which the
-//! lab only reads (its overlay sits on it; checked by fingerprint), pg with its UEFI variable
-//! store.
+//! guest's domain XML rendered from the real estate's templates and its built image
+//! (`scripts/build-real-guests`), which the lab only reads (its overlay sits on it; the sha256
+//! of each image is the same after `down`), pg with its UEFI variable store. Not yet from the
+//! real estate's virtnbdbackup chains (`scripts/estate create --kind real`), which needs
+//! reclab's virtnbdbackup source.
 
 mod common;
 
