@@ -1,7 +1,8 @@
 //! Consoles for people against a real lab: the serial console, the VNC proxy (checked with a
 //! small RFB client doing real VNC authentication), and `reclab serve` in a real headless
 //! Chromium (noVNC shows the client VM's screen, a sign-off is recorded, wrong and expired
-//! tokens are refused). Every console ends when the lab expires.
+//! tokens are refused, keys typed into db's console run a query whose answer OCR reads off the
+//! screen). Every console ends when the lab expires.
 //!
 //! reclab runs here in the host's root network namespace, not in the sandbox's: libvirt hands
 //! over the console streams and graphics sockets through its UNIX socket, so consoles work
@@ -9,72 +10,17 @@
 
 mod common;
 
+use common::browser::{
+    BrowserConsole, Children, Serve, browser_tools, lines_of, next_line_with, node, reclab_host,
+};
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use reclab::lab::journal::RunDir;
-
-/// Children killed (by PID) when the test ends, also when it panics.
-#[derive(Default)]
-struct Children(Vec<Child>);
-
-impl Children {
-    fn add(&mut self, c: Child) -> usize {
-        self.0.push(c);
-        self.0.len() - 1
-    }
-
-    /// Wait for child `i` to exit, up to `timeout`; its exit code.
-    fn wait(&mut self, i: usize, timeout: Duration) -> Option<i32> {
-        let t = Instant::now();
-        while t.elapsed() < timeout {
-            if let Some(st) = self.0[i].try_wait().unwrap() {
-                return Some(st.code().unwrap_or(-1));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// reclab in the host's root network namespace, talking to the sandbox's libvirtd.
-fn reclab_host(sb: &Sandbox) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reclab"));
-    cmd.env("RECLAB_CONNECT", &sb.uri)
-        .arg("--state-dir")
-        .arg(&sb.state_dir);
-    cmd
-}
-
-/// Lines of a child's stdout, delivered through a channel by a reader thread.
-fn lines_of(out: ChildStdout) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 /// Raw bytes of a child's stdout, through a channel.
 fn bytes_of(mut out: ChildStdout) -> Receiver<Vec<u8>> {
@@ -88,20 +34,6 @@ fn bytes_of(mut out: ChildStdout) -> Receiver<Vec<u8>> {
         }
     });
     rx
-}
-
-fn next_line_with(rx: &Receiver<String>, needle: &str, timeout: Duration) -> String {
-    let t = Instant::now();
-    let mut seen = Vec::new();
-    while t.elapsed() < timeout {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(l) if l.contains(needle) => return l,
-            Ok(l) => seen.push(l),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?} within {timeout:?}; saw {seen:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,31 +207,16 @@ fn http_status(base: &str, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
-fn node(args: &[&str], node_path: &Path) -> serde_json::Value {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("180")
-        .arg("node")
-        .arg(repo().join("tests/browser/console.cjs"))
-        .args(args)
-        .env("NODE_PATH", node_path);
-    let out = cmd.output().expect("node");
-    check(&out, &format!("node console.cjs {}", args[0]));
-    serde_json::from_slice(&out.stdout).expect("console.cjs prints json")
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 #[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
 fn consoles_for_people_on_a_real_lab() {
     // noVNC and playwright-core from npm, into the dev directory (idempotent).
-    let out = Command::new(repo().join("scripts/novnc"))
-        .arg("--test-tools")
-        .output()
-        .unwrap();
-    check(&out, "scripts/novnc --test-tools");
-    let novnc = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let node_path = dev_dir().join("novnc/node_modules");
+    let (novnc, node_path) = browser_tools();
+    if !common::ocr::have_tesseract() {
+        return;
+    }
 
     let mut sb = Sandbox::start("consoles");
     let estate = sb.create_estate(&[]);
@@ -411,27 +328,9 @@ fn consoles_for_people_on_a_real_lab() {
     drop(s);
 
     // (3) reclab serve in the root namespace, on loopback, and a real headless Chromium.
-    let mut serve = reclab_host(&sb)
-        .args(["serve", "--listen", "127.0.0.1:0", "--novnc"])
-        .arg(&novnc)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let serve_lines = lines_of(serve.stdout.take().unwrap());
-    let serve_i = children.add(serve);
-    let listening = next_line_with(
-        &serve_lines,
-        "listening on http://127.0.0.1:",
-        Duration::from_secs(30),
-    );
-    let base = listening.rsplit(' ').next().unwrap().to_string();
-    let printed = next_line_with(
-        &serve_lines,
-        &format!("lab erp run {run8}:"),
-        Duration::from_secs(5),
-    );
-    let link = printed.rsplit(' ').next().unwrap().to_string();
+    let serve = Serve::start(&sb, &mut children, &novnc);
+    let base = serve.base.clone();
+    let link = serve.link("erp", &run8);
     let out = reclab_host(&sb)
         .args(["console", "--link", "erp", "--base", &base])
         .output()
@@ -496,7 +395,55 @@ fn consoles_for_people_on_a_real_lab() {
     assert_eq!(refused["status"], 403);
     assert_eq!(refused["heading"], "Access refused");
 
-    // (4) The lab expires: open consoles close, new ones and the page are refused.
+    // (4) Keys typed in the browser reach the VM, and the screen is read back by OCR: on db's
+    // VGA console (a shell on tty1) a shifted-key arithmetic and a query of the lab's database,
+    // whose answer the guest agent gives too.
+    let db_domain = rec
+        .vms
+        .iter()
+        .find(|v| v.name == "db")
+        .unwrap()
+        .domain
+        .clone();
+    let query = "sqlite3 /var/lib/erp/erp.db 'select no from invoices order by no desc limit 3'";
+    let (rc, newest) = guest_sh(&sb.hv(), &db_domain, query);
+    assert_eq!(rc, 0, "{newest}");
+    let newest: Vec<&str> = newest.lines().collect();
+    assert_eq!(newest.len(), 3, "{newest:?}");
+    let shots = sb.state_dir.join("typed");
+    std::fs::create_dir_all(&shots).unwrap();
+    let t = Instant::now();
+    let mut db = BrowserConsole::open(&link, "db", &node_path);
+    db.type_text("\nclear; echo typed-$((6*7))-ok\n");
+    common::ocr::wait_for_screen(
+        "typed-42-ok",
+        &shots,
+        "db-echo",
+        Duration::from_secs(60),
+        |p| db.shot(p),
+        |text| common::ocr::has_line(text, "typed-42-ok"),
+    );
+    // Not cleared first: the command line stays on the screen above its answer.
+    db.type_text(&format!("{query}\n"));
+    let (text, _) = common::ocr::wait_for_screen(
+        &format!("invoices {newest:?}"),
+        &shots,
+        "db-invoices",
+        Duration::from_secs(60),
+        |p| db.shot(p),
+        |text| newest.iter().all(|n| common::ocr::has_line(text, n)),
+    );
+    assert!(
+        text.contains("select no from invoices order by"),
+        "the typed command is on the screen as typed:\n{text}"
+    );
+    db.close();
+    eprintln!(
+        "typed and read back through the browser console in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // (5) The lab expires: open consoles close, new ones and the page are refused.
     let mut ws = open_console_ws(&base, &run8, "client", &token);
     let mut serial = reclab_host(&sb)
         .args(["console", "erp", "client"])
@@ -545,10 +492,10 @@ fn consoles_for_people_on_a_real_lab() {
     );
 
     // Stop the server (SIGTERM, by PID) and remove the lab.
-    unsafe {
-        libc::kill(children.0[serve_i].id() as i32, libc::SIGTERM);
-    }
-    assert_eq!(children.wait(serve_i, Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        children.terminate(serve.child, Duration::from_secs(10)),
+        Some(0)
+    );
     check(&sb.reclab(&["down", &run8]), "reclab down");
     sb.assert_nothing_left();
 }

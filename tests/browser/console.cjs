@@ -5,6 +5,13 @@
 //   node console.cjs visit LAB_URL VM SCREENSHOT.png   open the lab page, the VM's console,
 //                                                      wait for its screen, sign off
 //   node console.cjs refused URL                       expect the page to be refused (403)
+//   node console.cjs drive LAB_URL VM                  open the VM's console and take orders, one
+//                                                      JSON object a line on stdin:
+//       {"op":"type","text":"..."}   type TEXT into the console with real key events (playwright
+//                                    keyboard -> noVNC -> RFB key events -> QEMU); "\n" is Enter
+//       {"op":"shot","path":"x.png"} write the noVNC canvas, at the VM's screen resolution, as PNG
+//       {"op":"quit"}                close the browser and exit
+//     answering each order with one JSON line ({"ok":true,...}); the first line says it connected.
 //
 // Prints one JSON object with what it saw on stdout; exits non-zero on any failure.
 'use strict';
@@ -89,6 +96,76 @@ async function visit(labUrl, vm, screenshot) {
     });
 }
 
+// The US keyboard: the characters typed with Shift, by the key that types them without it. noVNC
+// sends QEMU the scancode of the key's `code` (QEMU's extended key event), so a shifted character
+// is typed as a real keyboard does it: Shift down, the key, Shift up.
+const SHIFTED = {
+    '~': 'Backquote', '!': 'Digit1', '@': 'Digit2', '#': 'Digit3', '$': 'Digit4', '%': 'Digit5',
+    '^': 'Digit6', '&': 'Digit7', '*': 'Digit8', '(': 'Digit9', ')': 'Digit0', '_': 'Minus',
+    '+': 'Equal', '{': 'BracketLeft', '}': 'BracketRight', '|': 'Backslash', ':': 'Semicolon',
+    '"': 'Quote', '<': 'Comma', '>': 'Period', '?': 'Slash',
+};
+
+// Type TEXT key by key; a pause after each so that an emulated guest keeps up.
+async function typeKeys(page, text) {
+    for (const ch of text) {
+        if (ch === '\n') {
+            await page.keyboard.press('Enter');
+        } else if (SHIFTED[ch] || /[A-Z]/.test(ch)) {
+            await page.keyboard.down('Shift');
+            await page.keyboard.press(SHIFTED[ch] || `Key${ch}`);
+            await page.keyboard.up('Shift');
+        } else if (/[ -~]/.test(ch)) {
+            await page.keyboard.press(ch === ' ' ? 'Space' : ch);
+        } else {
+            throw new Error(`cannot type ${JSON.stringify(ch)} on a US keyboard`);
+        }
+        await page.waitForTimeout(40);
+    }
+}
+
+// The noVNC canvas as PNG bytes, at its own (the VM's screen) resolution, not as scaled on the page.
+async function canvasPng(page) {
+    const url = await page.evaluate(() => document.querySelector('#screen canvas').toDataURL('image/png'));
+    return Buffer.from(url.slice(url.indexOf(',') + 1), 'base64');
+}
+
+async function drive(labUrl, vm) {
+    return withBrowser(async (browser) => {
+        const page = await browser.newPage();
+        const errors = [];
+        page.on('pageerror', (e) => errors.push(String(e)));
+        page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+        const resp = await page.goto(labUrl, { waitUntil: 'load' });
+        if (resp.status() !== 200) throw new Error(`lab page: status ${resp.status()}`);
+        await page.click(`#vms tr:has(td:text-is("${vm}")) a.console`);
+        await page.waitForSelector('body[data-state="connected"]', { timeout: 60000 });
+        // A click focuses the canvas (noVNC's focusOnClick): keys go to the VM from then on.
+        await page.click('#screen canvas');
+        const say = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+        say({ ok: true, connected: await page.textContent('#status') });
+        const lines = require('readline').createInterface({ input: process.stdin });
+        for await (const line of lines) {
+            if (!line.trim()) continue;
+            const order = JSON.parse(line);
+            if (order.op === 'type') {
+                await typeKeys(page, order.text);
+                say({ ok: true });
+            } else if (order.op === 'shot') {
+                const png = await canvasPng(page);
+                fs.writeFileSync(order.path, png);
+                const { width, height } = await canvasVariety(page);
+                say({ ok: true, width, height, bytes: png.length, errors });
+            } else if (order.op === 'quit') {
+                break;
+            } else {
+                throw new Error(`unknown order ${line}`);
+            }
+        }
+        return { ok: true, quit: true, errors };
+    });
+}
+
 async function refused(url) {
     return withBrowser(async (browser) => {
         const page = await browser.newPage();
@@ -104,8 +181,10 @@ async function main() {
         out = await visit(...args);
     } else if (mode === 'refused' && args.length === 1) {
         out = await refused(args[0]);
+    } else if (mode === 'drive' && args.length === 2) {
+        out = await drive(...args);
     } else {
-        throw new Error('usage: console.cjs visit LAB_URL VM SCREENSHOT | refused URL');
+        throw new Error('usage: console.cjs visit LAB_URL VM SCREENSHOT | refused URL | drive LAB_URL VM');
     }
     process.stdout.write(JSON.stringify(out) + '\n');
 }

@@ -15,6 +15,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod ocr;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
