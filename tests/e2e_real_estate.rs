@@ -64,7 +64,7 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
 
     // "3h ago": the incremental of three hours ago (not the full, not the newest) for each VM,
     // and the dump of three hours ago.
-    let (code, rep, out) = drill(&sb, &lab, "3h ago");
+    let (code, rep, out) = drill(sb, &lab, "3h ago");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(code, 0, "the drill at 3h ago is VERIFIED: {rep:#}");
     assert_eq!(rep["result"], "verified", "{rep:#}");
@@ -124,7 +124,7 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
         .find(|d| d["kind"] == "missing-invoice")
         .map(|d| d["details"]["invoice_no"].as_i64().unwrap())
         .expect("the planted missing invoice");
-    let (code, rep, _) = drill(&sb, &lab, "2h ago");
+    let (code, rep, _) = drill(sb, &lab, "2h ago");
     assert_eq!(code, 1, "the drill at 2h ago fails verification: {rep:#}");
     let seq = check_named(&rep, "invoice-numbers-without-gaps");
     assert_eq!(seq["status"], "fail", "{seq}");
@@ -139,7 +139,8 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
 
 #[test]
 #[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
-fn the_real_estate_has_checkpoint_chains_and_dumps_its_drill_at_3h_ago_is_verified_and_destroy_leaves_nothing() {
+fn the_real_estate_has_checkpoint_chains_and_dumps_its_drill_at_3h_ago_is_verified_and_destroy_leaves_nothing()
+ {
     for p in ["virtnbdbackup", "virtnbdrestore", "faketime", "qemu-img"] {
         if !need_program(
             p,

@@ -105,7 +105,7 @@ pub fn verify_isolation(
             vm: &prober.name,
             domain: &prober.domain,
             what: format!("hypervisor address {addr}"),
-            script: format!("ping -c 1 -W 2 {addr}"),
+            script: probe_script(&addr.to_string(), false),
         });
     }
     for (vm, domain, tap, mac) in &taps {
@@ -124,30 +124,29 @@ pub fn verify_isolation(
             vm,
             domain,
             what: format!("its tap {tap} at {ll}"),
-            script: format!("ping -6 -c 1 -W 2 \"{ll}%{ifname}\""),
+            script: probe_script(&format!("{ll}%{ifname}"), true),
         });
     }
     let mut probed = Vec::new();
     for p in probes {
         let out = agent::sh(hv, p.domain, &p.script, Duration::from_secs(10))
             .with_context(|| format!("probing {} from {}", p.what, p.vm))?;
-        // Exit status 1 is also busybox's "bad address" or "network unreachable": only a ping
-        // that sent its packet and got nothing back counts as probed.
-        let sent = String::from_utf8_lossy(&out.stdout).contains("1 packets transmitted");
-        match out.exit_code {
-            0 => bail!(
+        match classify(&out) {
+            Probed::Reached => bail!(
                 "isolation breach: {} reached {} from inside the lab",
                 p.vm,
                 p.what
             ),
-            1 if sent => {
-                found.push(format!("{} cannot reach {}", p.vm, p.what));
+            Probed::Unreached(how) => {
+                found.push(format!("{} cannot reach {} ({how})", p.vm, p.what));
                 probed.push(p.what);
             }
-            code => found.push(format!(
-                "not probed: {} (ping on {} sent nothing, exit status {code}: {})",
+            Probed::Not(why) => found.push(format!(
+                "not probed: {} ({} on {}, exit status {}: {})",
                 p.what,
+                why,
                 p.vm,
+                out.exit_code,
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
         }
@@ -155,7 +154,58 @@ pub fn verify_isolation(
     Ok(Isolation { found, probed })
 }
 
-/// One ping from inside the lab.
+/// The probe of `addr` from inside a guest: one ping where the guest has ping (busybox, most
+/// servers); else, where it has bash (a Debian minimal server has no ping), a TCP connect to
+/// port 22 through bash's `/dev/tcp`: a refused connection is an answer too (the kernel at
+/// `addr` sent a reset), a timeout or "no route to host" (no neighbour answered) is none.
+fn probe_script(addr: &str, v6: bool) -> String {
+    let ping = if v6 { "ping -6" } else { "ping" };
+    format!(
+        "if command -v ping >/dev/null 2>&1; then exec {ping} -c 1 -W 2 \"{addr}\"; fi; \
+         command -v bash >/dev/null 2>&1 || exit 127; echo {TCP_MARK}; \
+         exec timeout 4 bash -c 'exec 3<>\"/dev/tcp/$0/22\"' \"{addr}\""
+    )
+}
+
+/// What the probe script prints first when it probes by TCP.
+const TCP_MARK: &str = "tcp-probe";
+
+/// What one probe found.
+#[derive(Debug, PartialEq, Eq)]
+enum Probed {
+    /// Something at the address answered: isolation is broken.
+    Reached,
+    /// The probe went out and nothing answered (how it was probed).
+    Unreached(&'static str),
+    /// Nothing went out (why), so nothing was tested.
+    Not(&'static str),
+}
+
+fn classify(out: &agent::ExecOutput) -> Probed {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.starts_with(TCP_MARK) {
+        return match out.exit_code {
+            0 => Probed::Reached,
+            _ if stderr.contains("Connection refused") => Probed::Reached,
+            124 => Probed::Unreached("tcp connect timed out"),
+            _ if stderr.contains("No route to host") => {
+                Probed::Unreached("tcp connect: no route to host")
+            }
+            _ => Probed::Not("tcp connect could not be sent"),
+        };
+    }
+    // Exit status 1 is also busybox's "bad address" or "network unreachable": only a ping that
+    // sent its packet and got nothing back counts as probed.
+    match out.exit_code {
+        0 => Probed::Reached,
+        1 if stdout.contains("1 packets transmitted") => Probed::Unreached("ping unanswered"),
+        127 => Probed::Not("the guest has neither ping nor bash"),
+        _ => Probed::Not("ping sent nothing"),
+    }
+}
+
+/// One probe from inside the lab.
 struct Probe<'a> {
     vm: &'a str,
     domain: &'a str,
@@ -283,14 +333,17 @@ mod tests {
                 format!("its tap vnet7 at {TAP_LL}")
             ]
         );
-        assert!(
-            got.found
-                .contains(&format!("db cannot reach its tap vnet7 at {TAP_LL}"))
-        );
+        assert!(got.found.contains(&format!(
+            "db cannot reach its tap vnet7 at {TAP_LL} (ping unanswered)"
+        )));
         let ran = ran.lock().unwrap();
-        assert_eq!(ran[0], "ping -c 1 -W 2 10.99.0.1");
         assert!(
-            ran[1].starts_with(&format!("ping -6 -c 1 -W 2 \"{TAP_LL}%$(")),
+            ran[0].contains("exec ping -c 1 -W 2 \"10.99.0.1\""),
+            "{}",
+            ran[0]
+        );
+        assert!(
+            ran[1].contains(&format!("exec ping -6 -c 1 -W 2 \"{TAP_LL}%$(")),
             "{}",
             ran[1]
         );
@@ -320,11 +373,80 @@ mod tests {
         assert_eq!(got.probed, Vec::<String>::new());
         assert!(
             got.found.iter().any(|l| l.starts_with(&format!(
-                "not probed: its tap vnet7 at {TAP_LL} (ping on db sent nothing, exit status 1: \
+                "not probed: its tap vnet7 at {TAP_LL} (ping sent nothing on db, exit status 1: \
                  ping: bad address)"
             ))),
             "{:?}",
             got.found
         );
+    }
+
+    /// A guest without ping (a Debian minimal server): the probe script says it probes by TCP,
+    /// then bash exits with `code` and says `err`.
+    fn guest_without_ping(hv: &FakeHv, code: i64, err: &'static str) {
+        let ran: Arc<Mutex<Vec<String>>> = Arc::default();
+        hv.set_agent(move |_, req| {
+            let mut ran = ran.lock().unwrap();
+            let ret = match req["execute"].as_str().unwrap_or("") {
+                "guest-ping" => json!({}),
+                "guest-exec" => {
+                    ran.push(req["arguments"]["arg"][1].as_str().unwrap().to_string());
+                    json!({ "pid": ran.len() })
+                }
+                "guest-exec-status" => json!({ "exited": true, "exitcode": code,
+                    "out-data": B64.encode(format!("{TCP_MARK}\n")), "err-data": B64.encode(err) }),
+                other => anyhow::bail!("the fake guest's agent does not know {other}"),
+            };
+            Ok::<Value, anyhow::Error>(json!({ "return": ret }))
+        });
+    }
+
+    #[test]
+    fn without_ping_a_tcp_connect_that_times_out_or_finds_no_route_is_a_probe() {
+        for (code, err, how) in [
+            (124, "", "tcp connect timed out"),
+            (
+                1,
+                "bash: connect: No route to host",
+                "tcp connect: no route to host",
+            ),
+        ] {
+            let (rec, hv) = lab();
+            guest_without_ping(&hv, code, err);
+            let host = FakeHost::new();
+            host.set_addresses(&["10.20.0.1"]);
+            host.set_link_local("vnet7", TAP_LL);
+            let got = verify_isolation(&rec, &hv, &host).unwrap();
+            assert_eq!(got.probed, vec![format!("its tap vnet7 at {TAP_LL}")]);
+            assert!(
+                got.found.contains(&format!(
+                    "db cannot reach its tap vnet7 at {TAP_LL} ({how})"
+                )),
+                "{:?}",
+                got.found
+            );
+        }
+    }
+
+    #[test]
+    fn without_ping_a_refused_tcp_connect_is_an_answer_and_a_breach() {
+        let (rec, hv) = lab();
+        guest_without_ping(&hv, 1, "bash: connect: Connection refused");
+        let host = FakeHost::new();
+        host.set_addresses(&["10.20.0.1"]);
+        host.set_link_local("vnet7", TAP_LL);
+        let err = verify_isolation(&rec, &hv, &host).unwrap_err();
+        assert!(format!("{err:#}").starts_with("isolation breach: db reached its tap vnet7"));
+    }
+
+    #[test]
+    fn without_ping_a_tcp_connect_that_could_not_be_sent_probes_nothing() {
+        let (rec, hv) = lab();
+        guest_without_ping(&hv, 1, "bash: connect: Network is unreachable");
+        let host = FakeHost::new();
+        host.set_addresses(&["10.20.0.1"]);
+        host.set_link_local("vnet7", TAP_LL);
+        let got = verify_isolation(&rec, &hv, &host).unwrap();
+        assert!(got.probed.is_empty(), "{:?}", got.probed);
     }
 }

@@ -762,7 +762,7 @@ mod tests {
             }),
             Ask::Run(vec![command(
                 "db",
-                &crate::base::guestsh::http_get("http://app/?a=1&b=it's")
+                crate::base::guestsh::http_get("http://app/?a=1&b=it's")
             )])
         );
         match asked(CheckKind::Sequence {
