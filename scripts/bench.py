@@ -577,7 +577,19 @@ class RealEstate:
             self.estate = json.load(f)
         # The lab file's paths are relative to it: next to the estate's backups/ (as scripts/demo).
         self.lab = os.path.join(self.dir, "real.toml")
-        shutil.copy(os.path.join(REPO, "examples/real.toml"), self.lab)
+        with open(os.path.join(REPO, "examples/real.toml")) as f:
+            text = f.read()
+        # The real guests have no nc, which reclab's `ready.tcp` probe runs in the guest: the
+        # probes are dropped (both ways then wait for the guest agents), and the dump restore of
+        # pg waits for PostgreSQL (WAL replay) with its own pg_isready instead.
+        text, n = re.subn(r", tcp = \d+ \}", " }", text)
+        text, m = re.subn(r"(?m)^restore = \[\n(?=  # Keep the database)",
+                          'restore = [\n  "until runuser -u postgres -- pg_isready -q; '
+                          'do sleep 1; done",\n', text)
+        if n != 2 or m != 1:
+            die("could not drop the tcp readiness probes from examples/real.toml")
+        with open(self.lab, "w") as f:
+            f.write(text)
         # Production idles on the same 2 cores; paused, it adds no noise (both ways read only
         # its backups).
         for d in self.estate["domains"]:
@@ -778,7 +790,8 @@ def bench_real(table, opts, work):
     table.add("real estate: restore the 3 VM images at 3h ago (miss; `image_restores` seconds)",
               miss["restore_s"], "s", "plain way: virtnbdrestore ×3", plain_restore, runs=1)
     table.add("real estate: restore the 3 VM images at 3h ago (hit; `image_restores` seconds)",
-              hit["restore_s"], "s", "plain way: virtnbdrestore ×3", plain_restore, runs=1)
+              hit["restore_s"], "s", "-", None, runs=1,
+              note="restore cache lookups of the entries the first drill made")
     return details
 
 
