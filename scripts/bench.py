@@ -786,7 +786,8 @@ def bench_real(table, opts, work):
         details["estate_create_s"] = estate.start()
         drills = []
         for label in ("miss", "hit"):
-            log(f"real estate: reclab run --at '{REAL_AT_HOURS}h ago' (restore cache {label} expected)")
+            log(f"real estate: reclab run --at '{REAL_AT_HOURS}h ago' "
+                f"(restore cache {label} expected)")
             took, code, report = estate.drill()
             restores = report.get("image_restores", [])
             caches = sorted({r["cache"] for r in restores})
