@@ -531,6 +531,287 @@ def bench_points(table, opts):
               passed=value < 0.1, runs=opts.runs)
 
 
+# ---------------------------------------------------------------- the real estate
+
+REAL_SANDBOX = "bench-real"
+REAL_AT_HOURS = 3
+E2E_LOCK = "/tmp/reclab-e2e.lock"
+PLAIN_NET = "bench-plain"
+
+
+class E2eLock:
+    """The helpers' shared lock for long VM work (flock /tmp/reclab-e2e.lock), held by this
+    process only: its descriptor is close-on-exec, so no daemon started meanwhile inherits it."""
+
+    def __enter__(self):
+        import fcntl
+        self.f = open(E2E_LOCK, "a")
+        log(f"waiting for {E2E_LOCK}")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+class RealEstate:
+    """A real estate (Debian 12 guests, PostgreSQL, virtnbdbackup chains) in its own sandbox."""
+
+    def __init__(self, work):
+        self.state = os.path.join(work, "state-real")
+        os.makedirs(self.state, exist_ok=True)
+        self.dir = os.path.join(DEV_DIR, "estate", REAL_SANDBOX)
+        self.plain_dir = os.path.join(work, "plain-real")
+        self.uri = None
+
+    def start(self):
+        # The sandbox first, outside the lock (its daemons must not inherit it).
+        _, cp = run([SANDBOX_CMD, "start", REAL_SANDBOX])
+        self.uri = cp.stdout.strip()
+        run([ESTATE_CMD, "destroy", REAL_SANDBOX], check=False)
+        log(f"creating the real estate in sandbox '{REAL_SANDBOX}' (--hours 4; minutes)")
+        with E2eLock():
+            took, _ = run([ESTATE_CMD, "create", REAL_SANDBOX, "--kind", "real", "--hours", "4"])
+        log(f"real estate created in {took:.0f} s")
+        with open(os.path.join(self.dir, "estate.json")) as f:
+            self.estate = json.load(f)
+        # The lab file's paths are relative to it: next to the estate's backups/ (as scripts/demo).
+        self.lab = os.path.join(self.dir, "real.toml")
+        with open(os.path.join(REPO, "examples/real.toml")) as f:
+            text = f.read()
+        # The real guests have no nc, which reclab's `ready.tcp` probe runs in the guest: the
+        # probes are dropped (both ways then wait for the guest agents), and the dump restore of
+        # pg waits for PostgreSQL (WAL replay) with its own pg_isready instead.
+        text, n = re.subn(r", tcp = \d+ \}", " }", text)
+        text, m = re.subn(r"(?m)^restore = \[\n(?=  # Keep the database)",
+                          'restore = [\n  "until runuser -u postgres -- pg_isready -q; '
+                          'do sleep 1; done",\n', text)
+        if n != 2 or m != 1:
+            die("could not drop the tcp readiness probes from examples/real.toml")
+        with open(self.lab, "w") as f:
+            f.write(text)
+        # Production idles on the same 2 cores; paused, it adds no noise (both ways read only
+        # its backups).
+        for d in self.estate["domains"]:
+            self.virsh("suspend", d["name"], check=False)
+        return took
+
+    def stop(self):
+        runs = os.path.join(self.state, "runs")
+        for run_id in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+            run(self.reclab_cmd("down", run_id), check=False)
+        self.plain_cleanup()
+        run(self.reclab_cmd("gc"), check=False)
+        run([ESTATE_CMD, "destroy", REAL_SANDBOX], check=False)
+        run([SANDBOX_CMD, "stop", REAL_SANDBOX], check=False)
+
+    def in_sandbox(self, *cmd):
+        return [SANDBOX_CMD, "exec", REAL_SANDBOX, "env", f"RECLAB_CONNECT={self.uri}", *cmd]
+
+    def reclab_cmd(self, *args):
+        return self.in_sandbox(RECLAB, "--state-dir", self.state, *args)
+
+    def virsh(self, *args, check=True):
+        return run(["virsh", "-q", "-c", self.uri, *args], check=check)[1]
+
+    def drill(self):
+        """`reclab run examples/real.toml --at "3h ago" --json`: wall time and its report."""
+        with E2eLock():
+            took, out, err, code, _ = run_rss(
+                self.reclab_cmd("run", self.lab, "--at", f"{REAL_AT_HOURS}h ago", "--json"),
+                check=False)
+        try:
+            report = json.loads(out)
+        except ValueError:
+            die(f"reclab run printed no JSON report (exit {code}):\n{err.strip()[-3000:]}")
+        if code != 0:
+            log(f"reclab run exited {code} ({report.get('result')}): {report.get('errors')}")
+        return took, code, report
+
+    def point(self):
+        return next(p for p in self.estate["points"]
+                    if p["hours_before_now"] == REAL_AT_HOURS)
+
+    def chain_files(self, role):
+        """The data files of ROLE's chain up to the checkpoint of 3h ago, in chain order."""
+        files = []
+        for p in sorted(self.estate["points"], key=lambda p: -p["hours_before_now"]):
+            if p["hours_before_now"] >= REAL_AT_HOURS:
+                files += p["vm"][role]["data_files"]
+        return files
+
+    def plain_xml(self, dom, checkpoint, disk, nvram):
+        """The checkpoint's vmconfig, edited minimally: new name, no uuid/ids/runtime paths,
+        the restored disk, the isolated network, its own NVRAM copy."""
+        import xml.etree.ElementTree as ET
+        tree = ET.parse(os.path.join(dom["backup_dir"], f"vmconfig.{checkpoint}.xml"))
+        root = tree.getroot()
+        root.attrib.pop("id", None)
+        root.find("name").text = f"plain-{dom['role']}"
+        root.remove(root.find("uuid"))
+        if nvram:
+            root.find("os/nvram").text = nvram
+        devices = root.find("devices")
+        for d in devices.findall("disk"):
+            src = d.find("source")
+            src.set("file", disk)
+            src.attrib.pop("index", None)
+            bs = d.find("backingStore")
+            if bs is not None:
+                d.remove(bs)
+        for i in devices.findall("interface"):
+            i.find("source").attrib.clear()
+            i.find("source").set("network", PLAIN_NET)
+            t = i.find("target")
+            if t is not None:
+                i.remove(t)
+        for tag in ("serial", "console", "channel"):
+            for c in devices.findall(tag):
+                # The running domain's pty, log file and agent socket paths.
+                c.attrib.pop("tty", None)
+                for sub in ("source", "log"):
+                    for e in c.findall(sub):
+                        c.remove(e)
+                t = c.find("target")
+                if t is not None:
+                    t.attrib.pop("state", None)
+        for g in devices.findall("graphics"):
+            g.attrib.pop("port", None)
+            g.set("autoport", "yes")
+        path = os.path.join(self.plain_dir, f"plain-{dom['role']}.xml")
+        tree.write(path)
+        return path
+
+    def plain(self):
+        """The plain way at the same checkpoint: virtnbdrestore each VM's chain, define it from
+        its vmconfig (minimal edits) on an isolated network, start it in the lab's tiers and wait
+        for its guest agent. No dumps, no checks. Returns (total seconds, restore seconds)."""
+        shutil.rmtree(self.plain_dir, ignore_errors=True)
+        os.makedirs(self.plain_dir)
+        point = self.point()
+        roles = ["pg", "web", "client"]  # the lab's tiers: pg, then web, then client
+        doms = {d["role"]: d for d in self.estate["domains"]}
+        with E2eLock():
+            t = time.monotonic()
+            xmls = {}
+            for role in roles:
+                dom = doms[role]
+                checkpoint = point["vm"][role]["checkpoint"]
+                out = os.path.join(self.plain_dir, role)
+                os.makedirs(out)
+                run(self.in_sandbox("virtnbdrestore", "-U", self.uri, "-i", dom["backup_dir"],
+                                    "-o", out, "--sequence", ",".join(self.chain_files(role))))
+                disk = os.path.join(out, "vda")
+                nvram = None
+                if dom.get("nvram"):
+                    name = os.path.basename(dom["nvram"])
+                    nvram = os.path.join(out, name)
+                    shutil.copy(os.path.join(dom["backup_dir"], f"{name}.{checkpoint}"), nvram)
+                xmls[role] = self.plain_xml(dom, checkpoint, disk, nvram)
+            restored = time.monotonic() - t
+            net = os.path.join(self.plain_dir, "net.xml")
+            with open(net, "w") as f:
+                # Isolated: no <forward>, no address, no DHCP; in the sandbox's namespace.
+                f.write(f"<network><name>{PLAIN_NET}</name><bridge name='bplain0'/></network>\n")
+            self.virsh("net-create", net)
+            for role in roles:
+                self.virsh("define", xmls[role])
+                self.virsh("start", f"plain-{role}")
+                deadline = time.monotonic() + 900
+                while True:
+                    cp = self.virsh("qemu-agent-command", f"plain-{role}", "--timeout", "1",
+                                    '{"execute":"guest-ping"}', check=False)
+                    if cp.returncode == 0:
+                        break
+                    if time.monotonic() > deadline:
+                        die(f"plain way: plain-{role} never answered guest-ping")
+                    time.sleep(0.5)
+            took = time.monotonic() - t
+            self.plain_cleanup()
+        return took, restored
+
+    def plain_cleanup(self):
+        if self.uri is None:
+            return
+        for role in ("pg", "web", "client"):
+            self.virsh("destroy", f"plain-{role}", check=False)
+            self.virsh("undefine", "--nvram", f"plain-{role}", check=False)
+        self.virsh("net-destroy", PLAIN_NET, check=False)
+        shutil.rmtree(self.plain_dir, ignore_errors=True)
+
+
+def verdict_s(drill):
+    """Seconds from the start of the drill to its verdict: its up and verify phases (the
+    recovery time when verified; also defined when a check failed)."""
+    return sum(p["duration_ms"] for p in drill["phases"] or []
+               if p["name"] in ("up", "verify")) / 1000
+
+
+def real_rows(table, d):
+    miss, hit, plain = d["miss"], d["hit"], d["plain_s"]
+    plain_name = ("plain way: virtnbdrestore ×3, virsh define + start, guest-ping loop, "
+                  "same tiers")
+    note_plain = ("reclab's rows include the dump restores (pg_restore ×2, uploads) and 10 checks "
+                  "with isolation; the plain way restores the images only and runs no check")
+    verified = miss["exit"] == 0 and hit["exit"] == 0
+    what = ("recovery time (`recovery_time_ms`)" if verified else
+            f"time to the verdict (up + verify phases; result {miss['result']}/{hit['result']})")
+    m = miss["recovery_s"] if verified else verdict_s(miss)
+    h = hit["recovery_s"] if verified else verdict_s(hit)
+    table.add(f"real estate (3 Debian VMs) drill at 3h ago, {what}, first drill (restore cache "
+              "miss)", m, "s", plain_name, plain, runs=1, note=note_plain)
+    table.add(f"real estate drill at 3h ago, {what}, second drill (restore cache hit)", h, "s",
+              plain_name, plain, runs=1, note=note_plain)
+    table.add(f"real estate drill at 3h ago, {what}: cache hit vs miss", h, "s",
+              "first drill (miss)", m, runs=1)
+    table.add("real estate drill at 3h ago, wall time of `reclab run` (miss; restore, up, dumps, "
+              "checks, report, down)", miss["wall_s"], "s", "-", None, runs=1)
+    table.add("real estate drill at 3h ago, wall time of `reclab run` (hit)", hit["wall_s"], "s",
+              "first drill (miss)", miss["wall_s"], runs=1)
+    table.add("real estate: restore the 3 VM images at 3h ago (miss; `image_restores` seconds)",
+              miss["restore_s"], "s", "plain way: virtnbdrestore ×3", d["plain_restore_s"],
+              runs=1)
+    table.add("real estate: restore the 3 VM images at 3h ago (hit; `image_restores` seconds)",
+              hit["restore_s"], "s", "-", None, runs=1,
+              note="restore cache lookups of the entries the first drill made")
+
+
+def bench_real(table, opts, work):
+    """The real-estate drill at 3h ago: reclab's first drill (restore cache miss), its second
+    (hit), and the plain way (virtnbdrestore + virsh define + start + guest-ping), one run each
+    (a drill takes minutes under TCG)."""
+    estate = RealEstate(work)
+    details = {}
+    try:
+        details["estate_create_s"] = estate.start()
+        drills = []
+        for label in ("miss", "hit"):
+            log(f"real estate: reclab run --at '{REAL_AT_HOURS}h ago' "
+                f"(restore cache {label} expected)")
+            took, code, report = estate.drill()
+            restores = report.get("image_restores", [])
+            caches = sorted({r["cache"] for r in restores})
+            if caches != [label]:
+                die(f"expected every image restore to be a cache {label}, got {restores}")
+            rt = report.get("recovery_time_ms")
+            drills.append({"wall_s": took, "exit": code, "result": report.get("result"),
+                           "recovery_s": None if rt is None else rt / 1000,
+                           "restore_s": sum(r["seconds"] for r in restores),
+                           "image_restores": restores, "phases": report.get("phases")})
+            log(f"  {label}: wall {took:.1f} s, recovery {drills[-1]['recovery_s']} s, "
+                f"restores {drills[-1]['restore_s']:.1f} s, result {report.get('result')}")
+        log("real estate: the plain way (virtnbdrestore + virsh define + start + guest-ping)")
+        plain, plain_restore = estate.plain()
+        log(f"  plain: {plain:.1f} s (restores {plain_restore:.1f} s)")
+    finally:
+        if not opts.keep:
+            estate.stop()
+    miss, hit = drills
+    details.update({"miss": miss, "hit": hit, "plain_s": plain, "plain_restore_s": plain_restore})
+    real_rows(table, details)
+    return details
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -542,15 +823,21 @@ def main():
     ap.add_argument("--slow-runs", type=int, default=3,
                     help="runs of slow items: full copies, lab up/down (default 3)")
     ap.add_argument("--only", default="clone,inject,lab,points",
-                    help="comma-separated subset of clone,inject,lab,points")
+                    help="comma-separated subset of clone,inject,lab,points,real (real: the "
+                         "real-estate drill, cache miss and hit, vs the plain way; ~15 min, "
+                         "not in the default set)")
     ap.add_argument("--json", help="write the results as JSON to this file")
     ap.add_argument("--md", help="write the table and the machine as Markdown to this file")
     ap.add_argument("--keep", action="store_true", help="keep the bench sandbox and estate")
     opts = ap.parse_args()
     only = set(opts.only.split(","))
+    unknown = only - {"clone", "inject", "lab", "points", "real"}
+    if unknown:
+        die(f"--only: unknown item(s) {', '.join(sorted(unknown))}; "
+            "choose from clone,inject,lab,points,real")
     if not os.access(RECLAB, os.X_OK):
         die(f"{RECLAB} is not an executable reclab: run through scripts/bench (it builds it)")
-    for name in BENCH_TOOLS:
+    for name in BENCH_TOOLS if only - {"real"} else ():
         if not os.access(tool(name), os.X_OK):
             die(f"{tool(name)} is not built: run through scripts/bench (it builds it)")
     table = Table()
@@ -564,6 +851,8 @@ def main():
             extra = bench_lab(table, opts, work, data_img)
         if "points" in only:
             bench_points(table, opts)
+        if "real" in only:
+            extra["real"] = bench_real(table, opts, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     m = machine()
