@@ -404,7 +404,7 @@ fn fakes() -> (FakeHv, FakeHost) {
             }
             "guest-exec-status" => {
                 let pid = req["arguments"]["pid"].as_u64().unwrap() as usize;
-                let code = if started[pid - 1].starts_with("ping ") {
+                let code = if started[pid - 1].contains("exec ping ") {
                     1
                 } else {
                     0
