@@ -401,7 +401,7 @@ pub fn scan(dir: &Path, zone: Option<&str>, vm: &str) -> Result<Chain> {
     let disks: Vec<String> = first.keys().cloned().collect();
 
     let mut checkpoints = Vec::new();
-    for (position, name) in order.iter().enumerate() {
+    'chain: for (position, name) in order.iter().enumerate() {
         let n = order.len();
         let files = by_cp.remove(name).unwrap_or_default();
         for disk in &disks {
@@ -411,6 +411,20 @@ pub fn scan(dir: &Path, zone: Option<&str>, vm: &str) -> Result<Chain> {
                 } else {
                     format!("{disk}.inc.{name}.data")
                 };
+                // The newest checkpoint of a backup still running (or aborted): virtnbdbackup
+                // has listed it and writes its data into `.partial`. It is no restore point;
+                // the chain before it is whole.
+                let running = names.contains(&format!("{expected}.partial"))
+                    && order[position + 1..]
+                        .iter()
+                        .all(|later| !by_cp.contains_key(later));
+                if position > 0 && running {
+                    warnings.push(format!(
+                        "{at}: checkpoint {name} ({} of {n} in {cpt}) is a backup still running (or aborted): its data is only in {expected}.partial, so it is no restore point",
+                        position + 1
+                    ));
+                    break 'chain;
+                }
                 bail!(
                     "{at}: checkpoint {name} ({} of {n} in {cpt}) has no data file {expected}; the chain is broken there and no checkpoint from {name} on can be restored: {FIX}",
                     position + 1
@@ -672,6 +686,37 @@ pub(crate) mod tests {
             }
         }
         assert!(header_time("yesterday", &TimeZone::UTC).is_err());
+    }
+
+    #[test]
+    fn the_newest_checkpoint_of_a_running_backup_is_no_point_and_the_chain_before_it_stands() {
+        let tmp = tempfile::tempdir().unwrap();
+        chain_dir(tmp.path(), &["vda"], 4);
+        // virtnbdbackup has listed virtnbdbackup.3 and writes its data into .partial.
+        let data = tmp.path().join("vda.inc.virtnbdbackup.3.data");
+        std::fs::rename(
+            &data,
+            tmp.path().join("vda.inc.virtnbdbackup.3.data.partial"),
+        )
+        .unwrap();
+        let chain = scan(tmp.path(), Some("Europe/Zurich"), "db").unwrap();
+        let names: Vec<&str> = chain.checkpoints.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["virtnbdbackup.0", "virtnbdbackup.1", "virtnbdbackup.2"]
+        );
+        assert!(
+            chain
+                .warnings
+                .iter()
+                .any(|w| w.contains("checkpoint virtnbdbackup.3 (4 of 4")
+                    && w.contains("still running")),
+            "{:?}",
+            chain.warnings
+        );
+        // A missing middle incremental with no .partial is still a broken chain.
+        std::fs::remove_file(tmp.path().join("vda.inc.virtnbdbackup.1.data")).unwrap();
+        assert!(scan(tmp.path(), Some("Europe/Zurich"), "db").is_err());
     }
 
     #[test]
