@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 fn stdout(o: &Output) -> String {
@@ -88,25 +88,6 @@ fn regenerate_dumps(estate: &Estate, defects: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("defects.json")).unwrap()).unwrap()
 }
 
-/// `reclab run --json` → (exit code, report).
-fn drill(sb: &Sandbox, lab: &Path, at: &str) -> (i32, serde_json::Value, Output) {
-    let out = sb.reclab(&["run", "--json", "--at", at, lab.to_str().unwrap()]);
-    let rep = serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
-    if let Some(run) = rep["run"].as_str() {
-        sb.remember_run(run);
-    }
-    (out.status.code().unwrap_or(-1), rep, out)
-}
-
-fn check_result<'a>(rep: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    rep["checks"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no checks in {rep}"))
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {rep}"))
-}
-
 /// One minute after a dump's time (`erp-YYYYMMDD-HHMM.sql`): the drill must choose that dump.
 fn just_after(file: &str) -> String {
     let dt = jiff::civil::DateTime::strptime("erp-%Y%m%d-%H%M.sql", file).unwrap();
@@ -125,7 +106,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
 
     // A clean restore point passes every example check; the lab holds the dump of two hours
     // ago (its manifest's invoice count), not the latest one.
-    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    let (code, rep, out) = sb.drill(&lab, "2h ago");
     assert_eq!(code, 0, "clean drill: {}\n{}", stderr(&out), stdout(&out));
     assert_eq!(rep["schema"], "reclab.report/1");
     assert_eq!(rep["result"], "verified");
@@ -217,7 +198,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     let defect = &d["defects"][0];
     let missing = defect["details"]["invoice_no"].as_u64().unwrap();
     let at = just_after(defect["file"].as_str().unwrap());
-    let (code, rep, out) = drill(&sb, &hotplug, &at);
+    let (code, rep, out) = sb.drill(&hotplug, &at);
     assert_eq!(code, 1, "missing invoice: {}", stderr(&out));
     assert_eq!(rep["restore_points"][0]["dump"]["attach"], "hotplug");
     assert_eq!(
@@ -236,7 +217,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     // A corrupt dump: caught by the checksum step before any restore; the drill names the file.
     let d = regenerate_dumps(&estate, &["corrupt-dump"]);
     let file = d["defects"][0]["file"].as_str().unwrap().to_string();
-    let (code, rep, out) = drill(&sb, &lab, &just_after(&file));
+    let (code, rep, out) = sb.drill(&lab, &just_after(&file));
     assert_eq!(code, 2, "corrupt dump: {}", stderr(&out));
     assert_eq!(rep["result"], "error");
     assert!(
@@ -253,7 +234,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
 
     // A stale dump set: freshness fails.
     regenerate_dumps(&estate, &["stale"]);
-    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    let (code, rep, out) = sb.drill(&lab, "2h ago");
     assert_eq!(code, 1, "stale: {}", stderr(&out));
     assert_eq!(
         check_result(&rep, "newest-invoice-is-fresh")["status"],
@@ -273,7 +254,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
             "\"echo restore exploded >&2; exit 7\",",
         )
     });
-    let (code, rep, out) = drill(&sb, &bad, "2h ago");
+    let (code, rep, out) = sb.drill(&bad, "2h ago");
     assert_eq!(code, 2, "{}", stderr(&out));
     let errors = rep["errors"].to_string();
     assert!(
@@ -435,7 +416,7 @@ fn drills_restore_the_requested_moment_and_catch_planted_defects() {
     let mut sb = Sandbox::start("drill");
     let estate = sb.create_estate(&["app-version"]);
     let lab = lab_file(&estate, "erp", |t| t);
-    let (code, rep, out) = drill(&sb, &lab, "2h ago");
+    let (code, rep, out) = sb.drill(&lab, "2h ago");
     assert_eq!(code, 1, "{}", stderr(&out));
     let http = check_result(&rep, "app-shows-its-version-to-the-client");
     assert_eq!(http["status"], "fail");

@@ -10,12 +10,8 @@ use common::*;
 use reclab::hv::{DomState, Hypervisor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Bytes and sha256 of every file under `dir` (the backup store is only read).
 fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
@@ -34,24 +30,6 @@ fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, String)> {
     out
 }
 
-fn drill(sb: &Sandbox, lab: &Path, at: &str) -> (i32, serde_json::Value, Output) {
-    let out = sb.reclab(&["run", "--json", "--at", at, lab.to_str().unwrap()]);
-    let rep = serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
-    if let Some(run) = rep["run"].as_str() {
-        sb.remember_run(run);
-    }
-    (out.status.code().unwrap_or(-1), rep, out)
-}
-
-fn check_named<'a>(rep: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    rep["checks"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no checks in the report: {rep}"))
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in the report: {rep}"))
-}
-
 /// The headline drill: `examples/real.toml` at "3h ago" restores the incremental of three hours
 /// ago and the dump of three hours ago (`pg_restore`) and is VERIFIED; at "2h ago" the planted
 /// missing invoice fails, named. The backup store is only read.
@@ -64,7 +42,7 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
 
     // "3h ago": the incremental of three hours ago (not the full, not the newest) for each VM,
     // and the dump of three hours ago.
-    let (code, rep, out) = drill(sb, &lab, "3h ago");
+    let (code, rep, out) = sb.drill(&lab, "3h ago");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(code, 0, "the drill at 3h ago is VERIFIED: {rep:#}");
     assert_eq!(rep["result"], "verified", "{rep:#}");
@@ -86,7 +64,7 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
         "client-reaches-pg",
         "client-screen",
     ] {
-        assert_eq!(check_named(&rep, name)["status"], "pass", "{name}");
+        assert_eq!(check_result(&rep, name)["status"], "pass", "{name}");
     }
     let restores = rep["image_restores"].as_array().expect("image_restores");
     assert_eq!(restores.len(), 3, "one restore per VM: {restores:#?}");
@@ -108,7 +86,7 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
         "the dump of three hours ago ({dump}) was restored"
     );
     // The invoice count restored is the dump manifest's.
-    let count = check_named(&rep, "invoice-count-matches-the-dump-manifest");
+    let count = check_result(&rep, "invoice-count-matches-the-dump-manifest");
     assert!(
         count
             .to_string()
@@ -124,9 +102,9 @@ fn drill_the_real_estate(sb: &Sandbox, estate: &Estate) {
         .find(|d| d["kind"] == "missing-invoice")
         .map(|d| d["details"]["invoice_no"].as_i64().unwrap())
         .expect("the planted missing invoice");
-    let (code, rep, _) = drill(sb, &lab, "2h ago");
+    let (code, rep, _) = sb.drill(&lab, "2h ago");
     assert_eq!(code, 1, "the drill at 2h ago fails verification: {rep:#}");
-    let seq = check_named(&rep, "invoice-numbers-without-gaps");
+    let seq = check_result(&rep, "invoice-numbers-without-gaps");
     assert_eq!(seq["status"], "fail", "{seq}");
     assert!(
         seq.to_string().contains(&missing.to_string()),

@@ -165,6 +165,18 @@ impl Sandbox {
         LibvirtHv::open(&self.uri).expect("connect to the sandbox")
     }
 
+    /// `reclab run --json --at AT LAB` → (exit code, report, output); the run is remembered
+    /// for the leftover check.
+    pub fn drill(&self, lab: &Path, at: &str) -> (i32, serde_json::Value, Output) {
+        let out = self.reclab(&["run", "--json", "--at", at, lab.to_str().unwrap()]);
+        let rep = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or(serde_json::Value::Null);
+        if let Some(run) = rep["run"].as_str() {
+            self.remember_run(run);
+        }
+        (out.status.code().unwrap_or(-1), rep, out)
+    }
+
     /// Run reclab inside the sandbox's network namespace.
     pub fn reclab(&self, args: &[&str]) -> Output {
         self.reclab_in(Path::new("."), args)
@@ -402,4 +414,14 @@ pub fn png_is_blank(png: &[u8]) -> bool {
             .any(|(a, b)| (*a as i32 - *b as i32).abs() > 16)
     });
     differing.count() < 50
+}
+
+/// The result of check `name` in a drill's JSON report.
+pub fn check_result<'a>(rep: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    rep["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks in {rep}"))
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {rep}"))
 }
