@@ -224,6 +224,19 @@ fn the_real_estate_has_checkpoint_chains_and_dumps_its_drill_at_3h_ago_is_verifi
     check(&out, "scripts/estate-real-selftest");
     assert!(summary.contains(" passed, 0 failed"), "{summary}");
 
+    // The guests are what they claim to be (systemd PID 1, UEFI/BIOS as built, / by UUID, static
+    // network, PostgreSQL over TCP, nginx and the app, the customer's login, erp-load): the
+    // guests' self-test, run on the estate's running production VMs instead of booting them a
+    // second time.
+    let out = Command::new(repo().join("scripts/real-guests-selftest"))
+        .args(["--estate", &sb.name])
+        .output()
+        .expect("scripts/real-guests-selftest --estate");
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{summary}");
+    check(&out, "scripts/real-guests-selftest --estate");
+    assert!(summary.contains(" passed, 0 failed"), "{summary}");
+
     let status = Command::new(repo().join("scripts/estate"))
         .args(["status", &sb.name])
         .output()
