@@ -41,6 +41,8 @@ pub struct StreamHeader {
     pub disk_name: String,
     pub disk_format: String,
     pub checkpoint_name: String,
+    /// virtnbdbackup writes `false`, or with `--compress` the lz4 level (`2` by default).
+    #[serde(deserialize_with = "flag_or_level")]
     pub compressed: bool,
     #[serde(default)]
     pub compression_method: Option<String>,
@@ -48,6 +50,20 @@ pub struct StreamHeader {
     pub parent_checkpoint: Option<String>,
     pub incremental: bool,
     pub stream_version: u64,
+}
+
+/// `false`/`true`, or a compression level where 0 means uncompressed.
+fn flag_or_level<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum FlagOrLevel {
+        Flag(bool),
+        Level(u64),
+    }
+    Ok(match FlagOrLevel::deserialize(d)? {
+        FlagOrLevel::Flag(b) => b,
+        FlagOrLevel::Level(n) => n != 0,
+    })
 }
 
 /// Reads the `meta` frame at the start of a sparse stream.
@@ -621,6 +637,14 @@ pub(crate) mod tests {
         assert_eq!(full.parent_checkpoint.as_deref(), Some(""));
         assert!(!full.incremental && !full.compressed);
         assert_eq!(full.virtual_size, 256 << 20);
+        // `virtnbdbackup -z` writes the lz4 level, not a flag (found by the e2e test's
+        // compressed chain; the fixture is the uncompressed header with that one field).
+        let lz4 = parse_header(include_bytes!(
+            "../../tests/fixtures/virtnbdbackup/vda.full.compressed.meta"
+        ))
+        .unwrap();
+        assert!(lz4.compressed);
+        assert_eq!(lz4.compression_method.as_deref(), Some("lz4"));
         let inc = parse_header(include_bytes!(
             "../../tests/fixtures/virtnbdbackup/vda.inc.virtnbdbackup.2.meta"
         ))
