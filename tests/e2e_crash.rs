@@ -940,3 +940,300 @@ fn up_fails_naming_libvirtd_when_it_stays_away_and_leaves_the_lab_fenced() {
         "production image changed"
     );
 }
+
+/// Every run directory of the sandbox's state dir.
+fn run_dirs(sb: &Sandbox) -> Vec<PathBuf> {
+    std::fs::read_dir(sb.state_dir.join("runs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// `reclab ARGS` in the sandbox with extra environment, not waited for.
+fn spawn_reclab_with(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> Child {
+    let mut cmd = Command::new(repo().join("scripts/sandbox"));
+    cmd.args([
+        "exec",
+        &sb.name,
+        "env",
+        &format!("RECLAB_CONNECT={}", sb.uri),
+    ]);
+    for (k, v) in env {
+        cmd.arg(format!("{k}={v}"));
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_reclab"))
+        .arg("--state-dir")
+        .arg(&sb.state_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn reclab")
+}
+
+/// An orphan: an `up` killed with SIGKILL once it paused after step 5 (its domain defined,
+/// network, firewall rules and lab services created). Returns its run directory.
+fn orphan(sb: &Sandbox, lab: &Path) -> PathBuf {
+    let before = run_dirs(sb);
+    let mut child = spawn_up(sb, lab, &[("RECLAB_PAUSE_AFTER_STEP", "5".into())]);
+    let dir = wait_for("an up to pause", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("reclab up ended early ({status})");
+        }
+        run_dirs(sb)
+            .into_iter()
+            .find(|d| !before.contains(d) && d.join("paused-after-step").exists())
+    });
+    sb.remember_run(&dir.file_name().unwrap().to_string_lossy());
+    let pid = owner_pid(&dir).expect("run.json names its reclab process");
+    // SAFETY: kill(2) of the reclab process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(!child.wait().unwrap().success());
+    dir
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn gc_busy_with_an_orphan_never_takes_a_new_up_for_a_leftover() {
+    let sb = Sandbox::start("crash-race");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("race", "3m");
+    let marker = sb.state_dir.join("gc-paused-before-sweep");
+    let rules = || {
+        in_sandbox_ns(&sb, &["iptables", "-w", "-S"])
+            + &in_sandbox_ns(&sb, &["ip6tables", "-w", "-S"])
+    };
+    let networks = || -> Vec<String> {
+        sb.hv()
+            .list_networks()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
+    };
+    // Three tries: `gc` has removed an orphan and, held by its test hook before the sweep,
+    // lets it sweep once the new `up` has its run directory, then once it has its network
+    // and firewall rules too, then once it boots its guest.
+    for point in ["run directory", "network and rules", "boot"] {
+        let what = format!("gc released at the up's {point}");
+        let dead = orphan(&sb, &lab);
+        let dead8 = dead.file_name().unwrap().to_string_lossy().into_owned();
+        let gc = spawn_reclab_with(&sb, &[("RECLAB_PAUSE_BEFORE_SWEEP", "1")], &["gc"]);
+        wait_for(
+            "gc to pause before its sweep",
+            Duration::from_secs(60),
+            || marker.exists().then_some(()),
+        );
+        assert!(!dead.exists(), "{what}: gc removed the orphan first");
+        let mut up = spawn_up(&sb, &lab, &[]);
+        let dir = wait_for(
+            &format!("the up's {point}"),
+            Duration::from_secs(120),
+            || {
+                if let Ok(Some(status)) = up.try_wait() {
+                    panic!("{what}: reclab up ended early ({status})");
+                }
+                let dir = run_dirs(&sb).pop()?;
+                dir.join("run.json").exists().then_some(())?;
+                let run8 = dir.file_name()?.to_string_lossy().into_owned();
+                let ready = match point {
+                    "run directory" => true,
+                    "network and rules" => {
+                        networks().contains(&format!("reclab-{run8}-lan"))
+                            && rules().contains(&format!("reclab:{run8}"))
+                    }
+                    _ => std::fs::metadata(dir.join("db-serial.log")).is_ok_and(|m| m.len() > 0),
+                };
+                ready.then_some(dir)
+            },
+        );
+        let run8 = dir.file_name().unwrap().to_string_lossy().into_owned();
+        sb.remember_run(&run8);
+        std::fs::remove_file(&marker).unwrap();
+        let out = gc.wait_with_output().unwrap();
+        check(&out, &format!("reclab gc ({what})"));
+        let said = stdout(&out);
+        assert!(
+            said.contains(&format!("run {dead8} (orphaned: its reclab process")),
+            "{what}: gc removed the orphan: {said}"
+        );
+        assert!(
+            !said.contains(&run8),
+            "{what}: gc left the new run alone: {said}"
+        );
+
+        wait_for("reclab up to end", Duration::from_secs(240), || {
+            up.try_wait().unwrap()
+        });
+        let out = up.wait_with_output().unwrap();
+        check(&out, &format!("reclab up ({what})"));
+        assert!(
+            networks().contains(&format!("reclab-{run8}-lan")),
+            "{what}: the network survived"
+        );
+        assert!(
+            rules().contains(&format!("reclab:{run8}")),
+            "{what}: the rules survived"
+        );
+        let (rc, host) = guest_sh(&sb.hv(), &format!("reclab-race-{run8}-db"), "hostname");
+        assert_eq!((rc, host.trim()), (0, "db"), "{what}");
+        check(
+            &sb.reclab(&["down", &run8]),
+            &format!("reclab down ({what})"),
+        );
+        assert_clean(&sb, &dir, &backup, &fingerprint, &what);
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn a_killed_test_run_leaves_nothing_once_the_next_run_collected() {
+    let sb = Sandbox::start("crash-tkill");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("tkill", "3m");
+    // A test in the middle of an `up`: its guest boots.
+    let mut child = spawn_up(&sb, &lab, &[]);
+    let run_dir = wait_for("a booting run", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("reclab up ended early ({status})");
+        }
+        let dir = the_run_dir(&sb)?;
+        let serial = std::fs::metadata(dir.join("db-serial.log")).ok()?;
+        (serial.len() > 0).then_some(dir)
+    });
+    let run8 = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    sb.remember_run(&run8);
+    let dnsmasq: i32 = std::fs::read_to_string(run_dir.join("services-lan.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let domain = format!("reclab-tkill-{run8}-db");
+    let qemu = qemu_of(&domain).expect("the guest's QEMU runs");
+    // `kill -9` of the test run: its reclab, and (the worst case) the sandbox's daemons, each
+    // by its PID. The guest's QEMU and the lab's dnsmasq are left running.
+    let reclab = owner_pid(&run_dir).expect("run.json names its reclab process");
+    for pid in [
+        reclab,
+        daemon_pid(&sb, "libvirtd"),
+        daemon_pid(&sb, "virtlogd"),
+    ] {
+        // SAFETY: kill(2) of processes this test (and its sandbox) started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "pid {pid}");
+    }
+    assert!(!child.wait().unwrap().success());
+    assert!(alive(qemu) && alive(dnsmasq), "what a killed run leaves");
+
+    // The next `scripts/test` run starts with this collection step.
+    let out = Command::new(repo().join("scripts/collect-e2e"))
+        .arg(&sb.name)
+        .env("RECLAB", env!("CARGO_BIN_EXE_reclab"))
+        .output()
+        .unwrap();
+    check(&out, "scripts/collect-e2e");
+    assert!(!alive(qemu), "the guest's QEMU {qemu} is gone");
+    assert_host_side_gone(&sb, run8.as_str(), dnsmasq, "the collection");
+    // Rules, bridges and veths lived in the sandbox's namespace: it is gone, with its daemons.
+    let sandbox_ns = Path::new("/run/netns").join(format!("reclab-sbx-{}", sb.name));
+    assert!(!sandbox_ns.exists(), "{} left", sandbox_ns.display());
+    let listed = Command::new(repo().join("scripts/sandbox"))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(
+        !stdout(&listed).lines().any(|l| l == sb.name),
+        "the sandbox still runs"
+    );
+    let sandbox_dir = dev_dir().join("sandbox").join(&sb.name);
+    let procs = processes_mentioning(&sandbox_dir.display().to_string());
+    assert!(procs.is_empty(), "processes of the sandbox left: {procs:?}");
+    let links = stdout(&Command::new("ip").args(["-o", "link"]).output().unwrap());
+    assert!(
+        !links.contains(&run8),
+        "a link of the run on the host:\n{links}"
+    );
+    assert!(qemu_of(&domain).is_none(), "no QEMU runs the lab's domain");
+    assert_eq!(
+        backup.fingerprint(),
+        fingerprint,
+        "production image changed"
+    );
+}
+
+/// Sends SIGCONT to a stopped process when dropped (also when the test fails).
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the sandbox's libvirtd, which this test stopped.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a private libvirtd; scripts/test runs it"]
+fn up_notices_a_hung_libvirtd_names_it_and_leaves_the_lab_fenced() {
+    let sb = Sandbox::start("crash-hung");
+    let backup = Backup::restore(None);
+    let fingerprint = backup.fingerprint();
+    let lab = backup.lab("hung", "3m");
+    let mut child = spawn_up(&sb, &lab, &[]);
+    // In the boot wait (the guest prints on its console), libvirtd stops answering: SIGSTOP.
+    let run_dir = wait_for("a booting run", Duration::from_secs(120), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("reclab up ended early ({status})");
+        }
+        let dir = the_run_dir(&sb)?;
+        let serial = std::fs::metadata(dir.join("db-serial.log")).ok()?;
+        (serial.len() > 0).then_some(dir)
+    });
+    let run8 = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    sb.remember_run(&run8);
+    let dnsmasq: i32 = std::fs::read_to_string(run_dir.join("services-lan.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lvd = daemon_pid(&sb, "libvirtd");
+    // SAFETY: kill(2) of the sandbox's libvirtd, which this test started.
+    assert_eq!(unsafe { libc::kill(lvd, libc::SIGSTOP) }, 0);
+    let resume = Resume(lvd);
+    // Keepalive closes the connection (~30 s), one reconnect finds the daemon taking the
+    // connection without answering (10 s), and the unwind's fresh connection too: well
+    // before the guest's 3 minutes.
+    wait_for("reclab up to end", Duration::from_secs(170), || {
+        child.try_wait().unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lost the connection to libvirtd at")
+            && err.contains("took the connection but did not answer"),
+        "names libvirtd and how it failed: {err}"
+    );
+    assert!(
+        !err.contains("qemu-ga") && !err.contains("not ready after"),
+        "the agent is not blamed: {err}"
+    );
+    // Its unwind could not destroy the domain: it kept the rest, so the lab stays fenced.
+    assert!(err.contains("stays fenced"), "{err}");
+    let rules = || {
+        in_sandbox_ns(&sb, &["iptables", "-w", "-S"])
+            + &in_sandbox_ns(&sb, &["ip6tables", "-w", "-S"])
+    };
+    assert!(rules().contains(&format!("reclab:{run8}")), "rules kept");
+    assert!(alive(dnsmasq));
+    assert!(
+        qemu_of(&format!("reclab-hung-{run8}-db")).is_some(),
+        "the guest still runs"
+    );
+    // libvirtd answers again: the collection removes the whole lab through it.
+    drop(resume);
+    check(
+        &collect_labs(&sb),
+        "scripts/collect-labs once libvirtd answers",
+    );
+    assert_clean(&sb, &run_dir, &backup, &fingerprint, "a hung libvirtd");
+}

@@ -12,6 +12,8 @@
 //! them: waiting does not fix it.
 
 use std::sync::Once;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use virt::connect::Connect;
@@ -92,6 +94,16 @@ impl Drop for LibvirtConsole {
 /// Screenshots larger than this are refused (a 4K RGB frame is ~25 MiB).
 const MAX_SCREENSHOT_BYTES: usize = 64 << 20;
 
+/// How long opening a connection may take. A daemon that takes the connection but never
+/// answers (hung, or stopped with SIGSTOP) would otherwise block the open forever.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keepalive of every connection: a probe after 5 s without traffic, and the connection is
+/// closed after 5 unanswered ones (~30 s, libvirtd's own defaults), so a call in flight on a
+/// daemon that stopped answering fails (a closed connection) instead of blocking forever.
+const KEEPALIVE_INTERVAL_SECS: i32 = 5;
+const KEEPALIVE_COUNT: u32 = 5;
+
 /// A [`Hypervisor`] backed by a libvirt connection.
 pub struct LibvirtHv {
     conn: Connect,
@@ -131,16 +143,45 @@ pub fn start_event_loop() -> Result<()> {
 impl LibvirtHv {
     /// Open a read-write connection to `uri` (e.g. `qemu:///system?socket=/path/libvirt-sock`
     /// or `test:///default`).
+    ///
+    /// The open gives up after [`OPEN_TIMEOUT`] ([`HvError::NoAnswer`]); the connection then
+    /// keeps itself alive (libvirt's keepalive, on the event loop this starts), so a daemon
+    /// that stops answering later closes it within about 30 s.
     pub fn open(uri: &str) -> Result<Self> {
         // libvirt prints every error to stderr by default; reclab reports errors itself.
         SILENCE_LIBVIRT.call_once(virt::error::clear_error_callback);
-        let conn = Connect::open(Some(uri)).map_err(|e| {
+        // Keepalive needs the event loop, registered before the connection is opened.
+        start_event_loop()?;
+        let (tx, rx) = mpsc::channel();
+        let target = uri.to_string();
+        // On a thread, so a daemon that never answers cannot hold reclab: that thread then
+        // waits on its own (the connection it gets, if any, is closed when it is dropped).
+        std::thread::Builder::new()
+            .name("libvirt-open".into())
+            .spawn(move || {
+                let _ = tx.send(Connect::open(Some(&target)));
+            })
+            .context("starting a thread to connect to libvirt")?;
+        let opened = match rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(opened) => opened,
+            Err(_) => {
+                return Err(anyhow::Error::new(HvError::NoAnswer {
+                    uri: uri.to_string(),
+                    secs: OPEN_TIMEOUT.as_secs(),
+                }));
+            }
+        };
+        let conn = opened.map_err(|e| {
             anyhow::Error::new(e).context(format!(
                 "cannot connect to libvirt at {uri}: is the libvirt daemon running and is its \
                  socket reachable? (for a private daemon pass \
                  qemu:///system?socket=/path/to/libvirt-sock; check with `virsh -c '{uri}' version`)"
             ))
         })?;
+        // Drivers without a daemon (test:///) have no keepalive; their calls cannot hang.
+        if let Err(e) = conn.set_keep_alive(KEEPALIVE_INTERVAL_SECS, KEEPALIVE_COUNT) {
+            tracing::debug!(%uri, error = %e, "no keepalive on this connection");
+        }
         Ok(LibvirtHv {
             conn,
             uri: uri.to_string(),

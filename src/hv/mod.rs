@@ -68,6 +68,12 @@ pub enum HvError {
         secs: u64,
         message: String,
     },
+    /// The daemon took the connection but never answered the request to open it (it is hung,
+    /// or stopped with SIGSTOP): waiting longer does not help.
+    #[error(
+        "libvirtd at {uri} took the connection but did not answer within {secs}s (is the libvirt daemon hung or stopped?)"
+    )]
+    NoAnswer { uri: String, secs: u64 },
 }
 
 impl HvError {
@@ -84,6 +90,14 @@ impl HvError {
         matches!(
             err.downcast_ref::<HvError>(),
             Some(HvError::DaemonLost { .. })
+        )
+    }
+
+    /// Whether `err` (anywhere in its context chain) is [`HvError::NoAnswer`].
+    pub fn is_no_answer(err: &anyhow::Error) -> bool {
+        matches!(
+            err.downcast_ref::<HvError>(),
+            Some(HvError::NoAnswer { .. })
         )
     }
 

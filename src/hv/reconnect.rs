@@ -76,19 +76,22 @@ impl Reconnecting {
         };
         tracing::warn!(uri = %self.uri, "the connection to libvirtd closed; reconnecting");
         let mut last = None;
-        // Not cancellable: an unwind reconnects too, and the bound is short.
+        // Not cancellable: an unwind reconnects too, and the bound is short. A daemon that
+        // takes the connection but does not answer is hung, not restarting: no more tries.
         let fresh = wait::until(
             Instant::now() + bound,
             Poll::every(Duration::from_millis(200)),
             &Cancel::never(),
             || match (self.open)() {
-                Ok(c) => Ok(Some(c)),
+                Ok(c) => Ok(Some(Some(c))),
                 Err(e) => {
+                    let hung = HvError::is_no_answer(&e);
                     last = Some(e);
-                    Ok(None)
+                    Ok(hung.then_some(None))
                 }
             },
-        )?;
+        )?
+        .flatten();
         match fresh {
             Some(c) => {
                 let c: Arc<dyn Hypervisor> = Arc::from(c);
@@ -314,5 +317,51 @@ mod tests {
         hv.stop_daemon(false);
         assert!(r.destroy_domain("db").unwrap());
         assert!(hv.domain_names().is_empty());
+    }
+
+    #[test]
+    fn a_daemon_that_takes_the_connection_but_never_answers_is_not_waited_for() {
+        let hv = FakeHv::new();
+        hv.create_domain("<domain><name>db</name></domain>")
+            .unwrap();
+        let tries = Arc::new(AtomicUsize::new(0));
+        let hung = Arc::new(AtomicBool::new(false));
+        let r = {
+            let (daemon, tries, hung) = (hv.clone(), tries.clone(), hung.clone());
+            // A minute's bound: a hung daemon must not be retried for all of it.
+            Reconnecting::open("fake:///", Duration::from_secs(60), move || {
+                tries.fetch_add(1, Ordering::Relaxed);
+                if hung.load(Ordering::Relaxed) {
+                    return Err(anyhow::Error::new(HvError::NoAnswer {
+                        uri: "fake:///".into(),
+                        secs: 10,
+                    }));
+                }
+                Ok(Box::new(daemon.connect()?) as Box<dyn Hypervisor>)
+            })
+            .unwrap()
+        };
+        // Keepalive closed the connection to a daemon that stopped answering.
+        hung.store(true, Ordering::Relaxed);
+        hv.restart_daemon();
+        let err = r.domain_state("db").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(HvError::is_daemon_lost(&err), "{msg}");
+        assert!(
+            msg.contains("took the connection but did not answer within 10s"),
+            "{msg}"
+        );
+        assert_eq!(
+            tries.load(Ordering::Relaxed),
+            2,
+            "the first open and one retry"
+        );
+        // The unwind that follows still tries a fresh connection, once.
+        assert!(HvError::is_daemon_lost(
+            &r.destroy_domain("db").unwrap_err()
+        ));
+        assert_eq!(tries.load(Ordering::Relaxed), 3);
+        hung.store(false, Ordering::Relaxed);
+        assert!(r.destroy_domain("db").unwrap());
     }
 }

@@ -220,6 +220,8 @@ pub fn gc(
         rep.removed_runs.push(label);
         removed.push(short);
     }
+    #[cfg(feature = "test-hooks")]
+    crate::lab::hooks::gc_before_sweep(state_dir)?;
     // The sweep decides under the state directory's lock again, against the runs there are
     // now: a run created meanwhile is known, not a leftover.
     let _state_lock = StateLock::acquire(state_dir)?;
