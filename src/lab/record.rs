@@ -167,6 +167,23 @@ pub struct RunRecord {
     /// Images restored from virtnbdbackup chains (or reused from the restore cache).
     #[serde(default)]
     pub restores: Vec<RestoreRecord>,
+    /// The lab's published ports (`[[publish]]`) and where each one enters the lab.
+    #[serde(default)]
+    pub publish: Vec<PublishedPort>,
+}
+
+/// A published port of a run: a VM's port that `reclab serve` and `reclab forward` connect to
+/// from inside the lab-services namespace `netns` of the VM's segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub name: String,
+    pub vm: String,
+    pub port: u16,
+    pub kind: crate::spec::model::PublishKind,
+    /// The VM's address on that segment.
+    pub address: String,
+    pub segment: String,
+    pub netns: String,
 }
 
 /// One VM image restored from a virtnbdbackup chain for a run, or reused from the cache.
