@@ -309,12 +309,29 @@ fn plan_publish(
                 }
             );
         };
+        let mut names: Vec<String> = services
+            .hosts
+            .iter()
+            .filter(|(_, a)| a == address)
+            .map(|(n, _)| n.clone())
+            .chain(
+                services
+                    .reservations
+                    .iter()
+                    .filter(|(_, a, _)| a == address)
+                    .map(|(_, _, n)| n.clone()),
+            )
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
         out.push(PublishedPort {
             name: p.name.clone(),
             vm: p.vm.clone(),
             port: p.port,
             kind: p.kind,
             address: address.to_string(),
+            names,
             segment: segment.name.clone(),
             netns: services.netns.clone(),
         });

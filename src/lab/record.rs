@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use crate::base::names::RunId;
+/// What a published port carries (the lab file's `kind`), for the access commands.
+pub use crate::spec::model::PublishKind;
 
 /// Something reclab creates, with enough information to remove it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,9 +181,13 @@ pub struct PublishedPort {
     pub name: String,
     pub vm: String,
     pub port: u16,
-    pub kind: crate::spec::model::PublishKind,
+    pub kind: PublishKind,
     /// The VM's address on that segment.
     pub address: String,
+    /// The VM's names in the lab DNS (`hosts`, DHCP reservations): links and redirects of
+    /// a web app that name them are rewritten to the published host.
+    #[serde(default)]
+    pub names: Vec<String>,
     pub segment: String,
     pub netns: String,
 }
