@@ -164,7 +164,7 @@ fn render_lab_page(
 
 /// A time for people: `<time>` with the RFC 3339 value, which the page's script shows in the
 /// reader's time zone; the text without it is UTC to the minute. `clock`: the time of day only.
-fn time_html(rfc3339: &str, clock: bool) -> String {
+pub(super) fn time_html(rfc3339: &str, clock: bool) -> String {
     match rfc3339.parse::<Timestamp>() {
         Ok(t) => {
             let text = if clock {
