@@ -913,6 +913,7 @@ fn fake_run(state: &Path, expires: Timestamp) -> reclab::lab::journal::RunDir {
         at: None,
         at_time: None,
         restores: Vec::new(),
+        publish: Vec::new(),
     })
     .unwrap();
     dir

@@ -116,6 +116,8 @@ const CONFINED: &[(&str, &[&str])] = &[
     ("tokio", &["access::serve"]),
     ("tokio_rustls", &["access::serve"]),
     ("axum", &["access::serve"]),
+    ("hyper", &["access::serve"]),
+    ("hyper_util", &["access::serve"]),
 ];
 
 struct Src {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::access::{console, serve};
+use crate::access::{console, forward, serve};
 use crate::app::Ctx;
 use crate::hv::Hypervisor;
 use crate::hv::libvirt::LibvirtHv;
@@ -63,10 +63,31 @@ pub fn serve(
     listen: std::net::SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
     novnc: Option<PathBuf>,
+    publish_domain: String,
 ) -> Result<ExitCode> {
     let opener: serve::Opener =
         Arc::new(|uri: &str| Ok(Arc::new(LibvirtHv::open(uri)?) as Arc<dyn Hypervisor>));
-    let opts = serve::ServeOpts { listen, tls, novnc };
+    let opts = serve::ServeOpts {
+        listen,
+        tls,
+        novnc,
+        publish_domain,
+    };
     serve::run(&ctx.state_dir, &opts, opener)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `reclab forward LAB VM:PORT`.
+pub fn forward(
+    ctx: &Ctx,
+    lab: &str,
+    target: &str,
+    listen: std::net::SocketAddr,
+) -> Result<ExitCode> {
+    let (vm, port) = forward::parse_target(target)?;
+    let (dir, rec) = console::find_run(&ctx.state_dir, lab)?;
+    console::ensure_alive(&rec, jiff::Timestamp::now())?;
+    let t = forward::target(&rec, &vm, port)?;
+    forward::forward(&dir, &rec, &t, listen)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -215,6 +215,22 @@ pub enum Command {
         /// noVNC package directory (default: /usr/share/novnc, where the novnc package puts it).
         #[arg(long, env = "RECLAB_NOVNC_DIR")]
         novnc: Option<PathBuf>,
+        /// Published web apps ([[publish]] kind = "http") are served at
+        /// <name>-<run>.<DOMAIN> on the same port (browsers resolve *.localhost themselves;
+        /// elsewhere give a domain with a wildcard DNS entry and certificate).
+        #[arg(long, default_value = "localhost")]
+        publish_domain: String,
+    },
+    /// Carry TCP from a loopback port to a lab VM's port (psql, ssh, a web app), entering the
+    /// lab from its lab-services namespace; closed when the lab expires or is torn down.
+    Forward {
+        /// Lab name or run id.
+        lab: String,
+        /// The VM and its port, e.g. db:5432.
+        target: String,
+        /// Loopback address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
     /// Move a running lab's expiry later: `reclab extend erp 2h` adds two hours.
     Extend {

@@ -203,6 +203,12 @@ fn dispatch(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<ExitCode
             tls_cert,
             tls_key,
             novnc,
-        } => access_cmd::serve(ctx, listen, tls_cert.zip(tls_key), novnc),
+            publish_domain,
+        } => access_cmd::serve(ctx, listen, tls_cert.zip(tls_key), novnc, publish_domain),
+        Command::Forward {
+            lab,
+            target,
+            listen,
+        } => access_cmd::forward(ctx, &lab, &target, listen),
     }
 }

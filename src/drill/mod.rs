@@ -30,6 +30,8 @@ fn isolation_result(rec: &RunRecord, hv: &dyn Hypervisor) -> CheckResult {
         Ok(found) => (Status::Pass, found.found, None),
         Err(e) => (Status::Fail, vec![], Some(format!("{e:#}"))),
     };
+    let mut details = details;
+    details.push(published_words(rec));
     CheckResult {
         name: "isolation".into(),
         vm: rec.vms.first().map(|v| v.name.clone()).unwrap_or_default(),
@@ -44,6 +46,29 @@ fn isolation_result(rec: &RunRecord, hv: &dyn Hypervisor) -> CheckResult {
         output_tail: None,
         screenshot: None,
     }
+}
+
+/// What the lab publishes, for the isolation check's details: every published port is entered
+/// only from the lab-services namespace, towards the VM; nothing listens inside the lab.
+fn published_words(rec: &RunRecord) -> String {
+    if rec.publish.is_empty() {
+        return "published: nothing (no [[publish]] in the lab file)".into();
+    }
+    let list: Vec<String> = rec
+        .publish
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} {}:{} at {})",
+                p.name, p.kind, p.vm, p.port, p.address
+            )
+        })
+        .collect();
+    format!(
+        "published: {}; reached only by reclab serve/forward from the lab-services namespace \
+         towards the vm, nothing in the lab can use them to connect out",
+        list.join(", ")
+    )
 }
 
 /// Run the lab file's checks (or the defaults) plus the isolation check on a running lab.

@@ -276,6 +276,7 @@ mod tests {
             created: now,
             expires: now,
             segments: vec![],
+            publish: vec![],
             steps: vec![
                 Step::CreateRunDir,
                 Step::BootTier {

@@ -104,6 +104,7 @@ pub(super) fn execute(
         at: Some(report.at.clone()),
         at_time: report.at_time.clone(),
         restores: Vec::new(),
+        publish: plan.publish.clone(),
     };
     let mut injections = plan.injections.clone();
     let on = On {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::base::names::{self, RunId};
-use crate::lab::record::Resource;
+use crate::lab::record::{PublishedPort, Resource};
 use crate::lab::resolved::{BackupRestore, Layer, ResolvedVm};
 use crate::lab::services::rules::{ServicesPlan, hardening_rules};
 use crate::restore::record::PlannedInjection;
@@ -138,6 +138,8 @@ pub struct Plan {
     pub vms: Vec<VmPlan>,
     /// Dumps going into VMs, chosen and verified on the host before planning.
     pub injections: Vec<PlannedInjection>,
+    /// The published ports and the lab-services namespace each one enters the lab from.
+    pub publish: Vec<PublishedPort>,
     pub steps: Vec<Step>,
 }
 
@@ -247,6 +249,7 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
     )?;
     add_reservations(i, &vms, &mut segments)?;
     let steps = plan_steps(run, &vms, &segments, i.injections.len(), tiers.len());
+    let publish = plan_publish(spec, &vms, &segments)?;
 
     Ok(Plan {
         lab: spec.name.clone(),
@@ -259,8 +262,81 @@ pub fn plan(i: &PlanInputs) -> Result<Plan> {
         segments,
         vms,
         injections: i.injections.to_vec(),
+        publish,
         steps,
     })
+}
+
+/// Where each published port enters the lab: the lab-services namespace of the segment that
+/// holds the VM's address. A VM without an address on a segment with lab services cannot be
+/// published (the host is never given a way onto a lab segment).
+fn plan_publish(
+    spec: &LabSpec,
+    vms: &[VmPlan],
+    segments: &[SegmentPlan],
+) -> Result<Vec<PublishedPort>> {
+    let mut out = Vec::new();
+    for p in &spec.publish {
+        let vm = vms
+            .iter()
+            .find(|v| v.name == p.vm)
+            .with_context(|| format!("publish {}: no vm {} in the plan", p.name, p.vm))?;
+        let found = vm.addresses.iter().find_map(|a| {
+            segments.iter().find_map(|s| {
+                let sv = s.services.as_ref()?;
+                let cidr = crate::spec::model::Ipv4Cidr {
+                    address: sv.address,
+                    prefix: sv.prefix,
+                };
+                cidr.contains(*a).then_some((a, s, sv))
+            })
+        });
+        let Some((address, segment, services)) = found else {
+            bail!(
+                "publish {}: vm {} has no known address on a segment with lab services (its \
+                 addresses: {}); give the vm a dhcp = {{ ip = \"...\" }} reservation or a hosts \
+                 entry inside a segment's services network",
+                p.name,
+                p.vm,
+                if vm.addresses.is_empty() {
+                    "none".to_string()
+                } else {
+                    vm.addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        };
+        let mut names: Vec<String> = services
+            .hosts
+            .iter()
+            .filter(|(_, a)| a == address)
+            .map(|(n, _)| n.clone())
+            .chain(
+                services
+                    .reservations
+                    .iter()
+                    .filter(|(_, a, _)| a == address)
+                    .map(|(_, _, n)| n.clone()),
+            )
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        out.push(PublishedPort {
+            name: p.name.clone(),
+            vm: p.vm.clone(),
+            port: p.port,
+            kind: p.kind,
+            address: address.to_string(),
+            names,
+            segment: segment.name.clone(),
+            netns: services.netns.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// One segment per `[segment.NAME]`: its isolated network, bridge and lab services.

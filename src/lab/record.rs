@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use crate::base::names::RunId;
+/// What a published port carries (the lab file's `kind`), for the access commands.
+pub use crate::spec::model::PublishKind;
 
 /// Something reclab creates, with enough information to remove it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +169,27 @@ pub struct RunRecord {
     /// Images restored from virtnbdbackup chains (or reused from the restore cache).
     #[serde(default)]
     pub restores: Vec<RestoreRecord>,
+    /// The lab's published ports (`[[publish]]`) and where each one enters the lab.
+    #[serde(default)]
+    pub publish: Vec<PublishedPort>,
+}
+
+/// A published port of a run: a VM's port that `reclab serve` and `reclab forward` connect to
+/// from inside the lab-services namespace `netns` of the VM's segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub name: String,
+    pub vm: String,
+    pub port: u16,
+    pub kind: PublishKind,
+    /// The VM's address on that segment.
+    pub address: String,
+    /// The VM's names in the lab DNS (`hosts`, DHCP reservations): links and redirects of
+    /// a web app that name them are rewritten to the published host.
+    #[serde(default)]
+    pub names: Vec<String>,
+    pub segment: String,
+    pub netns: String,
 }
 
 /// One VM image restored from a virtnbdbackup chain for a run, or reused from the cache.

@@ -5,7 +5,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::problems::Problems;
-use super::wire::{WireCheck, WireLab, WireMetrics, WireNotify, WireSegment, WireTop, WireVm};
+use super::wire::{
+    WireCheck, WireLab, WireMetrics, WireNotify, WirePublish, WireSegment, WireTop, WireVm,
+};
 
 /// Decodes the text into wire types; `None` if there is any problem. Syntax errors are all
 /// reported; unknown keys and wrong value types only the first per top-level section, segment,
@@ -30,6 +32,7 @@ pub(super) fn decode(text: &str, problems: &mut Problems) -> Option<WireLab> {
     let mut checks = Vec::new();
     let mut notify = None;
     let mut metrics = None;
+    let mut publish = Vec::new();
     for (key, value) in table.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
             ("segment", DeValue::Table(entries)) => {
@@ -51,6 +54,13 @@ pub(super) fn decode(text: &str, problems: &mut Problems) -> Option<WireLab> {
                 for check in entries.iter() {
                     if let Some(wire) = decode_piece::<WireCheck>(&root, check, problems) {
                         checks.push(Spanned::new(check.span(), wire));
+                    }
+                }
+            }
+            ("publish", DeValue::Array(entries)) => {
+                for p in entries.iter() {
+                    if let Some(wire) = decode_piece::<WirePublish>(&root, p, problems) {
+                        publish.push(Spanned::new(p.span(), wire));
                     }
                 }
             }
@@ -77,6 +87,7 @@ pub(super) fn decode(text: &str, problems: &mut Problems) -> Option<WireLab> {
         checks,
         notify,
         metrics,
+        publish,
     })
 }
 

@@ -221,8 +221,8 @@ pub use model::{
     DEFAULT_MOUNT, DEFAULT_READY_TIMEOUT, DEFAULT_RESTORE_TIMEOUT, DEFAULT_TTL, DhcpReservation,
     DiskAttach, DiskFormat, DumpTime, DumpsSpec, EmailSpec, Ipv4Cidr, JsonExpectation, LabSpec,
     MAX_CHECK_NAME, MAX_LAB_NAME, MAX_SEGMENT_NAME, MAX_TIER, MAX_VM_NAME, MacAddr, MacAddrError,
-    MetricsSpec, MqttSpec, NotifySpec, ReadySpec, SegmentSpec, ServicesSpec, VmSource, VmSpec,
-    WebhookSpec,
+    MetricsSpec, MqttSpec, NotifySpec, PublishKind, PublishSpec, ReadySpec, SegmentSpec,
+    ServicesSpec, VmSource, VmSpec, WebhookSpec,
 };
 pub use problems::{Problem, SpecError};
 pub use validate::notify::{UrlError, mqtt_url, topic_problem};

@@ -35,6 +35,8 @@ pub(super) struct WireTop {
     _notify: Option<IgnoredAny>,
     #[serde(rename = "metrics")]
     _metrics: Option<IgnoredAny>,
+    #[serde(rename = "publish")]
+    _publish: Option<Vec<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +133,20 @@ pub(super) struct WireLab {
     pub(super) checks: Vec<Spanned<WireCheck>>,
     pub(super) notify: Option<Spanned<WireNotify>>,
     pub(super) metrics: Option<Spanned<WireMetrics>>,
+    pub(super) publish: Vec<Spanned<WirePublish>>,
+}
+
+/// `[[publish]]`: a port of a lab VM that `reclab serve` opens for people.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a publish table like { vm = \"app\", port = 80, name = \"erp\", kind = \"http\" }"
+)]
+pub(super) struct WirePublish {
+    pub(super) name: Option<Text>,
+    pub(super) vm: Option<Text>,
+    pub(super) port: Option<Spanned<i64>>,
+    pub(super) kind: Option<Text>,
 }
 
 /// One `[[check]]`: the keys of every kind; `validate` refuses those of other kinds.

@@ -4,6 +4,8 @@
 // Usage:
 //   node console.cjs visit LAB_URL VM SCREENSHOT.png   open the lab page, the VM's console,
 //                                                      wait for its screen, sign off
+//   node console.cjs app LAB_URL NAME                 the lab page's restore points, then the
+//                                                      published app NAME from its link
 //   node console.cjs refused URL                       expect the page to be refused (403)
 //   node console.cjs drive LAB_URL VM                  open the VM's console and take orders, one
 //                                                      JSON object a line on stdin:
@@ -166,6 +168,40 @@ async function drive(labUrl, vm) {
     });
 }
 
+// The lab page's restore points and the published app NAME opened from its "open NAME" link
+// (tests/e2e_published.rs): what the page says and what the app shows.
+async function app(labUrl, name) {
+    return withBrowser(async (browser) => {
+        const page = await browser.newPage();
+        const errors = [];
+        page.on('pageerror', (e) => errors.push(String(e)));
+        const resp = await page.goto(labUrl, { waitUntil: 'load' });
+        const labStatus = resp.status();
+        await page.waitForSelector('body[data-times="local"]', { timeout: 10000 });
+        const moment = await page.textContent('#moment');
+        const points = await page.$$eval('#points tr', (trs) => trs.slice(1).map(
+            (tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+        const results = await page.$$eval('#results tr', (trs) => trs.slice(1).map(
+            (tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+        const times = await page.$$eval('time', (ts) => ts.map((t) => ({
+            datetime: t.getAttribute('datetime'), text: t.textContent, local: t.dataset.local === '1' })));
+        const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+        const link = await page.getAttribute(`#open-${name}`, 'href');
+        const linkText = await page.textContent(`#open-${name}`);
+        // The app: its front page redirects (meta refresh) to the invoice list.
+        const appResp = await page.goto(link, { waitUntil: 'load' });
+        await page.waitForSelector('#invoices', { timeout: 60000 });
+        const appUrl = page.url();
+        const version = await page.textContent('#version');
+        const stats = await page.textContent('#stats');
+        const invoices = await page.$$eval('#invoices tr', (trs) => trs.slice(1).map(
+            (tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+        const cookies = (await browser.cookies()).map((c) => ({ name: c.name, domain: c.domain, httpOnly: c.httpOnly }));
+        return { labStatus, moment, points, results, times, timeZone, link, linkText,
+            appStatus: appResp.status(), appUrl, version, stats, invoices, cookies, errors };
+    });
+}
+
 async function refused(url) {
     return withBrowser(async (browser) => {
         const page = await browser.newPage();
@@ -179,6 +215,8 @@ async function main() {
     let out;
     if (mode === 'visit' && args.length === 3) {
         out = await visit(...args);
+    } else if (mode === 'app' && args.length === 2) {
+        out = await app(...args);
     } else if (mode === 'refused' && args.length === 1) {
         out = await refused(args[0]);
     } else if (mode === 'drive' && args.length === 2) {

@@ -89,7 +89,7 @@ impl IntoResponse for Denied {
                      its consoles are closed. Ask the person who sent the link to extend the lab \
                      or to start a new one.</p>",
                     esc(&lab),
-                    esc(&at.to_string())
+                    super::pages::time_html(&at.to_string(), false)
                 ),
             ),
         };

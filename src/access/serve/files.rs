@@ -16,6 +16,20 @@ pub const DEFAULT_NOVNC_DIR: &str = "/usr/share/novnc";
 /// The console page's script: noVNC's RFB client on the page's websocket.
 const CONSOLE_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/console.js"));
 
+/// The lab page's script: times in the reader's time zone.
+const LAB_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/lab.js"));
+
+pub(super) async fn lab_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        LAB_JS,
+    )
+        .into_response()
+}
+
 /// Whether `dir` holds noVNC.
 pub fn novnc_present(dir: &Path) -> bool {
     dir.join("core/rfb.js").is_file()

@@ -34,6 +34,7 @@
 mod auth;
 mod files;
 mod pages;
+pub mod proxy;
 mod ws;
 
 use anyhow::{Context, Result, bail};
@@ -65,6 +66,10 @@ pub struct App {
     open: Opener,
     hvs: Mutex<HashMap<String, Arc<dyn Hypervisor>>>,
     signoff_lock: Mutex<()>,
+    /// Opens connections to published ports (into the lab-services namespace).
+    connector: proxy::Connector,
+    /// Where published web apps are served (set once the listener is bound).
+    public: std::sync::OnceLock<proxy::PublicOrigin>,
 }
 
 impl App {
@@ -76,7 +81,37 @@ impl App {
             open,
             hvs: Mutex::new(HashMap::new()),
             signoff_lock: Mutex::new(()),
+            connector: proxy::netns_connector(),
+            public: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The same, with another connector for published ports (tests).
+    pub fn with_connector(
+        state_dir: PathBuf,
+        novnc: Option<PathBuf>,
+        open: Opener,
+        connector: proxy::Connector,
+    ) -> Arc<App> {
+        Arc::new(App {
+            state_dir,
+            novnc,
+            open,
+            hvs: Mutex::new(HashMap::new()),
+            signoff_lock: Mutex::new(()),
+            connector,
+            public: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Where published web apps are served.
+    pub fn public(&self) -> &proxy::PublicOrigin {
+        self.public.get_or_init(proxy::PublicOrigin::default)
+    }
+
+    /// Set where published web apps are served (once, before serving).
+    pub fn set_public(&self, origin: proxy::PublicOrigin) {
+        let _ = self.public.set(origin);
     }
 
     fn hv(&self, uri: &str) -> Result<Arc<dyn Hypervisor>> {
@@ -119,7 +154,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/novnc/{*path}", get(files::novnc_file))
         .route("/static/console.js", get(files::console_js))
         .route("/favicon.ico", get(files::favicon))
+        .route("/static/lab.js", get(files::lab_js))
+        .fallback(not_found)
+        // Requests for a published app's host (any path, any method) go to the app.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            proxy::route_published,
+        ))
         .with_state(app)
+}
+
+async fn not_found() -> Response {
+    pages::error_page(
+        axum::http::StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page.",
+    )
 }
 
 /// Headers every page gets: no caching (links carry tokens), no referrer, no framing.
@@ -156,6 +206,8 @@ pub struct ServeOpts {
     pub listen: SocketAddr,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub novnc: Option<PathBuf>,
+    /// Published web apps are served at `<name>-<run8>.<publish_domain>` on the same port.
+    pub publish_domain: String,
 }
 
 /// A TLS listener for axum: TCP accept, then the handshake (bounded), retried on failure.
@@ -285,6 +337,14 @@ pub fn run(state_dir: &Path, opts: &ServeOpts, open: Opener) -> Result<()> {
             ..opts.clone()
         };
         let base = base_url(&bound);
+        app.set_public(proxy::PublicOrigin {
+            scheme: if bound.tls.is_some() { "https" } else { "http" }.into(),
+            domain: bound.publish_domain.clone(),
+            port: match (bound.tls.is_some(), bound.listen.port()) {
+                (true, 443) | (false, 80) => None,
+                (_, p) => Some(p),
+            },
+        });
         println!("reclab serve: listening on {base}");
         for (lab, run8, link) in lab_links(state_dir, &base)? {
             println!("lab {lab} run {run8}: {link}");
@@ -300,7 +360,7 @@ pub fn run(state_dir: &Path, opts: &ServeOpts, open: Opener) -> Result<()> {
                 _ = term.recv() => {}
             }
         };
-        let routes = router(app);
+        let routes = router(app.clone());
         match acceptor {
             Some(acceptor) => axum::serve(TlsListener { tcp, acceptor }, routes)
                 .with_graceful_shutdown(shutdown)

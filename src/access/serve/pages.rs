@@ -125,8 +125,10 @@ pub(super) async fn lab_page(
             );
         }
     };
+    let apps = super::proxy::published_links(&app, &access);
     let html = render_lab_page(
         &access,
+        &apps,
         &vms,
         report.as_ref(),
         &signoffs.unwrap_or_default(),
@@ -139,6 +141,7 @@ pub(super) async fn lab_page(
 /// The lab page. Pure, for tests.
 fn render_lab_page(
     a: &Access,
+    apps: &[(String, String, u16, Option<String>)],
     vms: &[VmView],
     report: Option<&Result<serde_json::Value>>,
     signoffs: &[SignOff],
@@ -147,13 +150,210 @@ fn render_lab_page(
 ) -> String {
     let body = [
         lab_heading(a, just_signed, now),
+        published(apps),
         machines(a, vms),
+        restore_points(a, report),
         checks(a, report),
         signoff_list(signoffs),
         signoff_form_html(a, vms),
+        "<script src=\"/static/lab.js\" defer></script>".to_string(),
     ]
     .concat();
     page(&format!("Restore lab {}", a.rec.lab), &body)
+}
+
+/// A time for people: `<time>` with the RFC 3339 value, which the page's script shows in the
+/// reader's time zone; the text without it is UTC to the minute. `clock`: the time of day only.
+pub(super) fn time_html(rfc3339: &str, clock: bool) -> String {
+    match rfc3339.parse::<Timestamp>() {
+        Ok(t) => {
+            let text = if clock {
+                t.strftime("%H:%M UTC").to_string()
+            } else {
+                t.strftime("%Y-%m-%d %H:%M UTC").to_string()
+            };
+            format!(
+                "<time datetime=\"{}\"{}>{text}</time>",
+                t.round(jiff::Unit::Second).unwrap_or(t),
+                if clock { " class=clock" } else { "" }
+            )
+        }
+        Err(_) => esc(rfc3339),
+    }
+}
+
+/// A duration for people: "3 days 2 hours", "57 minutes", "less than a minute".
+fn human_age(seconds: i64) -> String {
+    let s = seconds.unsigned_abs();
+    let (d, h, m) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    match (d, h, m) {
+        (0, 0, 0) => "less than a minute".into(),
+        (0, 0, m) => unit(m, "minute"),
+        (0, h, 0) => unit(h, "hour"),
+        (0, h, m) => format!("{} {}", unit(h, "hour"), unit(m, "minute")),
+        (d, 0, _) => unit(d, "day"),
+        (d, h, _) => format!("{} {}", unit(d, "day"), unit(h, "hour")),
+    }
+}
+
+/// The published web apps and tcp ports of the lab.
+fn published(apps: &[(String, String, u16, Option<String>)]) -> String {
+    if apps.is_empty() {
+        return String::new();
+    }
+    let items: String = apps
+        .iter()
+        .map(|(name, vm, port, link)| match link {
+            Some(link) => format!(
+                "<li><a class=publish id=\"open-{n}\" href=\"{l}\" target=_blank rel=noopener>open {n}</a> \
+                 <span class=sub>(the web application on {vm}, port {port})</span></li>",
+                n = esc(name),
+                l = esc(link),
+                vm = esc(vm),
+            ),
+            None => format!(
+                "<li>{n}: tcp port {port} of {vm}, for the operator \
+                 (<code>reclab forward</code>)</li>",
+                n = esc(name),
+                vm = esc(vm),
+            ),
+        })
+        .collect();
+    format!("<h2>Applications</h2><ul id=apps>{items}</ul>")
+}
+
+/// What each machine was restored from, and how old its data is against the requested moment.
+fn restore_points(a: &Access, report: Option<&Result<serde_json::Value>>) -> String {
+    let (reference, against) = match a.rec.at_time.as_deref() {
+        Some(t) => (t.to_string(), "the requested moment"),
+        None => (a.rec.created.clone(), "the moment the lab was made"),
+    };
+    let intro = match a.rec.at_time.as_deref() {
+        Some(t) => format!(
+            "<p id=moment>You are looking at the backups for {} (asked for: {}).</p>",
+            time_html(t, false),
+            esc(a.rec.at.as_deref().unwrap_or("")),
+        ),
+        None => format!(
+            "<p id=moment>You are looking at the latest backups, as of {}.</p>",
+            time_html(&a.rec.created, false)
+        ),
+    };
+    let reference_ts = reference.parse::<Timestamp>().ok();
+    let age = |newest: Option<&str>| -> String {
+        let (Some(r), Some(n)) = (
+            reference_ts,
+            newest.and_then(|n| n.parse::<Timestamp>().ok()),
+        ) else {
+            return String::new();
+        };
+        let secs = r.as_second() - n.as_second();
+        if secs >= 0 {
+            format!("{} before {against}", human_age(secs))
+        } else {
+            format!("{} after {against}", human_age(secs))
+        }
+    };
+    let mut rows = String::new();
+    for v in &a.rec.vms {
+        if let Some(i) = a.rec.injections.iter().find(|i| i.vm == v.name) {
+            let newest = if i.dump.time >= i.image.time {
+                &i.dump.time
+            } else {
+                &i.image.time
+            };
+            let _ = write!(
+                rows,
+                "<tr><td>{vm}</td><td>{img} ({src}), taken {it}</td><td>{dump}, taken {dt}</td><td>{age}</td></tr>",
+                vm = esc(&v.name),
+                img = esc(&i.image.name),
+                src = esc(&i.image.source),
+                it = time_html(&i.image.time, false),
+                dump = esc(&i.dump.name),
+                dt = time_html(&i.dump.time, false),
+                age = age(Some(newest)),
+            );
+            continue;
+        }
+        // Without a dump: the image, as the report names it (if there is one yet).
+        let from_report = report
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|r| r["restore_points"].as_array().cloned())
+            .into_iter()
+            .flatten()
+            .find(|p| p["vm"] == v.name.as_str());
+        let (img, taken) = match &from_report {
+            Some(p) => (
+                p["image"]["source"].as_str().unwrap_or("?").to_string(),
+                p["image"]["taken_at"].as_str().map(str::to_string),
+            ),
+            None => (
+                a.rec
+                    .restores
+                    .iter()
+                    .find(|r| r.vm == v.name)
+                    .map(|r| format!("{} checkpoint {}", r.backup, r.checkpoint))
+                    .unwrap_or_else(|| "its production image".into()),
+                None,
+            ),
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{vm}</td><td>{img}{taken}</td><td>no dump</td><td>{age}</td></tr>",
+            vm = esc(&v.name),
+            img = esc(&img),
+            taken = taken
+                .as_deref()
+                .map(|t| format!(", taken {}", time_html(t, false)))
+                .unwrap_or_default(),
+            age = age(taken.as_deref()),
+        );
+    }
+    format!(
+        "<h2>Restore point</h2>{intro}<table id=points><tr><th>machine</th><th>disk image</th>\
+         <th>database dump</th><th>data age</th></tr>{rows}</table>"
+    )
+}
+
+/// A check's result in words a customer reads.
+fn check_words(c: &serde_json::Value) -> String {
+    let got = c["got"].as_str().unwrap_or("");
+    let status = c["status"].as_str().unwrap_or("");
+    if status == "error" {
+        return format!("could not be checked: {}", esc(got));
+    }
+    match c["kind"].as_str().unwrap_or("") {
+        "sequence" => {
+            // "N numbers, N distinct, from L to H"
+            let high = got
+                .rsplit(" to ")
+                .next()
+                .filter(|h| h.parse::<i64>().is_ok());
+            match (status, high) {
+                ("pass", Some(h)) => format!("complete up to no. {}", esc(h)),
+                (_, Some(h)) => format!("numbers missing or doubled, up to no. {}", esc(h)),
+                _ => esc(got),
+            }
+        }
+        "freshness" => {
+            // "newest record at TS, AGE before the restore point"
+            let ts = got
+                .strip_prefix("newest record at ")
+                .and_then(|r| r.split(',').next());
+            match ts {
+                Some(ts) if status == "pass" => format!("newest {}", time_html(ts, true)),
+                Some(ts) => format!("too old: newest {}", time_html(ts, false)),
+                None => esc(got),
+            }
+        }
+        "expect_from_manifest" if status == "pass" => {
+            format!("{} as the backup says", esc(got))
+        }
+        "isolation" if status == "pass" => "the lab is cut off from everything else".into(),
+        _ if status == "pass" => "as expected".into(),
+        _ => format!("not as expected: {}", esc(got)),
+    }
 }
 
 /// The lab's name, run and time left, and the thanks after a sign-off.
@@ -166,7 +366,7 @@ fn lab_heading(a: &Access, just_signed: bool, now: Timestamp) -> String {
          ({left} minutes left)</p>{thanks}",
         lab = esc(&a.rec.lab),
         run = a.run8,
-        exp = esc(&a.rec.expires),
+        exp = time_html(&a.rec.expires, false),
         thanks = if just_signed {
             "<p class=ok id=signed>Thank you: your sign-off was recorded.</p>"
         } else {
@@ -213,16 +413,17 @@ fn checks(a: &Access, report: Option<&Result<serde_json::Value>>) -> String {
                 .flatten()
                 .map(|c| {
                     format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         esc(c["name"].as_str().unwrap_or("?")),
                         esc(c["vm"].as_str().unwrap_or("")),
                         esc(c["status"].as_str().unwrap_or("?")),
+                        check_words(c),
                     )
                 })
                 .collect();
             format!(
                 "<p id=checks>Result: <b>{}</b> &middot; <a href=\"/lab/{run}/report?token={t}\">full report</a></p>\
-                 <table><tr><th>check</th><th>machine</th><th>result</th></tr>{rows}</table>",
+                 <table id=results><tr><th>check</th><th>machine</th><th>result</th><th>what it found</th></tr>{rows}</table>",
                 esc(r["result"].as_str().unwrap_or("unknown")),
                 run = a.run8,
                 t = urlenc(&a.token),
@@ -424,7 +625,7 @@ pub(super) fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn urlenc(s: &str) -> String {
+pub(super) fn urlenc(s: &str) -> String {
     let mut o = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -8,6 +8,7 @@
 //!   the bridge by a veth. The host gets no address on the segment and dnsmasq has no upstream
 //!   resolver (`no-resolv`), so no query ever leaves the lab.
 
+pub mod connect;
 pub mod rules;
 
 use anyhow::{Context, Result};

@@ -37,6 +37,8 @@ pub const MAX_SEGMENT_NAME: usize = 8;
 pub const MAX_VM_NAME: usize = 16;
 /// Highest explicit boot tier.
 pub const MAX_TIER: u32 = 999;
+/// Longest publish name; `reclab serve` names the published service's host `<name>-<run8>`.
+pub const MAX_PUBLISH_NAME: usize = 20;
 
 /// A validated lab file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,39 @@ pub struct LabSpec {
     pub notify: Option<NotifySpec>,
     /// `[metrics]`: the Prometheus textfile updated after every drill.
     pub metrics: Option<MetricsSpec>,
+    /// `[[publish]]`: ports of lab VMs that people reach through `reclab serve` or
+    /// `reclab forward`, in file order.
+    pub publish: Vec<PublishSpec>,
+}
+
+/// A port of a lab VM opened for people (`[[publish]]`). Connections to it enter the lab from
+/// the lab side of the VM's segment's lab-services namespace; nothing in the lab can use it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishSpec {
+    /// Unique in the lab; the link people open ("open erp").
+    pub name: String,
+    pub vm: String,
+    pub port: u16,
+    pub kind: PublishKind,
+}
+
+/// What a published port carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishKind {
+    /// A web application: `reclab serve` proxies HTTP and websockets to it.
+    Http,
+    /// Any TCP service: `reclab forward` carries it to a loopback port.
+    Tcp,
+}
+
+impl fmt::Display for PublishKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishKind::Http => "http",
+            PublishKind::Tcp => "tcp",
+        })
+    }
 }
 
 /// Hardware acceleration for the lab domains.

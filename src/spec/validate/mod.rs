@@ -19,6 +19,7 @@ mod dhcp;
 mod dumps;
 mod fields;
 pub(super) mod notify;
+mod publish;
 mod segments;
 mod source;
 mod tiers;
@@ -80,6 +81,7 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         .metrics
         .as_ref()
         .map(|m| notify::validate_metrics(m, base, problems));
+    let publish = publish::validate_publish(&wire.publish, &vm_names, &segments, problems);
     if wire.vms.is_empty() {
         problems.push(
             None,
@@ -108,6 +110,7 @@ pub(super) fn validate(wire: WireLab, path: &Path, problems: &mut Problems) -> O
         max_skew: max_skew?,
         notify: notify.map(|n| n.expect("no problems, so notify is valid")),
         metrics: metrics.map(|m| m.expect("no problems, so metrics is valid")),
+        publish: publish?,
     })
 }
 
