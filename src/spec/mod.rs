@@ -226,6 +226,8 @@ pub use model::{
 };
 pub use problems::{Problem, SpecError};
 pub use validate::notify::{UrlError, mqtt_url, topic_problem};
+/// A size like `2GiB` in bytes (the lab file's `memory` syntax).
+pub use validate::parse_memory as parse_size;
 
 use problems::Problems;
 
