@@ -216,3 +216,381 @@ fn a_dead_members_unacknowledged_request_stays_in_its_session_and_comes_back_whe
         "a's session on return"
     );
 }
+
+/// A CA and a server certificate for 127.0.0.1 made with openssl: (ca.pem, server.pem, server.key).
+fn make_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(f);
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fleet test CA",
+        "-keyout",
+        &s(p("ca.key")),
+        "-out",
+        &s(p("ca.pem")),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &s(p("server.key")),
+        "-out",
+        &s(p("server.csr")),
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-CAcreateserial",
+        "-in",
+        &s(p("server.csr")),
+        "-CA",
+        &s(p("ca.pem")),
+        "-CAkey",
+        &s(p("ca.key")),
+        "-extfile",
+        &s(p("ext.cnf")),
+        "-out",
+        &s(p("server.pem")),
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+/// A `reclab listen` process of host `host`, its drills the fake script; killed on drop.
+struct Listener(Child);
+
+impl Listener {
+    fn start(dir: &Path, port: u16, host: &str) -> Listener {
+        let child = Command::new(env!("CARGO_BIN_EXE_reclab"))
+            .arg("--state-dir")
+            .arg(dir.join(format!("state-{host}")))
+            .args([
+                "listen",
+                "--mqtt",
+                &format!("mqtts://127.0.0.1:{port}"),
+                "--topic",
+                "dr/run",
+            ])
+            .arg("--ca-file")
+            .arg(dir.join("ca.pem"))
+            .args(["--user", "lab"])
+            .arg("--password-file")
+            .arg(dir.join("password"))
+            .arg("--labs-dir")
+            .arg(dir.join("labs"))
+            .args(["--host", host, "--parallel", "1"])
+            .arg("--drill-program")
+            .arg(dir.join("fake-reclab"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting reclab listen");
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sub_args(port: u16, dir: &Path) -> Vec<String> {
+    vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "--cafile".into(),
+        dir.join("ca.pem").display().to_string(),
+        "-u".into(),
+        "lab".into(),
+        "-P".into(),
+        "s3cret pass".into(),
+        "-q".into(),
+        "1".into(),
+    ]
+}
+
+/// Two lab hosts (two `reclab listen` processes, one slot each) on a mosquitto with TLS and a
+/// password file: six requests all finish, both hosts run some, never two at once on one
+/// host; a listener SIGKILLed in the middle of a drill gets that request back when it starts
+/// again (after its gc) and runs it; `reclab fleet --json` shows both hosts; a wrong
+/// password is refused with a message naming it.
+#[test]
+fn two_listeners_share_six_requests_over_tls_and_a_killed_one_runs_its_request_on_return() {
+    if !have("mosquitto", "mosquitto")
+        || !have("mosquitto_pub", "mosquitto-clients")
+        || !have("mosquitto_passwd", "mosquitto")
+        || !have("openssl", "openssl")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = make_ca(d);
+    let passwd = d.join("passwd");
+    let out = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["lab", "s3cret pass"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(d.join("password"), "s3cret pass\n").unwrap();
+    let port = free_port();
+    let conf = d.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            passwd.display(), ca.display(), cert.display(), key.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Broker { child, port };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let labs = d.join("labs");
+    std::fs::create_dir_all(&labs).unwrap();
+    for n in 1..=6 {
+        std::fs::write(
+            labs.join(format!("lab{n}.toml")),
+            format!("name = \"lab{n}\"\n[[vm]]\nname = \"db\"\nfrom = {{ domain = \"prod-db\", snapshot = \"nightly\" }}\nmemory = \"64MiB\"\n"),
+        )
+        .unwrap();
+    }
+    // The fake drill logs start/end with its host; lab3 on its first run waits for a kill.
+    let log = d.join("drills.log");
+    let script = d.join("fake-reclab");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\nset -eu\nif [[ $3 == gc ]]; then echo \"gc $RECLAB_HOST\" >> {log}; exit 0; fi\nlab=$(basename \"$4\" .toml)\necho \"start $lab $RECLAB_HOST $(date +%s.%N)\" >> {log}\nif [[ $lab == lab3 && ! -e {d}/lab3-once ]]; then touch {d}/lab3-once; exec sleep 60; fi\nsleep 1\necho \"end $lab $RECLAB_HOST $(date +%s.%N)\" >> {log}\n",
+            log = log.display(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // A wrong password: the listener ends at once with the broker's reason.
+    std::fs::write(d.join("wrong"), "nope\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reclab"))
+        .arg("--state-dir")
+        .arg(d.join("state-x"))
+        .args([
+            "listen",
+            "--mqtt",
+            &format!("mqtts://127.0.0.1:{port}"),
+            "--topic",
+            "dr/run",
+            "--host",
+            "x",
+        ])
+        .arg("--ca-file")
+        .arg(&ca)
+        .args(["--user", "lab"])
+        .arg("--password-file")
+        .arg(d.join("wrong"))
+        .arg("--labs-dir")
+        .arg(&labs)
+        .arg("--drill-program")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the connection") && err.contains("--password-file"),
+        "{err}"
+    );
+
+    let results = Command::new("mosquitto_sub")
+        .args(sub_args(port, d))
+        .args(["-t", "dr/run/result", "-C", "13", "-W", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let a = Listener::start(d, port, "host-a");
+    let _b = Listener::start(d, port, "host-b");
+    // Both joined (each published its retained status) before any request goes out.
+    let fleet = || -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_reclab"))
+            .args([
+                "fleet",
+                "--json",
+                "--mqtt",
+                &format!("mqtts://127.0.0.1:{port}"),
+                "--topic",
+                "dr/run",
+            ])
+            .arg("--ca-file")
+            .arg(&ca)
+            .args(["--user", "lab"])
+            .arg("--password-file")
+            .arg(d.join("password"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = fleet();
+        if f.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["online"] == true)
+            .count()
+            == 2
+        {
+            assert_eq!(f[0]["host"], "host-a");
+            assert_eq!(f[1]["slots"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet did not show two hosts: {f}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut pub_args = sub_args(port, d);
+    pub_args.extend(["-t".into(), "dr/run".into()]);
+    for n in 1..=6 {
+        let out = Command::new("mosquitto_pub")
+            .args(&pub_args)
+            .args(["-m", &format!("{{\"lab\": \"lab{n}\"}}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // lab3 hangs on its first run: kill the listener that runs it (and its drill) like a
+    // host that dies, then start that host's listener again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let host3 = loop {
+        if let Some(l) = read_log().lines().find(|l| l.starts_with("start lab3 ")) {
+            break l.split_whitespace().nth(2).unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lab3 did not start: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut a, _keep) = if host3 == "host-a" {
+        (a, None)
+    } else {
+        (_b, Some(a))
+    };
+    let pid = a.0.id() as i32;
+    // SAFETY: kill of a child this test started, by its PID.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = a.0.wait();
+    std::mem::forget(a);
+    let _again = Listener::start(d, port, &host3);
+
+    // 6 finished + 6 started + 1 started again (lab3) = 13.
+    let out = results.wait_with_output().unwrap();
+    let replies: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished: Vec<&serde_json::Value> = replies
+        .iter()
+        .filter(|r| r["status"] == "verified")
+        .collect();
+    let mut labs_done: Vec<&str> = finished
+        .iter()
+        .map(|r| r["lab"].as_str().unwrap())
+        .collect();
+    labs_done.sort();
+    assert_eq!(
+        labs_done,
+        ["lab1", "lab2", "lab3", "lab4", "lab5", "lab6"],
+        "{replies:#?}"
+    );
+    let log = read_log();
+    // lab3 ran to its end on its host's return, after that host's gc.
+    let gcs: Vec<usize> = log
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == format!("gc {host3}"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(gcs.len(), 2, "{log}");
+    let end3 = log
+        .lines()
+        .position(|l| l.starts_with(&format!("end lab3 {host3}")))
+        .expect("lab3 finished on its host");
+    assert!(end3 > gcs[1], "{log}");
+    // Both hosts ran drills, and never two at once on one host.
+    for host in ["host-a", "host-b"] {
+        let mut running = 0;
+        let mut ran = 0;
+        for l in log.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() >= 3 && f[2] == host {
+                match f[0] {
+                    "start" => {
+                        // The killed lab3 never ended: its host's next start is after the kill.
+                        if f[1] != "lab3" || running == 0 {
+                            assert_eq!(running, 0, "two drills at once on {host}: {log}");
+                        }
+                        running = 1;
+                        ran += 1;
+                    }
+                    "end" => running = 0,
+                    _ => {}
+                }
+            }
+            if l == format!("gc {host}") {
+                running = 0;
+            }
+        }
+        assert!(ran >= 1, "{host} ran nothing: {log}");
+    }
+    assert!(
+        finished
+            .iter()
+            .all(|r| r["host"] == "host-a" || r["host"] == "host-b")
+    );
+}

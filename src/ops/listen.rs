@@ -696,6 +696,20 @@ pub fn run(opts: &ListenOpts) -> Result<()> {
                 }
             }
             Ok(Ok(_)) => {}
+            Ok(Err(rumqttc::v5::ConnectionError::ConnectionRefused(code))) => {
+                // A refusal (bad password, not authorized) does not heal by retrying.
+                let hint = match code {
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                        "; check --user and --password-file"
+                    }
+                    _ => "",
+                };
+                bail!(
+                    "the broker {}:{} refused the connection: {code:?}{hint}",
+                    opts.mqtt.host,
+                    opts.mqtt.port
+                );
+            }
             Ok(Err(e)) => {
                 failures += 1;
                 eprintln!(
