@@ -179,6 +179,9 @@ fn options(domain: Option<&Node>, tcg: bool) -> RewriteOpts {
             created: "2026-12-01T20:00:00Z".into(),
             expires: "2026-12-01T22:00:00Z".into(),
         },
+
+        memory: None,
+        vcpus: None,
     }
 }
 

@@ -690,10 +690,15 @@ fn metrics_command_writes_every_labs_latest_drill() {
 fn listen_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let labs = dir.join("labs");
     std::fs::create_dir_all(&labs).unwrap();
-    for name in ["erp", "crm"] {
+    // erp takes production's memory (unknown: admitted); crm is sized; huge fits no host.
+    for (name, memory) in [
+        ("erp", ""),
+        ("crm", "memory = \"64MiB\"\nvcpus = 1\n"),
+        ("huge", "memory = \"16TiB\"\n"),
+    ] {
         std::fs::write(
             labs.join(format!("{name}.toml")),
-            format!("name = \"{name}\"\n\n[[vm]]\nname = \"db\"\nfrom = {{ domain = \"prod-db\", snapshot = \"nightly\" }}\n"),
+            format!("name = \"{name}\"\n\n[[vm]]\nname = \"db\"\nfrom = {{ domain = \"prod-db\", snapshot = \"nightly\" }}\n{memory}"),
         )
         .unwrap();
     }
@@ -702,7 +707,7 @@ fn listen_fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/bash\nset -euo pipefail\n# Fake `reclab [--state-dir S] run LAB [--at AT]` for the listen tests.\nwhile [[ $1 != run ]]; do shift; done\nlab=$(basename \"$2\" .toml)\necho \"start $lab $(date +%s.%N) $*\" >> {log}\nsleep ${{FAKE_DRILL_SECONDS:-1}}\necho \"end $lab $(date +%s.%N)\" >> {log}\necho \"drill of $lab done\"\n[[ $lab != crm ]]\n",
+            "#!/bin/bash\nset -euo pipefail\n# Fake `reclab [--state-dir S] run LAB [--at AT]` (and `gc`) for the listen tests.\nif [[ $3 == gc ]]; then echo \"gc $(date +%s.%N)\" >> {log}; exit 0; fi\nwhile [[ $1 != run ]]; do shift; done\nlab=$(basename \"$2\" .toml)\necho \"start $lab $(date +%s.%N) $*\" >> {log}\nsleep ${{FAKE_DRILL_SECONDS:-1}}\necho \"end $lab $(date +%s.%N)\" >> {log}\necho \"drill of $lab done\"\n[[ $lab != crm ]]\n",
             log = log.display()
         ),
     )
@@ -730,21 +735,17 @@ fn publish(port: u16, topic: &str, message: &str) {
 /// Runs the listener in this process, its drills being `script`, and waits until it answers
 /// requests (a probe for a lab that does not exist gets its rejection). It runs until the test
 /// process ends; its broker going away only makes it retry.
-fn start_listener(
-    dir: &Path,
-    port: u16,
-    labs: &Path,
-    script: &Path,
-    queue: usize,
-    parallel: usize,
-) {
+fn start_listener(dir: &Path, port: u16, labs: &Path, script: &Path, parallel: usize) {
     let opts = reclab::ops::listen::ListenOpts {
         mqtt: mqtt_spec(port, false, "dr/run", None),
         labs_dir: labs.to_path_buf(),
         state_dir: dir.join("state"),
-        queue,
         parallel,
         reclab: script.to_path_buf(),
+        host: "test-host".into(),
+        group: reclab::ops::listen::DEFAULT_GROUP.into(),
+        reserve: reclab::ops::fleet::DEFAULT_RESERVE,
+        session_expiry: 300,
     };
     let listener = std::thread::spawn(move || reclab::ops::listen::run(&opts));
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -776,15 +777,8 @@ fn listen_runs_requested_drills_one_per_lab_and_publishes_results() {
     let dir = tempfile::tempdir().unwrap();
     let (labs, script, log) = listen_fixture(dir.path());
     let (_broker, port) = mosquitto(dir.path(), None);
-    start_listener(
-        dir.path(),
-        port,
-        &labs,
-        &script,
-        reclab::ops::listen::DEFAULT_QUEUE,
-        2,
-    );
-    // Three queued + three finished + two rejected.
+    start_listener(dir.path(), port, &labs, &script, 2);
+    // Three started + three finished + two rejected.
     let sub = subscribe(port, "dr/run/result", 8, 30, None);
     publish(port, "dr/run", r#"{"lab": "erp", "at": "2h ago"}"#);
     publish(port, "dr/run", r#"{"lab": "erp"}"#);
@@ -793,7 +787,11 @@ fn listen_runs_requested_drills_one_per_lab_and_publishes_results() {
     publish(port, "dr/run", "not json");
     let replies = messages(sub);
     let count = |status: &str| replies.iter().filter(|r| r["status"] == status).count();
-    assert_eq!(count("queued"), 3, "{replies:#?}");
+    assert_eq!(count("started"), 3, "{replies:#?}");
+    assert!(
+        replies.iter().all(|r| r["host"] == "test-host"),
+        "{replies:#?}"
+    );
     assert_eq!(count("verified"), 2, "{replies:#?}");
     assert_eq!(count("failed"), 1, "{replies:#?}");
     assert_eq!(count("rejected"), 2, "{replies:#?}");
@@ -842,39 +840,53 @@ fn listen_runs_requested_drills_one_per_lab_and_publishes_results() {
 }
 
 #[test]
-fn listen_rejects_requests_beyond_its_queue() {
+fn listen_takes_no_more_than_its_slots_and_rejects_a_lab_that_fits_no_host() {
     if !have("mosquitto", "mosquitto") || !have("mosquitto_pub", "mosquitto-clients") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (labs, script, log) = listen_fixture(dir.path());
     let (_broker, port) = mosquitto(dir.path(), None);
-    start_listener(dir.path(), port, &labs, &script, 1, 1);
-    let sub = subscribe(port, "dr/run/result", 3, 20, None);
+    start_listener(dir.path(), port, &labs, &script, 1);
+    // gc ran before the listener took work.
+    assert!(std::fs::read_to_string(&log).unwrap().starts_with("gc "));
+    // Three drills and a rejection: 3 started + 3 finished + 1 rejected.
+    let sub = subscribe(port, "dr/run/result", 7, 30, None);
     publish(port, "dr/run", r#"{"lab": "erp"}"#);
-    // Wait until the first drill runs, so the queue is empty again and holds exactly one more.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("start erp")
-    {
-        assert!(Instant::now() < deadline, "the first drill did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     publish(port, "dr/run", r#"{"lab": "crm"}"#);
+    publish(port, "dr/run", r#"{"lab": "huge"}"#);
     publish(port, "dr/run", r#"{"lab": "crm"}"#);
     let replies = messages(sub);
-    let statuses: Vec<&str> = replies
+    let count = |status: &str| replies.iter().filter(|r| r["status"] == status).count();
+    assert_eq!(count("started"), 3, "{replies:#?}");
+    assert_eq!(count("verified") + count("failed"), 3, "{replies:#?}");
+    let huge = replies
         .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["queued", "queued", "rejected"], "{replies:#?}");
+        .find(|r| r["status"] == "rejected")
+        .expect("huge rejected");
+    assert_eq!(huge["lab"], "huge");
+    let why = huge["reason"].as_str().unwrap();
     assert!(
-        replies[2]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("queue is full")
+        why.contains("needs 16384 GiB") && why.contains("fits no host"),
+        "{why}"
     );
+    // One slot: the broker held the others back, so no two drills overlapped.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let mut last_end = 0.0f64;
+    let mut ran = 0;
+    for l in log.lines().filter(|l| !l.starts_with("gc ")) {
+        let t: f64 = l.split_whitespace().nth(2).unwrap().parse().unwrap();
+        if l.starts_with("start ") {
+            assert!(
+                t >= last_end,
+                "a drill started before the previous ended: {log}"
+            );
+            ran += 1;
+        } else {
+            last_end = t;
+        }
+    }
+    assert_eq!(ran, 3, "{log}");
 }
 
 /// A run directory with a `run.json` of lab `erp` that expires at `expires`.

@@ -248,12 +248,12 @@ pub enum Command {
         action: ScheduleCommand,
     },
     /// Long-running service: start a drill when an MQTT message asks for one, reply with the
-    /// result on TOPIC/result.
+    /// result on TOPIC/result; several listeners form a fleet (docs/fleet.md).
     Listen {
         /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
         #[arg(long)]
         mqtt: String,
-        /// Request topic; replies go to TOPIC/result.
+        /// Request topic; replies go to TOPIC/result, statuses to TOPIC/status/HOST.
         #[arg(long)]
         topic: String,
         /// PEM CA certificates to trust for mqtts:// (default: the system's).
@@ -269,12 +269,49 @@ pub enum Command {
         /// name a lab file outside it.
         #[arg(long, default_value = ".")]
         labs_dir: PathBuf,
-        /// How many requests may wait; more are rejected.
-        #[arg(long, default_value_t = crate::ops::listen::DEFAULT_QUEUE)]
-        queue: usize,
-        /// How many drills (of different labs) may run at once.
+        /// Drill slots: how many drills (of different labs) may run at once; the broker
+        /// hands this host no more unfinished requests than that.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// This host's name in the fleet (default: RECLAB_HOST or the host name).
+        #[arg(long)]
+        host: Option<String>,
+        /// Shared-subscription group: each request goes to one listener of the group.
+        #[arg(long, default_value = crate::ops::listen::DEFAULT_GROUP)]
+        group: String,
+        /// Memory this host keeps for itself; a lab is admitted only into what is free
+        /// beyond it (e.g. 2GiB).
+        #[arg(long, default_value = "1GiB")]
+        reserve: String,
+        /// How long (seconds) the broker keeps this host's unfinished requests while it is
+        /// gone; they run when it comes back.
+        #[arg(long, default_value_t = crate::ops::listen::DEFAULT_SESSION_EXPIRY)]
+        session_expiry: u32,
+        /// The program that runs each drill as `PROGRAM --state-dir S run LAB` (and `gc` at
+        /// start), default this reclab; e.g. a wrapper that enters a namespace.
+        #[arg(long)]
+        drill_program: Option<PathBuf>,
+    },
+    /// Show the fleet of listeners on a broker: their retained statuses on TOPIC/status/+.
+    Fleet {
+        /// Broker URL: mqtt://host[:port] or mqtts://host[:port].
+        #[arg(long)]
+        mqtt: String,
+        /// Request topic of the fleet.
+        #[arg(long)]
+        topic: String,
+        /// PEM CA certificates to trust for mqtts:// (default: the system's).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Broker user (needs --password-file).
+        #[arg(long, requires = "password_file")]
+        user: Option<String>,
+        /// File whose first line is the broker password.
+        #[arg(long, requires = "user")]
+        password_file: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the Prometheus textfile (latest drill of every lab in the state directory).
     Metrics {

@@ -1,4 +1,4 @@
-//! The operations commands: `extend`, `schedule`, `listen`, `metrics`.
+//! The operations commands: `extend`, `schedule`, `listen`, `fleet`, `metrics`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,46 +48,92 @@ pub fn extend(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The options of `reclab listen` as given.
-pub struct ListenArgs {
+/// The broker options of `reclab listen` and `reclab fleet` as given.
+pub struct BrokerArgs {
     pub mqtt: String,
     pub topic: String,
     pub ca_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn spec(&self) -> Result<spec::MqttSpec> {
+        let (tls, host, port) =
+            spec::mqtt_url(&self.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
+        if let Some(why) = spec::topic_problem(&self.topic) {
+            bail!("--topic: {why}");
+        }
+        if self.ca_file.is_some() && !tls {
+            bail!("--ca-file needs TLS; use an mqtts:// URL");
+        }
+        Ok(spec::MqttSpec {
+            url: self.mqtt.clone(),
+            host,
+            port,
+            tls,
+            topic: self.topic.clone(),
+            ca_file: self.ca_file.as_deref().map(absolute).transpose()?,
+            user: self.user.clone(),
+            password_file: self.password_file.as_deref().map(absolute).transpose()?,
+        })
+    }
+}
+
+/// The options of `reclab listen` as given.
+pub struct ListenArgs {
+    pub broker: BrokerArgs,
     pub labs_dir: PathBuf,
-    pub queue: usize,
     pub parallel: usize,
+    pub host: Option<String>,
+    pub group: String,
+    pub reserve: String,
+    pub session_expiry: u32,
+    pub drill_program: Option<PathBuf>,
 }
 
 /// `listen`: runs until the process is stopped; each drill is `reclab run` of this binary.
 pub fn listen(ctx: &Ctx, args: &ListenArgs) -> Result<ExitCode> {
-    let (tls, host, port) =
-        spec::mqtt_url(&args.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
-    if let Some(why) = spec::topic_problem(&args.topic) {
-        bail!("--topic: {why}");
-    }
-    if args.ca_file.is_some() && !tls {
-        bail!("--ca-file needs TLS; use an mqtts:// URL");
-    }
+    let reserve = spec::parse_size(&args.reserve).with_context(|| {
+        format!(
+            "--reserve {:?} is not a size; write one like 2GiB or 512MiB",
+            args.reserve
+        )
+    })?;
     let opts = listen::ListenOpts {
-        mqtt: spec::MqttSpec {
-            url: args.mqtt.clone(),
-            host,
-            port,
-            tls,
-            topic: args.topic.clone(),
-            ca_file: args.ca_file.as_deref().map(absolute).transpose()?,
-            user: args.user.clone(),
-            password_file: args.password_file.as_deref().map(absolute).transpose()?,
-        },
+        mqtt: args.broker.spec()?,
         labs_dir: absolute(&args.labs_dir)?,
         state_dir: absolute(&ctx.state_dir)?,
-        queue: args.queue,
         parallel: args.parallel,
-        reclab: std::env::current_exe().context("finding the reclab binary")?,
+        reclab: match &args.drill_program {
+            Some(p) => absolute(p)?,
+            None => std::env::current_exe().context("finding the reclab binary")?,
+        },
+        host: args
+            .host
+            .clone()
+            .unwrap_or_else(crate::ops::fleet::this_host),
+        group: args.group.clone(),
+        reserve,
+        session_expiry: args.session_expiry,
     };
     listen::run(&opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleet`: the listeners' retained statuses.
+pub fn fleet(out: &mut dyn Write, args: &BrokerArgs, json: bool) -> Result<ExitCode> {
+    let mqtt = args.spec()?;
+    let statuses = crate::ops::fleet::collect(
+        &mqtt,
+        std::time::Duration::from_millis(700),
+        std::time::Duration::from_secs(15),
+    )?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&statuses)?)?;
+    } else {
+        write!(out, "{}", crate::ops::fleet::render(&statuses))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

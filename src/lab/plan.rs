@@ -425,6 +425,8 @@ fn plan_vm(
             created: created.to_string(),
             expires: expires.to_string(),
         },
+        memory: vm.memory,
+        vcpus: vm.vcpus,
     };
     // Boot files a backup saved (direct kernel boot): private copies in the run directory.
     let boot_copies: Vec<xml::domain::PrivateCopy> = res

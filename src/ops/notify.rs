@@ -182,7 +182,7 @@ pub fn body(s: &Summary) -> String {
     out
 }
 
-fn read_password(path: &Path) -> Result<String> {
+pub(crate) fn read_password(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the password file {}", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().to_string())

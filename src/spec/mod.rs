@@ -120,6 +120,8 @@
 //! | `tier` | derived | Boot tier, 1 to 999. VMs of a tier start together; tier N+1 starts when tier N is ready. |
 //! | `after` | `[]` | Names of VMs that must be ready before this one starts. |
 //! | `ready` | `{ timeout = "5m" }` | When the VM counts as ready, below. |
+//! | `memory` | production's | The lab VM's memory, e.g. `"2GiB"` or `"512MiB"` (KiB, MiB, GiB, TiB; 16MiB to 16TiB): lab hosts are smaller than production. A `reclab listen` fleet admits a lab by the sum of its VMs' `memory` (docs/fleet.md). Refused for a domain with NUMA cells or `<maxMemory>`. |
+//! | `vcpus` | production's | The lab VM's virtual CPUs (1 to 512); the CPU topology becomes that many sockets of one core. |
 //! | `dhcp` | none | A DHCP reservation answered by the lab services, below. |
 //! | `dumps` | none | Database dumps to restore into the VM, see below. |
 //!
@@ -226,6 +228,8 @@ pub use model::{
 };
 pub use problems::{Problem, SpecError};
 pub use validate::notify::{UrlError, mqtt_url, topic_problem};
+/// A size like `2GiB` in bytes (the lab file's `memory` syntax).
+pub use validate::parse_memory as parse_size;
 
 use problems::Problems;
 

@@ -67,6 +67,8 @@ pub(super) struct WireVm {
     pub(super) ready: Option<WireReady>,
     pub(super) dhcp: Option<Spanned<WireDhcp>>,
     pub(super) dumps: Option<Spanned<WireDumps>>,
+    pub(super) memory: Option<Text>,
+    pub(super) vcpus: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

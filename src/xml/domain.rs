@@ -280,6 +280,10 @@ pub struct RewriteOpts {
     /// uuid. `None`: the lab's TPM starts empty, and the changes say so.
     pub tpm_state_dir: Option<String>,
     pub metadata: LabMetadata,
+    /// The lab VM's memory in bytes (the lab file's `memory`), instead of production's.
+    pub memory: Option<u64>,
+    /// The lab VM's virtual CPUs (the lab file's `vcpus`), instead of production's.
+    pub vcpus: Option<u32>,
 }
 
 /// The kind of a [`Change`].
@@ -531,6 +535,7 @@ impl Cx<'_> {
         domain.set_attr("type", self.opts.accel.domain_type());
         self.identity(domain)?;
         self.metadata(domain);
+        self.sizing(domain)?;
         self.cpu(domain);
         self.hyperv(domain);
         self.os(domain)?;
@@ -588,6 +593,79 @@ impl Cx<'_> {
             );
         }
         metadata.append(lab, 1, &self.style);
+    }
+
+    /// The lab file's `memory` and `vcpus`: `<memory>`, `<currentMemory>`, `<vcpu>` and
+    /// what must agree with them (the cpu topology, per-vcpu pins and states). A domain with
+    /// NUMA cells or memory hot-plug (`<maxMemory>`) keeps production's memory layout and is
+    /// refused a memory override.
+    fn sizing(&mut self, domain: &mut Elem) -> Result<()> {
+        let why = "the lab file sizes this vm for the lab host";
+        if let Some(bytes) = self.opts.memory {
+            let numa = domain
+                .child("cpu")
+                .is_some_and(|c| c.child("numa").is_some());
+            if numa || domain.child("maxMemory").is_some() {
+                bail!(
+                    "the domain has NUMA cells or <maxMemory>, whose sizes must add up to its memory; remove `memory` from this vm in the lab file"
+                );
+            }
+            let kib = (bytes / 1024).to_string();
+            let memory = domain
+                .child_mut("memory")
+                .context("the domain xml has no <memory>")?;
+            let old = format!(
+                "{}{}",
+                memory.text().trim(),
+                memory.attr("unit").unwrap_or_else(|| "KiB".into())
+            );
+            memory.set_attr("unit", "KiB");
+            memory.set_text(&kib);
+            if let Some(current) = domain.child_mut("currentMemory") {
+                current.set_attr("unit", "KiB");
+                current.set_text(&kib);
+            }
+            self.record(
+                ChangeKind::Modified,
+                format!("<memory> {old} to {kib}KiB"),
+                why,
+            );
+        }
+        if let Some(n) = self.opts.vcpus {
+            let vcpu = domain
+                .child_mut("vcpu")
+                .context("the domain xml has no <vcpu>")?;
+            let old = vcpu.text().trim().to_string();
+            vcpu.set_text(&n.to_string());
+            vcpu.remove_attr("current");
+            domain.remove_where(|e| e.name() == "vcpus");
+            if let Some(cpu) = domain.child_mut("cpu")
+                && let Some(topology) = cpu.child_mut("topology")
+            {
+                for (attr, value) in [
+                    ("sockets", n.to_string()),
+                    ("cores", "1".into()),
+                    ("threads", "1".into()),
+                ] {
+                    topology.set_attr(attr, &value);
+                }
+                for attr in ["dies", "clusters"] {
+                    if topology.attr(attr).is_some() {
+                        topology.set_attr(attr, "1");
+                    }
+                }
+            }
+            if let Some(tune) = domain.child_mut("cputune") {
+                tune.remove_where(|e| {
+                    e.name() == "vcpupin"
+                        && e.attr("vcpu")
+                            .and_then(|v| v.parse::<u32>().ok())
+                            .is_none_or(|v| v >= n)
+                });
+            }
+            self.record(ChangeKind::Modified, format!("<vcpu> {old} to {n}"), why);
+        }
+        Ok(())
     }
 
     fn cpu(&mut self, domain: &mut Elem) {

@@ -114,6 +114,9 @@ pub fn options(xml: &str) -> RewriteOpts {
             created: "2026-11-26T20:00:00Z".into(),
             expires: "2026-11-26T22:00:00Z".into(),
         },
+
+        memory: None,
+        vcpus: None,
     }
 }
 

@@ -63,6 +63,8 @@ fn opts(vm: &str, disks: Vec<(String, DiskPlan)>) -> RewriteOpts {
             created: "2026-11-26T20:00:00Z".to_string(),
             expires: "2026-11-26T22:00:00Z".to_string(),
         },
+        memory: None,
+        vcpus: None,
     }
 }
 
@@ -197,6 +199,17 @@ fn cases() -> Vec<(&'static str, RewriteOpts, ExpectFile, ExpectFile)> {
             debian_opts(),
             expect_file!["../golden/domain/debian-server.lab.xml"],
             expect_file!["../golden/domain/debian-server.changes.txt"],
+        ),
+        (
+            // The same domain sized for a small lab host (`memory = "1GiB"`, `vcpus = 1`).
+            "debian-server-sized",
+            RewriteOpts {
+                memory: Some(1 << 30),
+                vcpus: Some(1),
+                ..debian_opts()
+            },
+            expect_file!["../golden/domain/debian-server-sized.lab.xml"],
+            expect_file!["../golden/domain/debian-server-sized.changes.txt"],
         ),
         (
             "windows-workstation",

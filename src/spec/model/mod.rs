@@ -157,6 +157,10 @@ pub struct VmSpec {
     pub dhcp: Option<DhcpReservation>,
     /// Database dumps restored into this VM, if any.
     pub dumps: Option<DumpsSpec>,
+    /// The lab VM's memory in bytes (`memory = "2GiB"`), instead of production's.
+    pub memory: Option<u64>,
+    /// The lab VM's virtual CPUs (`vcpus = 1`), instead of production's.
+    pub vcpus: Option<u32>,
 }
 
 /// A VM's database dumps: where they are, how their times are read, how they are restored.

@@ -12,6 +12,7 @@ use dhcp::check_reservations;
 use fields::{duration_field, duration_or, not_blank, one_of, valid_name};
 use segments::validate_segments;
 use tiers::derive_tiers;
+pub use vm::parse_memory;
 use vm::{PartialVm, validate_vm, validate_vm_names};
 
 mod checks;
@@ -209,6 +210,8 @@ fn complete_vms(
                 ready: vm.ready,
                 dhcp: vm.dhcp,
                 dumps: vm.dumps,
+                memory: vm.memory,
+                vcpus: vm.vcpus,
             })
         })
         .collect()

@@ -73,6 +73,8 @@ pub(super) struct PartialVm {
     pub(super) ready: ReadySpec,
     pub(super) dhcp: Option<DhcpReservation>,
     pub(super) dumps: Option<DumpsSpec>,
+    pub(super) memory: Option<u64>,
+    pub(super) vcpus: Option<u32>,
 }
 
 pub(super) fn validate_vm(
@@ -120,13 +122,87 @@ pub(super) fn validate_vm(
         None => Some(None),
         Some(dumps) => validate_dumps(dumps, &format!("{field}.dumps"), base, problems).map(Some),
     };
+    let memory = match &vm.memory {
+        None => Some(None),
+        Some(m) => validate_memory(m, &format!("{field}.memory"), problems).map(Some),
+    };
+    let vcpus = match &vm.vcpus {
+        None => Some(None),
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=MAX_VCPUS).contains(&n) => Some(Some(n)),
+            _ => {
+                problems.at(
+                    v.span(),
+                    format!("{field}.vcpus"),
+                    format!(
+                        "vcpus {} is out of range; use 1 to {MAX_VCPUS} (the lab VM's virtual CPUs)",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+    };
     Some(PartialVm {
         name: name?,
         source: source?,
         ready,
         dhcp: dhcp?,
         dumps: dumps?,
+        memory: memory?,
+        vcpus: vcpus?,
     })
+}
+
+/// Most virtual CPUs a lab VM may have.
+const MAX_VCPUS: u32 = 512;
+/// Smallest and largest lab VM memory: 16 MiB, 16 TiB.
+const MIN_MEMORY: u64 = 16 << 20;
+const MAX_MEMORY: u64 = 16 << 40;
+
+/// `vm.memory`: `"2GiB"`, `"512MiB"` (binary units KiB, MiB, GiB, TiB) → bytes.
+fn validate_memory(
+    text: &crate::spec::wire::Text,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<u64> {
+    const RULE: &str =
+        "write a size like \"2GiB\" or \"512MiB\" (units KiB, MiB, GiB, TiB), from 16MiB to 16TiB";
+    match parse_memory(text.get_ref()) {
+        Some(n) if (MIN_MEMORY..=MAX_MEMORY).contains(&n) => Some(n),
+        Some(_) => {
+            problems.at(
+                text.span(),
+                field,
+                format!("memory {:?} is out of range; {RULE}", text.get_ref()),
+            );
+            None
+        }
+        None => {
+            problems.at(
+                text.span(),
+                field,
+                format!("memory {:?} is not a size; {RULE}", text.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// `"2GiB"` → 2147483648; `None` for anything else (no unit, a decimal unit, a fraction).
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let shift = match unit.trim() {
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 /// `vm.ready`: how long to wait, and an optional TCP port that must accept.
