@@ -321,6 +321,10 @@ pub enum ScheduleCommand {
         /// RandomizedDelaySec= of the timer.
         #[arg(long, default_value = "15m")]
         randomized_delay: String,
+        /// Schedule `reclab bisect LAB.toml --from WHEN` (the newest good restore point of the
+        /// window) instead of a drill, e.g. "48h ago".
+        #[arg(long, conflicts_with = "at")]
+        bisect_from: Option<String>,
     },
     /// List installed schedules.
     List {

@@ -1,7 +1,9 @@
 //! `reclab listen`: start drills when MQTT messages ask for them.
 //!
 //! The listener subscribes to a topic `T` (QoS 1). Each message is JSON:
-//! `{"lab": "erp"}` or `{"lab": "site-b/erp.toml", "at": "2h ago"}`. `lab` is a lab name
+//! `{"lab": "erp"}` or `{"lab": "site-b/erp.toml", "at": "2h ago"}`, or a bisect (`reclab
+//! bisect`, the newest good restore point) `{"lab": "erp", "bisect": {"from": "48h ago"}}`
+//! (also `to`, `all`), whose reply carries the bisect's JSON result as `bisect`. `lab` is a lab name
 //! (read as `LABS_DIR/NAME.toml`) or a lab file path relative to (and inside) the labs
 //! directory; `at` is passed to `reclab run --at`. Replies go to `T/result` as JSON with a
 //! `status`:
@@ -53,6 +55,20 @@ pub struct Request {
     pub lab: String,
     #[serde(default)]
     pub at: Option<String>,
+    #[serde(default)]
+    pub bisect: Option<BisectRequest>,
+}
+
+/// The window of a requested bisect (`reclab bisect --from --to [--all]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BisectRequest {
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +76,7 @@ struct Job {
     lab: String,
     lab_file: PathBuf,
     at: Option<String>,
+    bisect: Option<BisectRequest>,
 }
 
 #[derive(Default)]
@@ -87,6 +104,9 @@ pub struct Reply {
     pub summary: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tail: Option<String>,
+    /// A bisect's result (`reclab.bisect/1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bisect: Option<serde_json::Value>,
 }
 
 impl Reply {
@@ -101,6 +121,7 @@ impl Reply {
             exit_code: None,
             summary: None,
             output_tail: None,
+            bisect: None,
         }
     }
 }
@@ -133,6 +154,18 @@ pub fn resolve_lab(labs_dir: &Path, lab: &str) -> Result<(String, PathBuf)> {
 fn drill_command(reclab: &Path, state_dir: &Path, job: &Job) -> std::process::Command {
     let mut cmd = std::process::Command::new(reclab);
     cmd.arg("--state-dir").arg(state_dir);
+    if let Some(b) = &job.bisect {
+        cmd.arg("bisect").arg(&job.lab_file).arg("--json");
+        for (flag, value) in [("--from", &b.from), ("--to", &b.to)] {
+            if let Some(v) = value {
+                cmd.arg(flag).arg(v);
+            }
+        }
+        if b.all {
+            cmd.arg("--all");
+        }
+        return cmd;
+    }
     cmd.arg("run").arg(&job.lab_file);
     if let Some(at) = &job.at {
         cmd.arg("--at").arg(at);
@@ -163,6 +196,9 @@ fn run_drill(reclab: &Path, state_dir: &Path, job: &Job) -> Reply {
             .into();
             if code.is_none() {
                 reply.reason = Some(format!("the drill process ended by {}", out.status));
+            }
+            if job.bisect.is_some() {
+                reply.bisect = serde_json::from_slice(&out.stdout).ok();
             }
             let mut both = out.stdout.clone();
             both.extend_from_slice(&out.stderr);
@@ -325,6 +361,7 @@ fn accept(opts: &ListenOpts, queue: &Arc<(Mutex<Queue>, Condvar)>, payload: &[u8
         lab,
         lab_file,
         at: request.at,
+        bisect: request.bisect,
     });
     reply.status = "queued".into();
     reply.position = Some(q.waiting.len());
