@@ -368,3 +368,44 @@ fn accept(opts: &ListenOpts, queue: &Arc<(Mutex<Queue>, Condvar)>, payload: &[u8
     cvar.notify_all();
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bisect_request_runs_reclab_bisect_with_its_window() {
+        let r: Request =
+            serde_json::from_str(r#"{"lab": "erp", "bisect": {"from": "48h ago"}}"#).unwrap();
+        let job = Job {
+            lab: r.lab,
+            lab_file: "/labs/erp.toml".into(),
+            at: r.at,
+            bisect: r.bisect,
+        };
+        let cmd = drill_command(Path::new("/usr/bin/reclab"), Path::new("/state"), &job);
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--state-dir",
+                "/state",
+                "bisect",
+                "/labs/erp.toml",
+                "--json",
+                "--from",
+                "48h ago"
+            ]
+        );
+        // A plain request is still a drill; an unknown bisect field is refused.
+        let plain: Request = serde_json::from_str(r#"{"lab": "erp"}"#).unwrap();
+        assert!(plain.bisect.is_none());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"lab": "erp", "bisect": {"since": "2h"}}"#)
+                .is_err()
+        );
+    }
+}
