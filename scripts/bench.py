@@ -25,7 +25,7 @@ REPO = os.environ.get("RECLAB_REPO", os.path.dirname(os.path.dirname(os.path.abs
 RECLAB = os.environ.get("RECLAB_BIN", os.path.join(REPO, "target/release/reclab"))
 # The benchmark programs (examples/bench_*.rs) that call the library the way `up` does.
 EXAMPLES = os.environ.get("RECLAB_EXAMPLES", os.path.join(REPO, "target/release/examples"))
-BENCH_TOOLS = ("bench_choose", "bench_clone", "bench_datadisk", "bench_plan", "bench_push")
+BENCH_TOOLS = ("bench_bisect", "bench_choose", "bench_clone", "bench_datadisk", "bench_plan", "bench_push")
 DEV_DIR = os.environ.get("RECLAB_DEV_DIR", "/var/tmp/reclab-dev").rstrip("/")
 SANDBOX_CMD = os.path.join(REPO, "scripts/sandbox")
 ESTATE_CMD = os.path.join(REPO, "scripts/estate")
@@ -531,6 +531,37 @@ def bench_points(table, opts):
               passed=value < 0.1, runs=opts.runs)
 
 
+# One drill of the db-only bisect lab on the demo estate: 18.0-19.0 s each in a real
+# `reclab bisect` of 5 drills (2 shared vCPUs, TCG, 2026-12-01); see docs/bisect.md.
+BISECT_DRILL_S = 18.5
+
+
+def bench_bisect(table, opts):
+    """Drills and time to the answer of `reclab bisect` for 24 and 168 restore points vs a
+    linear newest-first scan. The drill counts come from the real search (examples/bench_bisect
+    runs reclab::drill::bisect::search over every boundary of a monotonic point set); 168 real
+    drills under TCG would take hours, so the time is those counts times one real drill's wall
+    time (--bisect-drill-s, measured on a db-only lab of the demo estate by
+    tests/e2e_bisect.rs / reclab bisect; see docs/bisect.md)."""
+    _, cp = run([tool("bench_bisect"), "24", "168"])
+    drill_s = opts.bisect_drill_s
+    for line in cp.stdout.splitlines():
+        r = json.loads(line)
+        n = r["n"]
+        table.add(f"bisect over {n} restore points: drills to the answer, worst case over every "
+                  "boundary", r["bisect_max"], "drills", "linear newest-first scan",
+                  r["linear_max"], target=f"<= ceil(log2 n) + 1 = {r['budget']}",
+                  passed=r["bisect_max"] <= r["budget"],
+                  note="counted by the real search over the point set")
+        table.add(f"bisect over {n} restore points: drills to the answer, mean over every boundary",
+                  r["bisect_mean"], "drills", "linear newest-first scan", r["linear_mean"],
+                  note="counted by the real search over the point set")
+        table.add(f"bisect over {n} restore points: time to the answer, mean", r["bisect_mean"] * drill_s,
+                  "s", "linear newest-first scan", r["linear_mean"] * drill_s,
+                  note=f"drill count x one real db-only drill's wall time, {drill_s:.0f} s; not "
+                       f"{n} real drills")
+
+
 # ---------------------------------------------------------------- the real estate
 
 REAL_SANDBOX = "bench-real"
@@ -822,8 +853,11 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="runs of fast items (default 5)")
     ap.add_argument("--slow-runs", type=int, default=3,
                     help="runs of slow items: full copies, lab up/down (default 3)")
-    ap.add_argument("--only", default="clone,inject,lab,points",
-                    help="comma-separated subset of clone,inject,lab,points,real (real: the "
+    ap.add_argument("--bisect-drill-s", type=float, default=BISECT_DRILL_S,
+                    help="wall time of one real drill of the db-only lab for the bisect rows "
+                         f"(default {BISECT_DRILL_S}, measured; see docs/bisect.md)")
+    ap.add_argument("--only", default="clone,inject,lab,points,bisect",
+                    help="comma-separated subset of clone,inject,lab,points,bisect,real (real: the "
                          "real-estate drill, cache miss and hit, vs the plain way; ~15 min, "
                          "not in the default set)")
     ap.add_argument("--json", help="write the results as JSON to this file")
@@ -831,10 +865,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the bench sandbox and estate")
     opts = ap.parse_args()
     only = set(opts.only.split(","))
-    unknown = only - {"clone", "inject", "lab", "points", "real"}
+    unknown = only - {"clone", "inject", "lab", "points", "bisect", "real"}
     if unknown:
         die(f"--only: unknown item(s) {', '.join(sorted(unknown))}; "
-            "choose from clone,inject,lab,points,real")
+            "choose from clone,inject,lab,points,bisect,real")
     if not os.access(RECLAB, os.X_OK):
         die(f"{RECLAB} is not an executable reclab: run through scripts/bench (it builds it)")
     for name in BENCH_TOOLS if only - {"real"} else ():
@@ -851,6 +885,8 @@ def main():
             extra = bench_lab(table, opts, work, data_img)
         if "points" in only:
             bench_points(table, opts)
+        if "bisect" in only:
+            bench_bisect(table, opts)
         if "real" in only:
             extra["real"] = bench_real(table, opts, work)
     finally:

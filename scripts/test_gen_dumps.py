@@ -248,6 +248,54 @@ class Defects(unittest.TestCase):
         finally:
             dumps.close()
 
+    def test_corrupt_since_removes_one_block_from_that_dump_on(self):
+        dumps = DumpSet("corrupt-since=5h")
+        clean = DumpSet()
+        try:
+            (defect,) = dumps.defects["defects"]
+            self.assertEqual(defect["kind"], "corrupt-since")
+            # NOW is 14:37: the dump of 5 hours ago is 09:00, the newest good one 08:00.
+            self.assertEqual(defect["details"]["first_bad"], "erp-20261126-0900.sql")
+            self.assertEqual(defect["details"]["newest_good_before"], "erp-20261126-0800.sql")
+            low, high = defect["details"]["missing"]
+            self.assertEqual(high - low + 1, gen_dumps.BLOCK_SIZE)
+            bad = [n for n in dumps.names if n >= "erp-20261126-0900.sql"]
+            self.assertEqual(defect["details"]["bad_files"], bad)
+            self.assertEqual(len(bad), 6)
+            for name in dumps.names:
+                numbers = invoice_numbers(dumps.db(name))
+                gaps = [n for n in range(numbers[0], numbers[-1] + 1) if n not in numbers]
+                if name in bad:
+                    self.assertEqual(gaps, list(range(low, high + 1)), name)
+                    self.assertEqual(dumps.manifest(name)["rows"]["invoices"], len(numbers))
+                else:
+                    self.assertEqual(gaps, [], name)
+                    self.assertEqual(read(os.path.join(dumps.dir, name)), read(os.path.join(clean.dir, name)))
+            self.assertEqual(dumps.sha_check(), [])
+        finally:
+            dumps.close()
+            clean.close()
+
+    def test_corrupt_between_heals_after_its_last_bad_dump(self):
+        dumps = DumpSet("corrupt-between=5h..3h")
+        try:
+            (defect,) = dumps.defects["defects"]
+            self.assertEqual(defect["details"]["bad_files"],
+                             ["erp-20261126-0900.sql", "erp-20261126-1000.sql", "erp-20261126-1100.sql"])
+            low, _ = defect["details"]["missing"]
+            for name in dumps.names:
+                self.assertEqual(low in invoice_numbers(dumps.db(name)), name not in defect["details"]["bad_files"])
+        finally:
+            dumps.close()
+
+    def test_a_malformed_block_defect_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for bad in ["corrupt-since=5", "corrupt-since=30h", "corrupt-between=3h..5h", "corrupt-since"]:
+                result = subprocess.run([sys.executable, GEN, "--out", tmp, "--defect", bad],
+                                        capture_output=True, text=True)
+                self.assertEqual(result.returncode, 2, bad)
+                self.assertIn("invalid choice", result.stderr)
+
     def test_an_unknown_defect_is_refused(self):
         with tempfile.TemporaryDirectory() as tmp:
             result = subprocess.run([sys.executable, GEN, "--out", tmp, "--defect", "bitrot"],

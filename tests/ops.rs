@@ -166,6 +166,7 @@ fn summary(lab: &str, result: DrillResult) -> Summary {
         recovery_time: (result == DrillResult::Verified).then(|| Duration::from_secs(412)),
         data_age: Some(SignedDuration::from_secs(3 * 3600)),
         report_dir: Some("/var/lib/reclab/labs/erp/reports/5f3a9c21".into()),
+        answer: None,
     }
 }
 

@@ -150,6 +150,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find the newest good restore point with real drills: binary search over the distinct
+    /// restore-point combinations of the window (about log2(n) + 1 drills), then confirm the
+    /// boundary; contradictions are reported (exit 0 a good point found, 1 none good, 2 an
+    /// operational error).
+    Bisect {
+        /// The lab file.
+        lab: PathBuf,
+        /// Oldest moment of the window (the point in effect then is the oldest candidate),
+        /// e.g. "48h ago" (default: the oldest restore point).
+        #[arg(long)]
+        from: Option<String>,
+        /// Newest moment of the window (default: the newest restore point).
+        #[arg(long)]
+        to: Option<String>,
+        /// Time zone for wall-clock --from/--to forms (default: the system's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Drill every candidate (a full timeline) instead of searching.
+        #[arg(long)]
+        all: bool,
+        /// How many drills run at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Time to live of each drill's lab.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print the result as JSON (reclab.bisect/1).
+        #[arg(long)]
+        json: bool,
+    },
     /// Every drill of a lab, with recovery time and data age trends.
     History {
         /// Lab name.
@@ -344,6 +374,10 @@ pub enum ScheduleCommand {
         /// RandomizedDelaySec= of the timer.
         #[arg(long, default_value = "15m")]
         randomized_delay: String,
+        /// Schedule `reclab bisect LAB.toml --from WHEN` (the newest good restore point of the
+        /// window) instead of a drill, e.g. "48h ago".
+        #[arg(long, conflicts_with = "at")]
+        bisect_from: Option<String>,
     },
     /// List installed schedules.
     List {

@@ -175,6 +175,7 @@ pub fn schedule(ctx: &Ctx, out: &mut dyn Write, action: ScheduleCommand) -> Resu
             name,
             unit_dir,
             randomized_delay,
+            bisect_from,
         } => {
             let lab_spec = spec::load(lab)?;
             // The units name the state directory only when one was given.
@@ -191,6 +192,7 @@ pub fn schedule(ctx: &Ctx, out: &mut dyn Write, action: ScheduleCommand) -> Resu
                 reclab_bin: std::env::current_exe().context("finding the reclab binary")?,
                 state_dir,
                 randomized_delay: randomized_delay.clone(),
+                bisect_from: bisect_from.clone(),
             };
             let s = schedule::install(&opts)?;
             writeln!(

@@ -4,6 +4,9 @@
 //! Reports outlive their lab: they go to `STATE/labs/<lab>/reports/<run8>/` (JSON, JUnit, HTML
 //! with screenshots, terminal summary), and every drill appends a line to the lab's history.
 
+pub mod bisect;
+pub mod bisect_run;
+
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use std::path::{Path, PathBuf};

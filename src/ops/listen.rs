@@ -2,7 +2,9 @@
 //!
 //! The listener joins the MQTT 5 shared subscription `$share/GROUP/T` (QoS 1), so each
 //! request on topic `T` goes to one listener of the group (docs/fleet.md). Each message is
-//! JSON: `{"lab": "erp"}` or `{"lab": "site-b/erp.toml", "at": "2h ago"}`. `lab` is a lab name
+//! JSON: `{"lab": "erp"}` or `{"lab": "site-b/erp.toml", "at": "2h ago"}`, or a bisect (`reclab
+//! bisect`, the newest good restore point) `{"lab": "erp", "bisect": {"from": "48h ago"}}`
+//! (also `to`, `all`), whose reply carries the bisect's JSON result as `bisect`. `lab` is a lab name
 //! (read as `LABS_DIR/NAME.toml`) or a lab file path relative to (and inside) the labs
 //! directory; `at` is passed to `reclab run --at`. Replies go to `T/result` as JSON with a
 //! `status` and the `host` that answered:
@@ -91,6 +93,20 @@ pub struct Request {
     pub hops: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passed_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bisect: Option<BisectRequest>,
+}
+
+/// The window of a requested bisect (`reclab bisect --from --to [--all]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BisectRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub all: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -149,6 +165,9 @@ pub struct Reply {
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// A bisect's result (`reclab.bisect/1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bisect: Option<serde_json::Value>,
 }
 
 impl Reply {
@@ -165,6 +184,7 @@ impl Reply {
             output_tail: None,
             started_at: None,
             finished_at: None,
+            bisect: None,
         }
     }
 }
@@ -241,17 +261,38 @@ pub fn check_connack(spec: &MqttSpec, ack: &ConnAck) -> Result<()> {
     Ok(())
 }
 
-/// The drill command: `reclab --state-dir S run LAB [--at AT]`.
+/// The drill command: `reclab --state-dir S run LAB [--at AT]`, or for a bisect request
+/// `reclab --state-dir S bisect LAB --json [--from F] [--to T] [--all]`.
 fn drill_command(opts: &ListenOpts, job: &Job) -> std::process::Command {
     let mut cmd = std::process::Command::new(&opts.reclab);
     cmd.arg("--state-dir").arg(&opts.state_dir);
-    cmd.arg("run").arg(&job.lab_file);
-    if let Some(at) = &job.request.at {
-        cmd.arg("--at").arg(at);
-    }
+    cmd.args(drill_args(&job.request, &job.lab_file));
     cmd.env("RECLAB_HOST", &opts.host);
     terminate_with_parent(&mut cmd);
     cmd
+}
+
+/// The arguments after `--state-dir S`: `run LAB [--at AT]`, or for a bisect request
+/// `bisect LAB --json [--from F] [--to T] [--all]`.
+fn drill_args(request: &Request, lab_file: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(b) = &request.bisect {
+        args.extend(["bisect".into(), lab_file.into(), "--json".into()]);
+        for (flag, value) in [("--from", &b.from), ("--to", &b.to)] {
+            if let Some(v) = value {
+                args.extend([flag.into(), v.into()]);
+            }
+        }
+        if b.all {
+            args.push("--all".into());
+        }
+    } else {
+        args.extend(["run".into(), lab_file.into()]);
+        if let Some(at) = &request.at {
+            args.extend(["--at".into(), at.into()]);
+        }
+    }
+    args
 }
 
 /// The child gets SIGTERM when the thread that started it (a drill thread, which lives as
@@ -294,6 +335,9 @@ fn run_drill(opts: &ListenOpts, job: &Job) -> Reply {
             .into();
             if code.is_none() {
                 reply.reason = Some(format!("the drill process ended by {}", out.status));
+            }
+            if job.request.bisect.is_some() {
+                reply.bisect = serde_json::from_slice(&out.stdout).ok();
             }
             let mut both = out.stdout.clone();
             both.extend_from_slice(&out.stderr);
@@ -566,6 +610,7 @@ impl Shared {
                         at: None,
                         hops: 0,
                         passed_by: vec![],
+                        bisect: None,
                     },
                     need: None,
                     message,
@@ -741,5 +786,34 @@ mod tests {
         let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!((back.hops, back.passed_by), (1, vec!["lab-a".to_string()]));
         assert!(serde_json::from_str::<Request>(r#"{"lab": "erp", "lbs": 1}"#).is_err());
+    }
+
+    #[test]
+    fn a_bisect_request_runs_reclab_bisect_with_its_window() {
+        let r: Request =
+            serde_json::from_str(r#"{"lab": "erp", "bisect": {"from": "48h ago"}}"#).unwrap();
+        let args: Vec<_> = drill_args(&r, Path::new("/labs/erp.toml"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            ["bisect", "/labs/erp.toml", "--json", "--from", "48h ago"]
+        );
+        // Passed on to another host, it stays a bisect.
+        let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.bisect.unwrap().from.as_deref(), Some("48h ago"));
+        // A plain request is still a drill; an unknown bisect field is refused.
+        let plain: Request = serde_json::from_str(r#"{"lab": "erp", "at": "2h ago"}"#).unwrap();
+        assert!(plain.bisect.is_none());
+        let args: Vec<_> = drill_args(&plain, Path::new("/labs/erp.toml"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["run", "/labs/erp.toml", "--at", "2h ago"]);
+        assert!(
+            serde_json::from_str::<Request>(r#"{"lab": "erp", "bisect": {"since": "2h"}}"#)
+                .is_err()
+        );
     }
 }

@@ -291,6 +291,7 @@ mod tests {
             recovery_time: (result == DrillResult::Verified).then(|| Duration::from_millis(83_500)),
             data_age: Some(SignedDuration::from_secs(-90)),
             report_dir: None,
+            answer: None,
         }
     }
 

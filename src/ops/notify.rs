@@ -179,6 +179,9 @@ pub fn body(s: &Summary) -> String {
     if let Some(dir) = &s.report_dir {
         line("report", dir.clone());
     }
+    if let Some(answer) = &s.answer {
+        line("answer", answer.clone());
+    }
     out
 }
 

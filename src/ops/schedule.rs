@@ -50,6 +50,8 @@ pub struct InstallOpts {
     pub state_dir: Option<PathBuf>,
     /// `RandomizedDelaySec=` value, such as `15m`.
     pub randomized_delay: String,
+    /// A scheduled bisect instead of a drill: `reclab bisect LAB --from WHEN`.
+    pub bisect_from: Option<String>,
 }
 
 /// A schedule as installed.
@@ -188,6 +190,11 @@ pub fn command_line(opts: &InstallOpts) -> Vec<String> {
     if let Some(dir) = &opts.state_dir {
         args.push("--state-dir".into());
         args.push(dir.display().to_string());
+    }
+    if let Some(from) = &opts.bisect_from {
+        args.extend(["bisect".into(), opts.lab_file.display().to_string()]);
+        args.extend(["--from".into(), from.clone()]);
+        return args;
     }
     args.push("run".into());
     args.push(opts.lab_file.display().to_string());
@@ -382,6 +389,36 @@ pub fn systemctl(args: &[&str]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_bisect_runs_reclab_bisect_with_its_window() {
+        let opts = InstallOpts {
+            lab_file: "/labs/erp.toml".into(),
+            name: "erp-bisect".into(),
+            on: "daily 06:00".into(),
+            at: None,
+            unit_dir: "/tmp/units".into(),
+            reclab_bin: "/usr/bin/reclab".into(),
+            state_dir: None,
+            randomized_delay: "15m".into(),
+            bisect_from: Some("48h ago".into()),
+        };
+        assert_eq!(
+            command_line(&opts),
+            [
+                "/usr/bin/reclab",
+                "bisect",
+                "/labs/erp.toml",
+                "--from",
+                "48h ago"
+            ]
+        );
+        let (service, _) = render_units(&opts, &calendar("daily 06:00").unwrap());
+        assert!(
+            service.contains("ExecStart=/usr/bin/reclab bisect /labs/erp.toml --from \"48h ago\""),
+            "{service}"
+        );
+    }
 
     #[test]
     fn friendly_forms_become_calendar_expressions() {

@@ -311,6 +311,7 @@ impl DrillReport {
             recovery_time: self.recovery_time,
             data_age: self.data_age,
             report_dir: report_dir.map(|d| d.display().to_string()),
+            answer: None,
         }
     }
 }
@@ -332,6 +333,10 @@ pub struct Summary {
     #[serde(rename = "data_age_ms", with = "opt_signed_millis")]
     pub data_age: Option<SignedDuration>,
     pub report_dir: Option<String>,
+    /// The answer of a `reclab bisect` (newest good point, first bad and what is wrong there)
+    /// when the notification is about one; never in a drill's history line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
