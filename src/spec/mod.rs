@@ -145,7 +145,7 @@
 //!   before anything is created (a full backup first, each incremental's parent the checkpoint
 //!   before it, `<domain>.cpt`, `checkpoints/*.xml` and the data files agreeing, every disk at
 //!   every checkpoint); `*.partial` files of a running backup are ignored with a warning; `-l copy`
-//!   and `-l diff` backups are refused; lz4-compressed streams are restored by virtnbdrestore.
+//!   and `-l diff` backups are refused; lz4-compressed chains (`virtnbdbackup -z`) are restored by virtnbdrestore (tested end to end).
 //!   The chosen checkpoint is restored with `virtnbdrestore` into the restore cache under the
 //!   state directory (`restore-cache/`, bounded by `RECLAB_RESTORE_CACHE_MAX`, e.g. `20G`,
 //!   default 50 GiB, least recently used entries evicted, never one a running lab sits on); a
