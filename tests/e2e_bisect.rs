@@ -317,8 +317,10 @@ fn bisect_finds_the_newest_good_dump_and_reports_contradictions() {
         Duration::from_secs(30),
         || {
             let log = std::fs::read_to_string(&broker_log).unwrap_or_default();
-            let subscribed = |topic: &str| log.lines().any(|l| l.ends_with(&format!(" {topic}")));
-            (subscribed("reclab/drill") && subscribed("reclab/drill/result")).then_some(())
+            let subscribed = |topic: &str| log.lines().any(|l| l.ends_with(topic));
+            // The listener joins the fleet's shared subscription ($share/GROUP/T).
+            (subscribed(" $share/reclab/reclab/drill") && subscribed(" reclab/drill/result"))
+                .then_some(())
         },
     );
     check(
@@ -348,7 +350,7 @@ fn bisect_finds_the_newest_good_dump_and_reports_contradictions() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{}", text(&replies));
-    assert_eq!(lines[0]["status"], "queued", "{lines:?}");
+    assert_eq!(lines[0]["status"], "started", "{lines:?}");
     let reply = &lines[1];
     let b = &reply["bisect"];
     remember(&sb, b);
