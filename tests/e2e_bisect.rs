@@ -264,6 +264,7 @@ fn bisect_finds_the_newest_good_dump_and_reports_contradictions() {
             .unwrap(),
     );
     let url = format!("mqtt://127.0.0.1:{port}");
+    let listener_log = estate.dir.join("listen.log");
     let _listener = Started(
         in_sandbox(
             &sb,
@@ -283,10 +284,23 @@ fn bisect_finds_the_newest_good_dump_and_reports_contradictions() {
             ],
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&listener_log).unwrap())
         .spawn()
         .unwrap(),
     );
+    let request = r#"{"lab": "bis", "bisect": {"from": "2h ago", "to": "2h ago"}}"#;
+    // The listener runs gc before it subscribes: give it time on a loaded machine. Only then
+    // is the broker surely up for mosquitto_sub, which (unlike the listener) does not retry.
+    let subscribed = |topic: &str| {
+        std::fs::read_to_string(&broker_log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.ends_with(topic))
+    };
+    let t_sub = Instant::now();
+    while !subscribed(" $share/reclab/reclab/drill") && t_sub.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let port_s = port.to_string();
     let sub = in_sandbox(
         &sb,
@@ -310,17 +324,24 @@ fn bisect_finds_the_newest_good_dump_and_reports_contradictions() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    // Both have subscribed once the broker logged their subscriptions.
-    let request = r#"{"lab": "bis", "bisect": {"from": "2h ago", "to": "2h ago"}}"#;
+    while !subscribed(" reclab/drill/result") && t_sub.elapsed() < Duration::from_secs(150) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     wait_for(
         "the listener's and the subscriber's subscriptions",
-        Duration::from_secs(30),
+        Duration::from_secs(1),
         || {
-            let log = std::fs::read_to_string(&broker_log).unwrap_or_default();
-            let subscribed = |topic: &str| log.lines().any(|l| l.ends_with(topic));
             // The listener joins the fleet's shared subscription ($share/GROUP/T).
-            (subscribed(" $share/reclab/reclab/drill") && subscribed(" reclab/drill/result"))
-                .then_some(())
+            let ok =
+                subscribed(" $share/reclab/reclab/drill") && subscribed(" reclab/drill/result");
+            if !ok {
+                eprintln!(
+                    "broker log:\n{}\nlistener:\n{}",
+                    std::fs::read_to_string(&broker_log).unwrap_or_default(),
+                    std::fs::read_to_string(&listener_log).unwrap_or_default()
+                );
+            }
+            ok.then_some(())
         },
     );
     check(
